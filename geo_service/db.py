@@ -1,0 +1,71 @@
+"""Which PostGIS to use (embedded or DATABASE_URL), engines, and schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, text
+
+from geo_service.embedded import EmbeddedCluster
+from geo_service.settings import Settings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def cluster(settings: Settings) -> EmbeddedCluster:
+    """The embedded cluster of this checkout (whether or not it is in use)."""
+    return EmbeddedCluster(settings.data_dir)
+
+
+def database_url(settings: Settings, start: bool = True) -> str:
+    """The libpq DSN of the database in use; starts the embedded cluster when it is the default."""
+    if settings.database_url:
+        url = settings.database_url
+        for prefix in ("postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+            if url.startswith(prefix):
+                url = "postgresql://" + url[len(prefix):]
+        return url
+    embedded = cluster(settings)
+    if start:
+        embedded.start()
+    return embedded.url()
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    return "postgresql+psycopg://" + dsn.split("://", 1)[1]
+
+
+def make_engine(dsn: str) -> Engine:
+    return create_engine(sqlalchemy_url(dsn), pool_pre_ping=True, future=True)
+
+
+def alembic_config(dsn: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
+    return config
+
+
+def upgrade(dsn: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision` (creates PostGIS first when allowed)."""
+    engine = make_engine(dsn)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+    finally:
+        engine.dispose()
+    command.upgrade(alembic_config(dsn), revision)
+
+
+def current_revision(dsn: str) -> str | None:
+    engine = make_engine(dsn)
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
+            if exists is None:
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()

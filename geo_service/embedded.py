@@ -1,0 +1,319 @@
+"""The embedded PostgreSQL + PostGIS cluster the project runs for itself when no DATABASE_URL is set.
+
+The cluster lives in the project's data folder (ignored by git). It listens on a private Unix
+socket and on a loopback port derived from the folder's path, so two checkouts on one machine get
+two clusters that never collide. PostgreSQL refuses to run as root: when invoked as root, the
+server runs as an unprivileged OS user (``postgres`` when it exists) that owns the cluster folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import grp
+import hashlib
+import os
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+SUPERUSER = "geo"
+DATABASE = "geo_service"
+FALLBACK_ROOT = Path("/var/lib/geo-service")
+SERVICE_USER = "geo-service"
+
+
+class EmbeddedError(RuntimeError):
+    """The embedded cluster could not be set up, started or reached."""
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What `geo-service db status` reports."""
+
+    initialised: bool
+    running: bool
+    pgdata: Path
+    port: int | None
+    socket_dir: Path
+    pg_version: str | None
+
+
+def find_pg_bindir() -> Path:
+    """Return the bin folder of the newest installed PostgreSQL that has PostGIS available."""
+    candidates: list[tuple[int, Path]] = []
+    for bindir in Path("/usr/lib/postgresql").glob("*/bin"):
+        version = bindir.parent.name
+        if not version.isdigit() or not (bindir / "postgres").exists():
+            continue
+        if Path(f"/usr/share/postgresql/{version}/extension/postgis.control").exists():
+            candidates.append((int(version), bindir))
+    if candidates:
+        return max(candidates)[1]
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).resolve().parent
+    raise EmbeddedError(
+        "no PostgreSQL server with PostGIS found; install them with "
+        "`apt-get install postgresql-15 postgresql-15-postgis-3` (make run/test does this)"
+    )
+
+
+def _stable_port(key: str) -> int:
+    """A loopback port derived from the cluster's path: 20000-39999."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return 20000 + int.from_bytes(digest[:4], "big") % 20000
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _service_user() -> pwd.struct_passwd:
+    """The unprivileged OS user that runs the server when we are root (created if needed)."""
+    for name in ("postgres", SERVICE_USER):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+        check=True,
+    )
+    return pwd.getpwnam(SERVICE_USER)
+
+
+def _user_can_traverse(user: pwd.struct_passwd, path: Path) -> bool:
+    """True when `user` can reach `path` (every parent folder searchable)."""
+    groups = {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem} | {user.pw_gid}
+    for folder in [*reversed(path.parents), path]:
+        if not folder.exists():
+            break
+        st = folder.stat()
+        if st.st_uid == user.pw_uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid in groups:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            return False
+    return True
+
+
+class EmbeddedCluster:
+    """A PostgreSQL cluster owned by this project checkout."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
+        self.root = self._choose_root()
+        self.pgdata = self.root / "data"
+        self.state_dir = self.data_dir / "pg-state"
+        self.password_file = self.state_dir / "password"
+        self.port_file = self.state_dir / "port"
+        self.log_file = self.root / "server.log"
+        socket_dir = self.root / "run"
+        if len(str(socket_dir)) > 80:  # Unix socket paths are limited to ~107 bytes
+            socket_dir = Path(tempfile.gettempdir()) / f"geo-service-{self.key}"
+        self.socket_dir = socket_dir
+
+    # ----------------------------------------------------------------- layout
+    def _choose_root(self) -> Path:
+        inside = self.data_dir / "pg"
+        if not _is_root():
+            return inside
+        user = _service_user()
+        if _user_can_traverse(user, self.data_dir.parent):
+            return inside
+        # The checkout sits where the service user cannot reach (e.g. under /root).
+        return FALLBACK_ROOT / self.key
+
+    def _owner(self) -> pwd.struct_passwd | None:
+        return _service_user() if _is_root() else None
+
+    def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a server binary, as the service user when we are root."""
+        owner = self._owner()
+        cmd = ["runuser", "-u", owner.pw_name, "--", *args] if owner else args
+        result = subprocess.run(cmd, capture_output=True, text=True, cwd="/", check=False)
+        if check and result.returncode != 0:
+            raise EmbeddedError(
+                f"{Path(args[0]).name} failed ({result.returncode}): "
+                f"{(result.stderr or result.stdout).strip()}"
+            )
+        return result
+
+    def _chown(self, path: Path) -> None:
+        owner = self._owner()
+        if owner:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise init/start/stop between processes of this checkout."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # ----------------------------------------------------------------- state
+    @property
+    def initialised(self) -> bool:
+        return (self.pgdata / "PG_VERSION").exists() and self.password_file.exists()
+
+    @property
+    def port(self) -> int | None:
+        if self.port_file.exists():
+            return int(self.port_file.read_text().strip())
+        return None
+
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def running(self) -> bool:
+        if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        bindir = find_pg_bindir()
+        return self._run([str(bindir / "pg_ctl"), "status", "-D", str(self.pgdata)], False).returncode == 0
+
+    def status(self) -> ClusterStatus:
+        version = None
+        if (self.pgdata / "PG_VERSION").exists():
+            version = (self.pgdata / "PG_VERSION").read_text().strip()
+        return ClusterStatus(
+            initialised=self.initialised,
+            running=self.running(),
+            pgdata=self.pgdata,
+            port=self.port,
+            socket_dir=self.socket_dir,
+            pg_version=version,
+        )
+
+    def url(self, database: str = DATABASE) -> str:
+        """A DSN usable by psql, GDAL and psycopg (password auth on the loopback port)."""
+        if not self.initialised or self.port is None:
+            raise EmbeddedError("the embedded cluster is not initialised: run `geo-service db start`")
+        return (
+            f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/"
+            f"{database}"
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+    def _init(self, bindir: Path) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._chown(self.root)
+        if self.pgdata.exists():  # a half-initialised folder from an interrupted run
+            shutil.rmtree(self.pgdata)
+        password = secrets.token_urlsafe(24)
+        with tempfile.NamedTemporaryFile("w", dir=self.root, delete=False) as pwfile:
+            pwfile.write(password + "\n")
+        self._chown(Path(pwfile.name))
+        try:
+            self._run(
+                [
+                    str(bindir / "initdb"),
+                    "-D", str(self.pgdata),
+                    "-U", SUPERUSER,
+                    f"--pwfile={pwfile.name}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E", "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
+        finally:
+            os.unlink(pwfile.name)
+        self.password_file.write_text(password + "\n")
+        os.chmod(self.password_file, 0o600)
+
+    def _pick_port(self) -> int:
+        port = self.port or _stable_port(str(self.pgdata))
+        while not _port_free(port):
+            port = 20000 + (port - 20000 + 7) % 20000
+        self.port_file.write_text(f"{port}\n")
+        return port
+
+    def start(self) -> ClusterStatus:
+        """Initialise on first use, then start the server if it is not running; idempotent."""
+        bindir = find_pg_bindir()
+        with self._lock():
+            if not self.initialised:
+                self._init(bindir)
+            if not self.running():
+                port = self._pick_port()
+                self.socket_dir.mkdir(parents=True, exist_ok=True)
+                self._chown(self.socket_dir)
+                os.chmod(self.socket_dir, 0o700)
+                options = (
+                    f"-p {port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+                    "-c shared_buffers=256MB -c max_connections=100 -c fsync=on "
+                    "-c max_wal_size=2GB -c work_mem=32MB -c maintenance_work_mem=256MB"
+                )
+                self._run(
+                    [
+                        str(bindir / "pg_ctl"), "start", "-w", "-t", "60",
+                        "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options,
+                    ]
+                )
+            self._ensure_database(bindir)
+        return self.status()
+
+    def _psql(self, bindir: Path, sql: str, database: str = "postgres") -> str:
+        psql = bindir / "psql"
+        if not psql.exists():
+            psql = Path(shutil.which("psql") or "psql")
+        args = [
+            str(psql), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+            "-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER,
+            "-d", database, "-c", sql,
+        ]
+        return self._run(args).stdout.strip()
+
+    def _ensure_database(self, bindir: Path) -> None:
+        exists = self._psql(bindir, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        if exists != "1":
+            self._psql(bindir, f"CREATE DATABASE {DATABASE}")
+        self._psql(bindir, "CREATE EXTENSION IF NOT EXISTS postgis", DATABASE)
+
+    def stop(self) -> bool:
+        """Stop the server; returns False when it was not running."""
+        if not self.running():
+            return False
+        bindir = find_pg_bindir()
+        with self._lock():
+            self._run([str(bindir / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.pgdata)])
+        return True
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def redact(url: str) -> str:
+    """A DSN with its password hidden, for logs and status output."""
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)

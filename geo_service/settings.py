@@ -1,0 +1,45 @@
+"""Settings: one `GEO_` prefix, `.env` support, `DATABASE_URL` for an external PostGIS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment.
+
+    With no database URL the project runs its own embedded PostGIS cluster in `data_dir`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="GEO_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "GEO_DATABASE_URL"),
+        description="PostGIS to use instead of the embedded cluster (starts nothing).",
+    )
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / ".data",
+        description="Where the embedded cluster and other local state live (ignored by git).",
+    )
+    node_modules: Path = Field(
+        default=PROJECT_ROOT / "node_modules",
+        description="Where the pinned npm data packages are installed.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_pool_min: int = 1
+    db_pool_max: int = 8
+    health_timeout_ms: int = 2000
+
+    @property
+    def embedded(self) -> bool:
+        """True when the project runs its own PostGIS cluster."""
+        return not self.database_url
