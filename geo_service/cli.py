@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from geo_service import db
 from geo_service.embedded import EmbeddedError, redact
+from geo_service.errors import LoadError
+from geo_service.load import store
+from geo_service.load.pipeline import (
+    LoadOptions,
+    LoadResult,
+    Reporter,
+    load_defaults,
+    load_target,
+)
+from geo_service.manifests import all_manifests
 from geo_service.settings import Settings
 
 app = typer.Typer(
@@ -26,7 +45,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(boundaries_app, name="boundaries")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -110,6 +129,127 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
     dsn = _dsn(_settings())
     db.upgrade(dsn, revision)
     out.print(f"schema at {db.current_revision(dsn)}")
+
+
+# --------------------------------------------------------------------------- boundaries
+class RichReporter(Reporter):
+    """Progress bars on stderr, one per stage."""
+
+    @contextmanager
+    def stage(self, label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description:<40}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+        )
+        task = progress.add_task(label, total=total)
+        with progress:
+            yield lambda n: progress.advance(task, n)
+            progress.update(task, completed=total or 1, total=total or 1)
+
+    def note(self, message: str) -> None:
+        err.print(f"[yellow]note:[/] {message}", highlight=False)
+
+
+def _report_problems(exc: LoadError) -> typer.Exit:
+    err.print(f"[bold red]load refused[/] ({len(exc.problems)} problem(s)); nothing was changed:")
+    for problem in exc.problems[:200]:
+        err.print(f"  - {problem}", highlight=False, markup=False)
+    if len(exc.problems) > 200:
+        err.print(f"  ... and {len(exc.problems) - 200} more")
+    return typer.Exit(2)
+
+
+@boundaries_app.command("load")
+def boundaries_load(
+    target: Annotated[str, typer.Argument(
+        help="A manifest id (see `boundaries sources`), a manifest .toml, or any OGR-readable "
+             "file (GeoPackage, Shapefile, GeoJSON, GeoParquet, FlatGeobuf).")],
+    level: Annotated[str | None, typer.Option(help="country, region or municipality (files).")] = None,
+    country: Annotated[str | None, typer.Option(help="ISO 3166-1 alpha-2 code of every feature.")] = None,
+    code_field: Annotated[str | None, typer.Option(help="Attribute holding the unique code.")] = None,
+    name_field: Annotated[str | None, typer.Option(help="Attribute holding the name.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Layer to read in a multi-layer file.")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Attribute encoding when not UTF-8.")] = None,
+    source: Annotated[str | None, typer.Option(help="Source name to record (default: file stem).")] = None,
+    strict: Annotated[bool, typer.Option(help="Reject invalid geometry instead of repairing it.")] = False,
+    force: Annotated[bool, typer.Option(help="Reload even when the same input is in place.")] = False,
+) -> None:
+    """Load a dataset: validate everything, then swap it in one transaction (or change nothing)."""
+    dsn = _dsn(_settings())
+    options = LoadOptions(level=level, country=country, code_field=code_field,
+                          name_field=name_field, layer=layer, encoding=encoding, source=source,
+                          strict=strict, force=force)
+    try:
+        result = load_target(_settings(), dsn, target, options, RichReporter())
+    except LoadError as exc:
+        raise _report_problems(exc) from exc
+    _say_result(result)
+
+
+def _say_result(result: LoadResult) -> None:
+    if result.skipped:
+        out.print(f"{result.source} ({result.level}): same input already loaded, nothing to do")
+    else:
+        out.print(f"{result.source} ({result.level}): {result.features:,} features loaded "
+                  f"in {result.seconds:.1f} s")
+
+
+@boundaries_app.command("load-defaults")
+def boundaries_load_defaults(
+    force: Annotated[bool, typer.Option(help="Reload even the datasets already in place.")] = False,
+) -> None:
+    """Load every default dataset (countries, regions, Korean municipalities, gazetteer)."""
+    settings = _settings()
+    dsn = _dsn(settings)
+    try:
+        results = load_defaults(settings, dsn, RichReporter(), force=force)
+    except LoadError as exc:
+        raise _report_problems(exc) from exc
+    for result in results:
+        _say_result(result)
+
+
+@boundaries_app.command("sources")
+def boundaries_sources() -> None:
+    """List the source manifests in boundaries/."""
+    table = Table("id", "level", "title", "licence")
+    for manifest in all_manifests(_settings()).values():
+        table.add_row(manifest.id, manifest.level, manifest.title, manifest.licence)
+    out.print(table)
+
+
+@boundaries_app.command("status")
+def boundaries_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Per source and level: feature count, version and load time."""
+    rows = store.status(_dsn(_settings()))
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table("source", "level", "features", "version", "loaded_at")
+    for row in rows:
+        table.add_row(row["source"], row["level"], f"{row['features']:,}", row["version"] or "",
+                      row["loaded_at"])
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- serve
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+) -> None:
+    """Serve the map and the API."""
+    import uvicorn
+
+    from geo_service.api import create_app
+
+    settings = _settings()
+    settings = settings.model_copy(update={"host": host or settings.host,
+                                           "port": port or settings.port})
+    _dsn(settings)  # start the embedded cluster before the app's lifespan opens its pool
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 def main() -> None:

