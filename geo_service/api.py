@@ -1,0 +1,120 @@
+"""The web API: built by create_app(settings); the pool opens in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from geo_service import __version__, db, query
+from geo_service.settings import Settings
+
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with request.app.state.pool.connection() as conn:
+        yield conn
+
+
+ConnDep = Annotated[AsyncConnection, Depends(_connection)]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI application for `settings` (environment and .env when omitted)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        dsn = await asyncio.to_thread(db.database_url, settings)
+        pool = AsyncConnectionPool(dsn, min_size=settings.db_pool_min,
+                                   max_size=settings.db_pool_max, open=False,
+                                   kwargs={"autocommit": True})
+        await pool.open(wait=True, timeout=30)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="Human rights cities and territories — map service",
+        version=__version__,
+        description="Boundaries of the movement's municipalities, provinces, regions and countries.",
+        lifespan=lifespan,
+        openapi_url="/api",
+        docs_url="/api.html",
+        redoc_url=None,
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'request'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        return problem(400, "Invalid request parameter", details)
+
+    @app.get("/health", tags=["service"], summary="Database reachability, versions and counts")
+    async def health(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(settings.health_timeout_ms / 1000):
+                async with request.app.state.pool.connection() as conn:
+                    await conn.execute(f"SET statement_timeout = {int(settings.health_timeout_ms)}")
+                    info = await query.health(conn)
+        except Exception as exc:  # the point of /health is to report any database failure
+            return problem(503, "Database unavailable", type(exc).__name__)
+        body = {"status": "ok", "service_version": __version__,
+                "database": "embedded" if settings.embedded else "external", **info}
+        return JSONResponse(body)
+
+    @app.get(
+        "/collections/{collection}/items",
+        tags=["boundaries"],
+        summary="Boundaries of one level as GeoJSON",
+        response_class=Response,
+        responses={200: {"content": {"application/geo+json": {}}}},
+    )
+    async def boundary_items(
+        conn: ConnDep,
+        collection: str,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="Features per page")] = 100,
+        offset: Annotated[int, Query(ge=0, description="Features to skip")] = 0,
+        country: Annotated[str | None, Query(pattern="^[A-Za-z]{2}$",
+                                             description="ISO 3166-1 alpha-2 code")] = None,
+        parent: Annotated[str | None, Query(max_length=64,
+                                            description="Code of the parent boundary")] = None,
+    ) -> Response:
+        level = query.BOUNDARY_COLLECTIONS.get(collection)
+        if level is None:
+            raise HTTPException(404, f"no collection {collection!r}; known: "
+                                     f"{', '.join(query.BOUNDARY_COLLECTIONS)}")
+        page = await query.boundary_items(conn, level, limit=limit, offset=offset,
+                                          country=country, parent=parent)
+        body = page["body"][:-1] + (
+            f', "numberMatched": {page["matched"]}, "numberReturned": '
+            f'{min(limit, max(page["matched"] - offset, 0))}}}'
+        )
+        return Response(body, media_type="application/geo+json")
+
+    return app
