@@ -6,7 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, text
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import URL, Engine, create_engine, make_url, text
 
 from geo_service.embedded import EmbeddedCluster
 from geo_service.settings import Settings
@@ -33,8 +34,16 @@ def database_url(settings: Settings, start: bool = True) -> str:
     return embedded.url()
 
 
-def sqlalchemy_url(dsn: str) -> str:
-    return "postgresql+psycopg://" + dsn.split("://", 1)[1]
+def sqlalchemy_url(dsn: str) -> URL:
+    """The SQLAlchemy URL (psycopg 3 driver) of a libpq URI or key=value DSN."""
+    if "://" in dsn:
+        return make_url("postgresql+psycopg://" + dsn.split("://", 1)[1])
+    info = conninfo_to_dict(dsn)
+    return URL.create(
+        "postgresql+psycopg", username=info.get("user"), password=info.get("password"),
+        host=info.get("host"), port=int(info["port"]) if info.get("port") else None,
+        database=info.get("dbname"),
+    )
 
 
 def make_engine(dsn: str) -> Engine:
@@ -44,7 +53,8 @@ def make_engine(dsn: str) -> Engine:
 def alembic_config(dsn: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
+    url = sqlalchemy_url(dsn).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

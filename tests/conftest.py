@@ -1,0 +1,81 @@
+"""Tests run against a real PostGIS: a throwaway database created in the project's embedded
+cluster (or in the server GEO_TEST_DATABASE_URL names), migrated once and dropped at the end."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from geo_service import db
+from geo_service.load.pipeline import Reporter, load_defaults
+from geo_service.settings import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _admin_dsn() -> str:
+    explicit = os.environ.get("GEO_TEST_DATABASE_URL")
+    if explicit:
+        return explicit
+    return db.database_url(Settings(database_url=None))
+
+
+def _with_database(dsn: str, name: str) -> str:
+    """The same server and credentials, another database (a URI, usable by GDAL and psql)."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated PostGIS database for this test session."""
+    admin = _admin_dsn()
+    name = f"geo_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = _with_database(admin, name)
+    try:
+        db.upgrade(dsn)
+        yield dsn
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def default_data(settings: Settings, database_url: str) -> list:
+    """The default datasets, loaded once per session (the slow part of the suite)."""
+    return load_defaults(settings, database_url, Reporter())
+
+
+@pytest.fixture()
+def env_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the CLI (run in-process) at the test database."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return database_url
+
+
+def counts(dsn: str) -> dict[str, int]:
+    """Rows per boundary level plus tiers, places and loads: what a refused load must not change."""
+    with psycopg.connect(dsn) as conn:
+        result = dict(conn.execute("SELECT level, count(*) FROM boundaries GROUP BY level").fetchall())
+        for table in ("boundary_tiers", "places", "data_sources"):
+            result[table] = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+        result["checksum"] = conn.execute(
+            "SELECT md5(string_agg(code || ST_AsEWKB(geom)::text, ',' ORDER BY level, code)) "
+            "FROM boundaries").fetchone()[0]
+    return result
