@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) 
     if path.is_file() and path.stat().st_size == 0:
         raise LoadError([Problem(file, None, None, "the file is empty")])
     try:
-        meta, _, wkb, values = ogr_read(path, layer=layer, encoding=encoding)
+        with warnings.catch_warnings():  # unclosed rings are reported per feature below
+            warnings.filterwarnings("ignore", message="Non closed ring detected")
+            meta, _, wkb, values = ogr_read(path, layer=layer, encoding=encoding)
     except UnicodeDecodeError as exc:
         raise LoadError(_non_utf8_problems(path, layer)) from exc
     except (DataSourceError, DataLayerError) as exc:
