@@ -1,0 +1,5 @@
+"""`python -m geo_service` runs the `geo-service` command."""
+
+from geo_service.cli import main
+
+main()

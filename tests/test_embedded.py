@@ -1,0 +1,117 @@
+"""The embedded PostGIS: initialised on first use, started on demand, stopped; two checkouts
+never collide; works as root (server as an unprivileged user) and as a normal user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from geo_service.embedded import EmbeddedCluster
+
+GEO = str(Path(sys.executable).with_name("geo-service"))
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+SITE_PACKAGES = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+
+
+def _as_user(user: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", user, "--", *args], capture_output=True, text=True,
+                          timeout=60, cwd="/")
+
+
+def _interpreter_for(user: str) -> str | None:
+    """A Python the user can run with this checkout's packages: the venv's own, or the system
+    Python of the same version when the venv's base lives under /root (pyenv)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/{version}"):
+        if _as_user(user, [candidate, "-c", "import sys"]).returncode == 0:
+            return candidate
+    return None
+
+
+def geo(data_dir: Path, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GEO_DATABASE_URL")}
+    env["GEO_DATA_DIR"] = str(data_dir)
+    cmd = [GEO, *args]
+    if user:
+        python = _interpreter_for(user)
+        assert python, f"no Python that {user} can run"
+        cmd = ["runuser", "-u", user, "--", "env", f"GEO_DATA_DIR={data_dir}", "HOME=/tmp",
+               f"PYTHONPATH={PROJECT}:{SITE_PACKAGES}", python, "-m", "geo_service", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180, cwd="/")
+
+
+def test_two_checkouts_run_side_by_side(tmp_path: Path) -> None:
+    first, second = tmp_path / "checkout-a" / ".data", tmp_path / "checkout-b" / ".data"
+    try:
+        for folder in (first, second):
+            started = geo(folder, "db", "start")
+            assert started.returncode == 0, started.stderr
+        urls = [geo(folder, "db", "url").stdout.strip() for folder in (first, second)]
+        assert urls[0] != urls[1]
+        for url in urls:
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SELECT postgis_lib_version()").fetchone()[0].startswith("3.")
+        status = geo(first, "db", "status", "--json")
+        assert status.returncode == 0 and '"running": true' in status.stdout
+        assert EmbeddedCluster(first).port != EmbeddedCluster(second).port
+        if os.geteuid() == 0:  # the server never runs as root
+            pgdata = EmbeddedCluster(first).pgdata
+            assert pgdata.stat().st_uid != 0
+    finally:
+        for folder in (first, second):
+            geo(folder, "db", "stop")
+    stopped = geo(first, "db", "status")
+    assert stopped.returncode == 3 and "running: False" in stopped.stdout
+    # started again on demand by any command that needs it, with its data kept
+    again = geo(first, "db", "url")
+    try:
+        assert again.returncode == 0
+        with psycopg.connect(again.stdout.strip()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        geo(first, "db", "stop")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a normal user this whole suite is that case")
+def test_runs_as_a_normal_user(tmp_path: Path) -> None:
+    """Root can try the unprivileged path too: `nobody` gets its own cluster in a folder it owns."""
+    user = pwd.getpwnam("nobody")
+    if _interpreter_for("nobody") is None or _as_user("nobody", ["test", "-r", str(
+            PROJECT / "geo_service" / "cli.py")]).returncode != 0:
+        pytest.skip("this checkout or its Python is not readable by an unprivileged user")
+    folder = Path("/tmp") / f"geo-normal-user-{os.getpid()}"
+    folder.mkdir(mode=0o755)
+    os.chown(folder, user.pw_uid, user.pw_gid)
+    data_dir = folder / ".data"
+    try:
+        started = geo(data_dir, "db", "start", user="nobody")
+        assert started.returncode == 0, started.stderr
+        url = geo(data_dir, "db", "url", user="nobody").stdout.strip()
+        with psycopg.connect(url) as conn:
+            owner = conn.execute("SELECT usename FROM pg_stat_activity WHERE pid = "
+                                 "pg_backend_pid()").fetchone()[0]
+            assert owner == "geo"
+        pid_file = data_dir / "pg" / "data" / "postmaster.pid"
+        assert pid_file.stat().st_uid == user.pw_uid
+    finally:
+        geo(data_dir, "db", "stop", user="nobody")
+        subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def test_external_database_url_starts_nothing(tmp_path: Path, database_url: str) -> None:
+    env_dir = tmp_path / "unused" / ".data"
+    env = {**os.environ, "DATABASE_URL": database_url, "GEO_DATA_DIR": str(env_dir)}
+    result = subprocess.run([GEO, "db", "start"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert result.returncode == 0 and "nothing to start" in result.stdout
+    url = subprocess.run([GEO, "db", "url"], capture_output=True, text=True, env=env, timeout=60)
+    assert url.stdout.strip() == database_url
+    assert not env_dir.exists()
