@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from http import HTTPStatus
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = AsyncConnectionPool(dsn, min_size=settings.db_pool_min,
                                    max_size=settings.db_pool_max, open=False,
                                    kwargs={"autocommit": True})
-        await pool.open(wait=True, timeout=30)
+        await pool.open(wait=True, timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
         try:
             yield

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     port: int = 8000
     db_pool_min: int = 1
     db_pool_max: int = 8
+    db_connect_timeout_s: float = 30.0
     health_timeout_ms: int = 2000
 
     @property

@@ -1,0 +1,90 @@
+"""The API skeleton over a real PostGIS: /health and a boundaries collection built in SQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from psycopg_pool import PoolTimeout
+
+from geo_service.api import create_app
+from geo_service.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("default_data")
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings):
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_health_reports_database_versions_and_counts(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["postgis"].startswith("3.")
+    assert body["schema_revision"] == "0001"
+    assert body["boundaries"]["region"] == 4596
+    assert body["boundaries"]["country"] >= 200
+    assert body["boundaries"]["municipality"] >= 250
+
+
+def test_startup_fails_without_a_database() -> None:
+    settings = Settings(database_url="postgresql://nobody:x@127.0.0.1:9/none",
+                        db_connect_timeout_s=1)
+    with pytest.raises(PoolTimeout), TestClient(create_app(settings)):
+        pass  # the pool is checked at start-up: no database, no service
+
+
+def test_regions_of_a_country_as_geojson(client: TestClient) -> None:
+    response = client.get("/collections/regions/items", params={"country": "kr", "limit": 5})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/geo+json"
+    body = json.loads(response.text)
+    assert body["type"] == "FeatureCollection"
+    assert body["numberMatched"] == 17 and body["numberReturned"] == 5
+    assert len(body["features"]) == 5
+    first = body["features"][0]
+    assert first["geometry"]["type"] == "MultiPolygon"
+    lon, lat = first["geometry"]["coordinates"][0][0][0]
+    assert 124 < lon < 132 and 33 < lat < 39
+    assert set(first["properties"]) >= {"code", "name", "iso3166_2", "parent_code"}
+
+
+def test_paging_reaches_the_end(client: TestClient) -> None:
+    seen = []
+    offset = 0
+    while True:
+        body = client.get("/collections/municipalities/items",
+                          params={"limit": 100, "offset": offset}).json()
+        seen += [f["id"] for f in body["features"]]
+        if body["numberReturned"] < 100:
+            break
+        offset += 100
+    assert len(seen) == len(set(seen)) == body["numberMatched"] == 253
+
+
+def test_children_of_a_region(client: TestClient) -> None:
+    regions = client.get("/collections/regions/items", params={"country": "KR", "limit": 17}).json()
+    gwangju = next(f for f in regions["features"] if f["properties"]["iso3166_2"] == "KR-29")
+    body = client.get("/collections/municipalities/items", params={"parent": gwangju["id"]}).json()
+    assert sorted(f["properties"]["national_code"] for f in body["features"]) == [
+        "29110", "29140", "29155", "29170", "29200"]
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/collections/nowhere/items", 404),
+    ("/collections/regions/items?limit=abc", 400),
+    ("/collections/regions/items?limit=0", 400),
+    ("/collections/regions/items?limit=10001", 400),
+    ("/collections/regions/items?offset=-1", 400),
+    ("/collections/regions/items?country=FRA", 400),
+])
+def test_client_errors_are_problem_details(client: TestClient, url: str, status: int) -> None:
+    response = client.get(url)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == status
