@@ -50,7 +50,7 @@ system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, 
 	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || missing="$$missing postgis"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgres"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
-	command -v runuser >/dev/null || missing="$$missing runuser"; \
+	if [ "$$(id -u)" = 0 ]; then command -v runuser >/dev/null || missing="$$missing runuser"; fi; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing venv"; \
 	for p in $(filter gdal-bin,$(APT_PACKAGES)); do command -v ogr2ogr >/dev/null || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "system packages: present"; exit 0; fi; \

@@ -66,7 +66,7 @@ def read_field(path: str, pattern: str) -> str:
     return match.group(1).strip().strip('"') if match else "unknown"
 
 
-def machine_info(dsn: str, ogr2ogr: str, load: tuple[float, ...]) -> dict[str, str]:
+def machine_info(dsn: str, ogr2ogr: str, loads: list[tuple[float, ...]]) -> dict[str, str]:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT version(), postgis_full_version()").fetchone()
     pg_version, postgis = row if row else ("unknown", "unknown")
@@ -81,7 +81,9 @@ def machine_info(dsn: str, ogr2ogr: str, load: tuple[float, ...]) -> dict[str, s
         "PostgreSQL": pg_version.split(" on ")[0],
         "PostGIS": ", ".join(f"{k} {v.split()[0]}" for k, v in parts.items() if k in PARTS) or postgis,
         "GDAL": gdal.stdout.strip(),
-        "Load average at start (1/5/15 min)": " / ".join(f"{x:.2f}" for x in load),
+        "Load average 1/5/15 min, start → end (other work skews timings)": " → ".join(
+            "/".join(f"{x:.2f}" for x in load) for load in loads
+        ),
     }
 
 
@@ -156,7 +158,7 @@ def main() -> int:
         return 2
     dsn = args.dsn or subprocess.run([cli, "db", "url"], capture_output=True, text=True,
                                      check=True).stdout.strip()
-    started, load = dt.datetime.now(dt.UTC), os.getloadavg()  # other work on the box skews timings
+    started, load = dt.datetime.now(dt.UTC), os.getloadavg()
     ogr_args = ["-f", "PostgreSQL", "--config", "PG_USE_COPY", "YES", "-nln", OGR_TABLE, "-overwrite",
                 "-lco", "GEOMETRY_NAME=geom", "-nlt", "PROMOTE_TO_MULTI", "-t_srs", "EPSG:4326"]
     commands = {
@@ -177,7 +179,8 @@ def main() -> int:
                 print(f"run {run}/{args.repeat} {name:9s} {times[name][-1]:7.2f} s", flush=True)
     finally:
         drop_ogr_table(dsn)
-    section = render(machine_info(dsn, ogr2ogr, load), commands, times, args.repeat, started)
+    info = machine_info(dsn, ogr2ogr, [load, os.getloadavg()])
+    section = render(info, commands, times, args.repeat, started)
     write_section(args.output, section)
     print(section)
     return 0
