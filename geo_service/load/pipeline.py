@@ -146,17 +146,24 @@ def _link_regions(conn: psycopg.Connection, layer: RawLayer, code_field: str, na
     matching each unit to the region it overlaps most; the match must be one-to-one."""
     conn.execute("CREATE TEMP TABLE link_units (code text, name text, geom bytea) ON COMMIT DROP")
     with conn.cursor().copy("COPY link_units FROM STDIN") as copy:
+        # matching needs shares of area, not detail: compare simplified shapes (~500 m)
+        simple = shapely.make_valid(shapely.simplify(layer.geoms, 0.005))
         for code, name, wkb in zip(layer.columns[code_field], layer.columns[name_field],
-                                   shapely.to_wkb(layer.geoms), strict=True):
+                                   shapely.to_wkb(simple), strict=True):
             copy.write_row((str(code), name, wkb))
     # One-to-one by greatest overlap first: each pair scores the share of the region the unit
     # covers, and the best-scoring pairs are taken while both sides are free. (Natural Earth
     # draws Sejong offset, so "the unit each region overlaps most" would give Chungnam twice.)
+    conn.execute(
+        "CREATE TEMP TABLE stage_region_shapes ON COMMIT DROP AS "
+        "SELECT r.id, ST_MakeValid(ST_SimplifyPreserveTopology(r.geom, 0.005)) AS geom "
+        "FROM boundaries r WHERE r.level = 'region' AND r.iso3166_1 = %s", (country,))
     pairs = conn.execute(
-        "SELECT u.code, u.name, r.id, r.code, ST_Area(ST_Intersection(r.geom, "
-        "ST_MakeValid(ST_GeomFromWKB(u.geom, 4326)))) / ST_Area(r.geom) AS share "
+        "SELECT u.code, u.name, r.id, r.code, ST_Area(ST_Intersection(t.geom, "
+        "ST_GeomFromWKB(u.geom, 4326))) / ST_Area(t.geom) AS share "
         "FROM link_units u JOIN boundaries r ON r.level = 'region' AND r.iso3166_1 = %s "
-        "AND ST_Intersects(r.geom, ST_GeomFromWKB(u.geom, 4326)) ORDER BY share DESC",
+        "JOIN stage_region_shapes t ON t.id = r.id "
+        "WHERE ST_Intersects(t.geom, ST_GeomFromWKB(u.geom, 4326)) ORDER BY share DESC",
         (country,),
     ).fetchall()
     matches: list[tuple[str, str, int, str]] = []
