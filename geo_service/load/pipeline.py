@@ -328,11 +328,16 @@ def load_target(settings: Settings, dsn: str, target: str, options: LoadOptions,
                 reporter: Reporter) -> LoadResult:
     """A manifest id, a manifest file, or a data file."""
     manifests = all_manifests(settings)
-    if target in manifests:
-        return load_manifest(settings, dsn, manifests[target], options, reporter)
+    if target in manifests or (target.endswith(".toml") and Path(target).exists()):
+        manifest = manifests.get(target) or read_manifest(Path(target))
+        result = load_manifest(settings, dsn, manifest, options, reporter)
+        if not result.skipped:  # datasets derived from this one follow it (countries)
+            for derived in manifests.values():
+                if derived.source.kind == "derived" and derived.source.from_ == manifest.id:
+                    reporter.note(f"rebuilding {derived.id}, derived from {manifest.id}")
+                    load_manifest(settings, dsn, derived, options, reporter)
+        return result
     path = Path(target)
-    if path.suffix == ".toml" and path.exists():
-        return load_manifest(settings, dsn, read_manifest(path), options, reporter)
     if not path.exists():
         known = ", ".join(sorted(manifests))
         raise LoadError([Problem(target, None, None,

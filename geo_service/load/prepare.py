@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,10 +133,15 @@ def label_points(geoms: np.ndarray) -> np.ndarray:
 
 
 def generalize(geoms: np.ndarray) -> dict[int, np.ndarray]:
-    """Coverage-preserving simplification per tier: neighbours keep shared edges."""
+    """Coverage-preserving simplification per tier: neighbours keep shared edges.
 
-    def one(tolerance: float) -> np.ndarray:
-        simple = shapely.coverage_simplify(geoms, tolerance)
+    Tiers cascade from fine to coarse: each simplifies the finer tier's output (itself a clean
+    coverage), which is much faster than starting from full resolution every time.
+    """
+    tiers: dict[int, np.ndarray] = {}
+    source = geoms
+    for tier, (tolerance, _) in sorted(TIERS.items(), key=lambda item: item[1][0]):
+        simple = shapely.coverage_simplify(source, tolerance)
         bad = ~shapely.is_valid(simple) | shapely.is_empty(simple)
         if bad.any():
             simple[bad] = [
@@ -147,12 +151,9 @@ def generalize(geoms: np.ndarray) -> dict[int, np.ndarray]:
         result = np.array([g if isinstance(g, MultiPolygon) else _polygonal(g)
                            for g in simple], dtype=object)
         empty = shapely.is_empty(result)
-        result[empty] = geoms[empty]  # a shape smaller than the tolerance keeps its full geometry
-        return result
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {tier: pool.submit(one, tol) for tier, (tol, _) in TIERS.items()}
-        return {tier: future.result() for tier, future in futures.items()}
+        result[empty] = source[empty]  # a shape smaller than the tolerance keeps the finer one
+        tiers[tier] = source = result
+    return dict(sorted(tiers.items()))
 
 
 def _column(layer: RawLayer, spec: str | None, n: int) -> list[str | None]:
