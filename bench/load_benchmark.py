@@ -3,7 +3,7 @@
 Times, against the same PostGIS database and on this machine:
 
 * ``geo-service boundaries load-defaults --force`` (all four default datasets),
-* ``geo-service boundaries load natural-earth-admin1 --force`` (admin-1 alone),
+* ``geo-service boundaries load natural-earth-admin1 --force --no-derived`` (admin-1 alone),
 * ``ogr2ogr`` importing the same admin-1 GeoJSON into a scratch table.
 
 Each command runs ``--repeat`` times; median and minimum wall-clock seconds are reported,
@@ -163,7 +163,8 @@ def main() -> int:
                 "-lco", "GEOMETRY_NAME=geom", "-nlt", "PROMOTE_TO_MULTI", "-t_srs", "EPSG:4326"]
     commands = {
         "defaults": ["geo-service", "boundaries", "load-defaults", "--force"],
-        "admin1": ["geo-service", "boundaries", "load", "natural-earth-admin1", "--force"],
+        "admin1": ["geo-service", "boundaries", "load", "natural-earth-admin1", "--force",
+                   "--no-derived"],
         "ogr2ogr": ["ogr2ogr", *ogr_args[:5], 'PG:"<dsn>"', str(ADMIN1.relative_to(ROOT)), *ogr_args[5:]],
     }
     real = {

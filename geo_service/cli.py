@@ -173,12 +173,13 @@ def boundaries_load(
     source: Annotated[str | None, typer.Option(help="Source name to record (default: file stem).")] = None,
     strict: Annotated[bool, typer.Option(help="Reject invalid geometry instead of repairing it.")] = False,
     force: Annotated[bool, typer.Option(help="Reload even when the same input is in place.")] = False,
+    derived: Annotated[bool, typer.Option(help="Rebuild datasets derived from this one.")] = True,
 ) -> None:
     """Load a dataset: validate everything, then swap it in one transaction (or change nothing)."""
     dsn = _dsn(_settings())
     options = LoadOptions(level=level, country=country, code_field=code_field,
                           name_field=name_field, layer=layer, encoding=encoding, source=source,
-                          strict=strict, force=force)
+                          strict=strict, force=force, derived=derived)
     try:
         result = load_target(_settings(), dsn, target, options, RichReporter())
     except LoadError as exc:

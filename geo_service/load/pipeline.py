@@ -59,6 +59,7 @@ class LoadOptions:
     source: str | None = None
     strict: bool = False
     force: bool = False
+    derived: bool = True  # rebuild datasets derived from the one loaded (countries)
 
 
 @dataclass
@@ -300,7 +301,7 @@ def load_file(dsn: str, path: Path, options: LoadOptions, reporter: Reporter) ->
     fields = FieldMap(code=options.code_field or _guess(layer, ("code", "id", "shapeISO")),
                       name=options.name_field or _guess(layer, ("name", "shapeName", "NAME")))
     source = options.source or path.stem
-    opts = {k: v for k, v in asdict(options).items() if k != "force"}
+    opts = {k: v for k, v in asdict(options).items() if k not in ("force", "derived")}
     manifest = Manifest(id=source, title=path.name, level=level,  # type: ignore[arg-type]
                         version=time.strftime("%Y-%m-%d"), licence="see the file's origin",
                         attribution="see the file's origin", source={"kind": "url"})
@@ -331,7 +332,7 @@ def load_target(settings: Settings, dsn: str, target: str, options: LoadOptions,
     if target in manifests or (target.endswith(".toml") and Path(target).exists()):
         manifest = manifests.get(target) or read_manifest(Path(target))
         result = load_manifest(settings, dsn, manifest, options, reporter)
-        if not result.skipped:  # datasets derived from this one follow it (countries)
+        if options.derived and not result.skipped:  # datasets derived from it follow (countries)
             for derived in manifests.values():
                 if derived.source.kind == "derived" and derived.source.from_ == manifest.id:
                     reporter.note(f"rebuilding {derived.id}, derived from {manifest.id}")
