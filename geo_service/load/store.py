@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import shapely
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from geo_service.errors import LoadError, Problem
@@ -96,12 +97,16 @@ _COLUMNS = ("code", "name", "name_en", "name_fr", "name_es", "name_local", "iso3
             "iso3166_2", "national_code", "wikidata_id", "parent_code")
 
 
+def _column_list() -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+
+
 def _copy_rows(conn: psycopg.Connection, rows: BoundaryRows, progress: Progress) -> None:
     geoms = shapely.to_wkb(rows.geoms)
     labels = shapely.to_wkb(rows.labels)
     with conn.cursor().copy(
-        "COPY stage_boundaries (ord, " + ", ".join(_COLUMNS) +
-        ", names, properties, geom, label) FROM STDIN"
+        sql.SQL("COPY stage_boundaries (ord, {}, names, properties, geom, label) FROM STDIN")
+        .format(_column_list())
     ) as copy:
         for index in range(len(rows)):
             copy.write_row((
@@ -190,12 +195,13 @@ def write_boundaries(dsn: str, rows: BoundaryRows, record: SourceRecord, *,
         conn.execute("DELETE FROM boundaries WHERE level = %s AND source = %s",
                      (record.level, record.source))
         conn.execute(
-            "INSERT INTO boundaries (level, source, " + ", ".join(_COLUMNS) + ", names, properties, "
-            "geom, label_point, area_km2, data_source_id) "
-            "SELECT %s, %s, " + ", ".join(f"s.{c}" for c in _COLUMNS) + ", s.names, s.properties, "
-            "ST_GeomFromWKB(s.geom, 4326), ST_GeomFromWKB(s.label, 4326), "
-            "ST_Area(ST_GeomFromWKB(s.geom, 4326)::geography) / 1e6, %s "
-            "FROM stage_boundaries s ORDER BY s.ord",
+            sql.SQL(
+                "INSERT INTO boundaries (level, source, {columns}, names, properties, geom, "
+                "label_point, area_km2, data_source_id) "
+                "SELECT %s, %s, {columns}, names, properties, ST_GeomFromWKB(geom, 4326), "
+                "ST_GeomFromWKB(label, 4326), ST_Area(ST_GeomFromWKB(geom, 4326)::geography) / 1e6, "
+                "%s FROM stage_boundaries ORDER BY ord"
+            ).format(columns=_column_list()),
             (record.level, record.source, source_id),
         )
         conn.execute(
