@@ -18,7 +18,7 @@ help: ## List the targets
 
 run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default data on first start)
 	$(GEO) db upgrade
-	$(GEO) boundaries load-defaults
+	$(GEO) load-defaults
 	$(GEO) serve
 
 test: setup ## Lint, then run the test suite against a throwaway database in a real PostGIS

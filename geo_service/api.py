@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo_service import __version__, db, query
+from geo_service.campaign.stats import stats_async
 from geo_service.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -116,5 +117,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             f'{min(limit, max(page["matched"] - offset, 0))}}}'
         )
         return Response(body, media_type="application/geo+json")
+
+    @app.get("/api/stats", tags=["campaign"],
+             summary="Campaign progress: totals against 10, 100, 1000 and breakdowns")
+    async def campaign_stats(
+        conn: ConnDep,
+        include_engagement: Annotated[bool, Query(
+            description="Count engagement-only rows (not human rights territories) too")] = False,
+    ) -> JSONResponse:
+        return JSONResponse(await stats_async(conn, include_engagement))
 
     return app

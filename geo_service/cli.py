@@ -6,8 +6,10 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -21,6 +23,10 @@ from rich.progress import (
 from rich.table import Table
 
 from geo_service import db
+from geo_service.campaign.initiatives import import_initiatives
+from geo_service.campaign.members import ImportResult, import_members, report_json
+from geo_service.campaign.sample import load_sample
+from geo_service.campaign.stats import stats_sync
 from geo_service.embedded import EmbeddedError, redact
 from geo_service.errors import LoadError
 from geo_service.load import store
@@ -233,6 +239,103 @@ def boundaries_status(
         table.add_row(row["source"], row["level"], f"{row['features']:,}", row["version"] or "",
                       row["loaded_at"])
     out.print(table)
+
+
+# --------------------------------------------------------------------------- campaign
+members_app = typer.Typer(help="Territories of the movement (members).", no_args_is_help=True)
+initiatives_app = typer.Typer(help="Initiatives of the territories.", no_args_is_help=True)
+app.add_typer(members_app, name="members")
+app.add_typer(initiatives_app, name="initiatives")
+
+FileArg = Annotated[Path, typer.Argument(help="CSV, XLSX or JSON file.")]
+DryRun = Annotated[bool, typer.Option(help="Validate, match and show what would change; write nothing.")]
+SkipInvalid = Annotated[bool, typer.Option(help="Import the valid rows and report the others.")]
+ReportOpt = Annotated[Path | None, typer.Option(help="Write one JSON object per input row here.")]
+Delimiter = Annotated[str, typer.Option(help="CSV delimiter.")]
+Sheet = Annotated[str | None, typer.Option(help="XLSX sheet to read (default: the first).")]
+
+
+def _run_import(importer: Callable[..., ImportResult], file: Path, dry_run: bool,
+                skip_invalid: bool, report: Path | None, delimiter: str, sheet: str | None) -> None:
+    dsn = _dsn(_settings())
+    try:
+        result = importer(dsn, file, dry_run=dry_run, skip_invalid=skip_invalid,
+                          delimiter="\t" if delimiter == "\\t" else delimiter, sheet=sheet)
+    except LoadError as exc:
+        if report:
+            report.write_text(json.dumps([{"row": p.feature, "field": p.field, "outcome": "invalid",
+                                           "errors": [p.message]} for p in exc.problems], indent=2))
+        raise _report_problems(exc) from exc
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    for problem in result.problems:
+        err.print(f"skipped: {problem}", style="yellow", highlight=False, markup=False)
+    if report:
+        report.write_text(report_json(result))
+    verb = "would change (dry run, nothing written)" if dry_run else "imported"
+    out.print(f"{file.name}: {verb}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()),
+              highlight=False)
+
+
+@members_app.command("import")
+def members_import(file: FileArg, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
+                   report: ReportOpt = None, delimiter: Delimiter = ",", sheet: Sheet = None) -> None:
+    """Import territories: every row validated first, matched to a boundary or a point, upserted
+    on id (else name + country + kind); changed rows keep their previous version in history."""
+    _run_import(import_members, file, dry_run, skip_invalid, report, delimiter, sheet)
+
+
+@initiatives_app.command("import")
+def initiatives_import(file: FileArg, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
+                       report: ReportOpt = None, delimiter: Delimiter = ",",
+                       sheet: Sheet = None) -> None:
+    """Import initiatives (each names a known territory and its rights themes)."""
+    _run_import(import_initiatives, file, dry_run, skip_invalid, report, delimiter, sheet)
+
+
+@app.command("stats")
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    include_engagement: Annotated[bool, typer.Option(
+        help="Count engagement-only rows too (not human rights territories).")] = False,
+) -> None:
+    """Campaign progress against 10, 100 and 1000, by section, kind, commitment, theme, year."""
+    with psycopg.connect(_dsn(_settings())) as conn:
+        result = stats_sync(conn, include_engagement)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out.print(f"{result['territories']} territories, {result['initiatives']} initiatives "
+              f"({result['note']})", highlight=False)
+    for m in result["milestones"]:
+        out.print(f"  {m['target']:>5}: {'reached' if m['reached'] else str(m['remaining']) + ' to go'}")
+    for key in ("by_uclg_section", "by_kind", "by_commitment_kind", "by_rights_theme"):
+        out.print(f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in result[key].items()),
+                  highlight=False)
+    out.print("by year: " + ", ".join(f"{y['year']} +{y['new']} ({y['cumulative']})"
+                                      for y in result["by_year"]) + f"; undated {result['undated']}")
+
+
+@app.command("load-defaults")
+def load_all_defaults(
+    force: Annotated[bool, typer.Option(help="Reload what is already in place.")] = False,
+) -> None:
+    """Default boundaries, then the sample campaign data (what `make run` loads on first start)."""
+    settings = _settings()
+    dsn = _dsn(settings)
+    try:
+        for result in load_defaults(settings, dsn, RichReporter(), force=force):
+            _say_result(result)
+        for kind, imported in load_sample(settings, dsn, force=force):
+            if imported is None:
+                out.print(f"sample {kind}: same file already imported, nothing to do")
+                continue
+            for problem in imported.problems:
+                err.print(f"skipped: {problem}", style="yellow", highlight=False, markup=False)
+            out.print(f"sample {kind}: " + ", ".join(f"{k} {v}" for k, v in imported.counts.items()),
+                      highlight=False)
+    except LoadError as exc:
+        raise _report_problems(exc) from exc
 
 
 # --------------------------------------------------------------------------- serve

@@ -13,14 +13,20 @@ class Problem:
     feature: int | str | None
     field: str | None
     message: str
+    unit: str = "feature"  # what `feature` counts: features of a layer, rows of a table
 
     def __str__(self) -> str:
         where = [self.file]
         if self.feature is not None:
-            where.append(f"feature {self.feature}")
+            where.append(f"{self.unit} {self.feature}")
         if self.field:
             where.append(f"field {self.field}")
         return f"{', '.join(where)}: {self.message}"
+
+
+def RowProblem(file: str, row: int | str | None, field: str | None, message: str) -> Problem:
+    """A problem in a row of a table (CSV, XLSX, JSON roster)."""
+    return Problem(file, row, field, message, unit="row")
 
 
 class LoadError(Exception):

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "boundaries",
         description="Folder of source manifests (one TOML file per dataset).",
     )
+    sample_dir: Path = Field(
+        default=PROJECT_ROOT / "data" / "sample",
+        description="The sample campaign data `make run` loads (territories, initiatives, ...).",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_min: int = 1

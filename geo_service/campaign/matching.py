@@ -1,0 +1,224 @@
+"""Matching a territory to a boundary or a point: explicit code, then name, then gazetteer.
+
+A wrong match is worse than no match: two plausible candidates give `ambiguous`, never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+# levels to look at, in order, for each kind of territory
+LEVELS_FOR_KIND: dict[str, tuple[str, ...]] = {
+    "municipality": ("municipality",),
+    "metropolitan-area": ("region", "municipality"),
+    "region": ("region",),
+    "association": (),
+}
+# a gazetteer candidate wins over the others only with this many times their population
+DOMINANCE = 5.0
+
+_PREFIXES = [
+    "metropolitan city of", "city and county of", "city of", "municipality of", "town of",
+    "ayuntamiento de", "municipio de", "municipalidad de", "alcaldia de", "prefeitura de",
+    "prefeitura municipal de", "ville de", "commune de", "metropole de", "metropole du",
+    "comune di", "citta di", "citta metropolitana di", "stadt", "gemeente", "landeshauptstadt",
+    "province of", "provincia de", "provincia di", "region de", "departement de",
+    "distrito de", "county of",
+]
+_SUFFIXES = [
+    "special self governing city", "special self governing province", "metropolitan city",
+    "metropolitan area", "special city", "city council", "city", "municipality", "metropole",
+    "province", "prefecture", "county", "district", "region", "si", "gu", "gun", "do",
+]
+_HANGUL_SUFFIXES = ["특별자치시", "특별자치도", "특별시", "광역시", "시", "군", "구", "도"]
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalize(name: str | None, affixes: bool = True) -> str:
+    """Case, accents, punctuation and (unless `affixes` is False) administrative prefixes and
+    suffixes removed."""
+    if not name:
+        return ""
+    decomposed = unicodedata.normalize("NFKD", name)
+    stripped = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    text = _PUNCT.sub(" ", unicodedata.normalize("NFC", stripped).casefold()).strip()
+    text = re.sub(r"\s+", " ", text)
+    changed = affixes
+    while changed and text:
+        changed = False
+        for prefix in _PREFIXES:
+            if text.startswith(prefix + " ") and len(text) > len(prefix) + 1:
+                text, changed = text[len(prefix) + 1:], True
+        for suffix in _SUFFIXES:
+            if text.endswith(" " + suffix) and len(text) > len(suffix) + 1:
+                text, changed = text[: -len(suffix) - 1], True
+        for suffix in _HANGUL_SUFFIXES:
+            if text.endswith(suffix) and len(text) > len(suffix) + 1:
+                text, changed = text[: -len(suffix)], True
+    return text
+
+
+@dataclass
+class Match:
+    """Where a territory sits, and how we know."""
+
+    outcome: str  # matched | point | ambiguous | unmatched
+    method: str | None = None
+    score: float | None = None
+    boundary_level: str | None = None
+    boundary_code: str | None = None
+    lon: float | None = None
+    lat: float | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Matcher:
+    """Looks territories up in the boundaries and the gazetteer of one database connection."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self._boundaries: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._places: dict[str, list[dict[str, Any]]] = {}
+        self._country_points: dict[str, tuple[float, float] | None] = {}
+
+    # ------------------------------------------------------------------ lookups
+    def boundaries(self, country: str, level: str) -> list[dict[str, Any]]:
+        key = (country, level)
+        if key not in self._boundaries:
+            rows = self.conn.execute(
+                "SELECT code, iso3166_2, name, name_en, name_fr, name_es, name_local, names, "
+                "ST_X(label_point), ST_Y(label_point) FROM boundaries "
+                "WHERE level = %s AND iso3166_1 = %s", (level, country)).fetchall()
+            self._boundaries[key] = [
+                {"code": r[0], "iso3166_2": r[1], "name": r[2], "level": level,
+                 "lon": r[8], "lat": r[9],
+                 **_keys((r[2], r[3], r[4], r[5], r[6], *(r[7] or {}).values()))}
+                for r in rows
+            ]
+        return self._boundaries[key]
+
+    def places(self, country: str) -> list[dict[str, Any]]:
+        if country not in self._places:
+            rows = self.conn.execute(
+                "SELECT geonameid, name, ascii_name, alternate_names, population, "
+                "ST_X(geom), ST_Y(geom) FROM places WHERE iso3166_1 = %s", (country,)).fetchall()
+            self._places[country] = [
+                {"geonameid": r[0], "name": r[1], "population": r[4] or 0, "lon": r[5], "lat": r[6],
+                 "primary": _keys((r[1], r[2])), **_keys((r[1], r[2], *(r[3] or [])))}
+                for r in rows
+            ]
+        return self._places[country]
+
+    def country_point(self, country: str) -> tuple[float, float] | None:
+        if country not in self._country_points:
+            row = self.conn.execute(
+                "SELECT ST_X(label_point), ST_Y(label_point) FROM boundaries "
+                "WHERE level = 'country' AND code = %s", (country,)).fetchone()
+            self._country_points[country] = (row[0], row[1]) if row else None
+        return self._country_points[country]
+
+    def by_code(self, code: str, country: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT level, code, name, ST_X(label_point), ST_Y(label_point) FROM boundaries "
+            "WHERE code = %s OR iso3166_2 = %s OR wikidata_id = %s "
+            "OR (national_code = %s AND iso3166_1 = %s) ORDER BY level, code",
+            (code, code, code, code, country)).fetchall()
+        return [{"level": r[0], "code": r[1], "name": r[2], "lon": r[3], "lat": r[4]} for r in rows]
+
+    def containing(self, level: str, lon: float, lat: float) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT code FROM boundaries WHERE level = %s AND "
+            "ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4326))",
+            (level, lon, lat)).fetchall()
+        return [b for b in self.boundaries_by_code(level, [r[0] for r in rows])]
+
+    def boundaries_by_code(self, level: str, codes: list[str]) -> list[dict[str, Any]]:
+        found = []
+        for (_, lvl), items in self._boundaries.items():
+            if lvl == level:
+                found += [b for b in items if b["code"] in codes]
+        return found
+
+    # ------------------------------------------------------------------ the decision
+    def match(self, *, name: str, country: str, kind: str, local_name: str | None = None,
+              boundary_code: str | None = None, lon: float | None = None,
+              lat: float | None = None) -> Match:
+        """Code, then name at the levels the kind implies, then given coordinates, then the
+        gazetteer; a country's label point marks what none of them places."""
+        if boundary_code:
+            hits = self.by_code(boundary_code, country)
+            if len(hits) == 1:
+                b = hits[0]
+                return Match("matched", "code", 1.0, b["level"], b["code"], b["lon"], b["lat"])
+            if len(hits) > 1:
+                return self._fallback("ambiguous", country, "code", hits)
+            return self._fallback("unmatched", country, "code", [])
+        wanted = _keys((name, local_name))
+        for level in LEVELS_FOR_KIND.get(kind, ()):
+            hits = _best(self.boundaries(country, level), wanted)
+            if len(hits) == 1:
+                b = hits[0]
+                return Match("matched", "name", 1.0, level, b["code"], b["lon"], b["lat"])
+            if len(hits) > 1:
+                return self._fallback("ambiguous", country, "name", hits)
+        if lon is not None and lat is not None:
+            return Match("point", "coordinates", 1.0, lon=lon, lat=lat)
+        if kind == "association":
+            return self._fallback("unmatched", country, None, [])
+        return self._gazetteer(wanted, country, kind)
+
+    def _gazetteer(self, wanted: dict[str, set[str]], country: str, kind: str) -> Match:
+        places = self.places(country)
+        # a place's own name beats its alternate names; the exact form beats the stripped one
+        hits = _best([{**p, **p["primary"]} for p in places], wanted) or _best(places, wanted)
+        hits.sort(key=lambda p: -p["population"])
+        if not hits:
+            return self._fallback("unmatched", country, None, [])
+        chosen = hits[0]
+        score = 0.9
+        if len(hits) > 1:
+            runner_up = hits[1]["population"] or 0
+            if not chosen["population"] or chosen["population"] < DOMINANCE * max(runner_up, 1):
+                return self._fallback("ambiguous", country, "gazetteer", hits)
+            score = 0.7
+        # a bridge from the point to a boundary of the kind's level that carries the same name
+        # (the Korean layer's names are Hangul; GeoNames knows both spellings)
+        for level in LEVELS_FOR_KIND.get(kind, ()):
+            self.boundaries(country, level)
+            around = [b for b in self.containing(level, chosen["lon"], chosen["lat"])
+                      if b["stripped"] & chosen["stripped"]]
+            if len(around) == 1:
+                b = around[0]
+                return Match("matched", "gazetteer-bridge", score, level, b["code"], b["lon"],
+                             b["lat"])
+        return Match("point", "gazetteer", score, lon=chosen["lon"], lat=chosen["lat"],
+                     candidates=[_candidate(p) for p in hits[:5]])
+
+    def _fallback(self, outcome: str, country: str, method: str | None,
+                  hits: list[dict[str, Any]]) -> Match:
+        point = self.country_point(country)
+        return Match(outcome, method, None, lon=point[0] if point else None,
+                     lat=point[1] if point else None,
+                     candidates=[_candidate(h) for h in hits[:10]])
+
+
+def _keys(names: tuple[str | None, ...]) -> dict[str, set[str]]:
+    """Every name of a thing, normalized exactly and with administrative affixes stripped."""
+    return {"exact": {normalize(n, affixes=False) for n in names if n} - {""},
+            "stripped": {normalize(n) for n in names if n} - {""}}
+
+
+def _best(items: list[dict[str, Any]], wanted: dict[str, set[str]]) -> list[dict[str, Any]]:
+    """Items sharing an exact name with `wanted`, else those sharing a stripped name."""
+    exact = [i for i in items if i["exact"] & wanted["exact"]]
+    return exact or [i for i in items if i["stripped"] & wanted["stripped"]]
+
+
+def _candidate(item: dict[str, Any]) -> dict[str, Any]:
+    keep = ("level", "code", "iso3166_2", "name", "geonameid", "population", "lon", "lat")
+    return {k: item[k] for k in keep if k in item}

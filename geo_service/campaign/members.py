@@ -1,0 +1,334 @@
+"""Importing territories (members): validate every row, match, then upsert with history.
+
+Column layout (CSV, XLSX or JSON; names as in human_rights_territories.csv, aliases in brackets):
+required `name`, `country_iso2` [country], `level` [kind], `commitment_kind`, `source` [sources],
+`confidence`; optional `id`, `local_name`, `year`, `joined_on`, `commitment`, `campaign_wave`,
+`status`, `website`, `sections`, `boundary_code`, `lon`, `lat`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pycountry
+from psycopg.types.json import Jsonb
+
+from geo_service.campaign.matching import Match, Matcher
+from geo_service.campaign.tabular import Table, read_table
+from geo_service.errors import LoadError, Problem, RowProblem
+from geo_service.manifests import file_sha256
+
+KIND_ALIASES = {
+    "municipality": "municipality", "city": "municipality", "town": "municipality",
+    "metropolitan area": "metropolitan-area", "metropolitan-area": "metropolitan-area",
+    "metropolitan city": "metropolitan-area",
+    "region": "region", "region-province-state": "region", "province": "region",
+    "state": "region", "department": "region",
+    "association": "association",
+}
+COMMITMENT_KINDS = ("campaign-signatory", "declared", "charter", "ordinance", "grassroots-pdhre",
+                    "other-commitment", "engagement-only")
+CONFIDENCE = ("high", "medium", "low")
+COLUMNS = {  # our field -> accepted column names
+    "id": ("id",), "name": ("name",), "local_name": ("local_name",),
+    "country": ("country_iso2", "country"), "kind": ("level", "kind"),
+    "commitment_kind": ("commitment_kind",), "commitment": ("commitment",),
+    "year": ("year",), "joined_on": ("joined_on",), "campaign_wave": ("campaign_wave",),
+    "status": ("status",), "website": ("website",), "sections": ("sections", "uclg_sections"),
+    "sources": ("source", "sources"), "confidence": ("confidence",),
+    "boundary_code": ("boundary_code",), "lon": ("lon", "longitude"), "lat": ("lat", "latitude"),
+}
+REQUIRED = ("name", "country", "kind", "commitment_kind", "sources", "confidence")
+STORED = ("name", "local_name", "kind", "iso3166_1", "sections", "commitment_kind", "commitment",
+          "year", "joined_on", "campaign_wave", "status", "website", "sources", "confidence",
+          "boundary_level", "boundary_code", "match_outcome", "match_method", "match_score",
+          "match_candidates", "override_boundary_code", "lon", "lat")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9\u0080-\uffff]+", "-", normalize_key(text)).strip("-")
+
+
+def normalize_key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def territory_key(name: str, country: str, kind: str) -> str:
+    """The stable key of a territory without an explicit id: country, kind and name."""
+    return f"{country.lower()}-{kind}-{slug(name)}"
+
+
+def split_list(value: str) -> list[str]:
+    return [part.strip() for part in re.split(r"\s+;\s+|;|\n", value) if part.strip()]
+
+
+def valid_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and "." in parts.netloc and " " not in url
+
+
+def valid_country(code: str) -> bool:
+    return code == "XK" or pycountry.countries.get(alpha_2=code) is not None
+
+
+def parse_year(value: str, problems: list[Problem], file: str, row: int, column: str) -> int | None:
+    if not value:
+        return None
+    this_year = dt.date.today().year
+    if not re.fullmatch(r"\d{4}", value) or not 1800 <= int(value) <= this_year + 1:
+        problems.append(RowProblem(file, row, column, f"{value!r} is not a year (1800 to {this_year + 1})"))
+        return None
+    return int(value)
+
+
+def _column_names(table: Table) -> dict[str, str]:
+    header = set(table.rows[0]) if table.rows else set()
+    return {ours: next((c for c in names if c in header), names[0]) for ours, names in COLUMNS.items()}
+
+
+@dataclass
+class MemberRow:
+    row: int
+    key: str
+    values: dict[str, Any]
+    errors: list[str] = field(default_factory=list)
+    match: Match | None = None
+    outcome: str = ""
+
+
+def validate_members(table: Table, sections: set[str]) -> tuple[list[MemberRow], list[Problem]]:
+    """Every row checked; returns rows (with their errors) and every problem found."""
+    problems = list(table.problems)
+    columns = _column_names(table)
+    header = set(table.rows[0]) if table.rows else set()
+    missing = [columns[c] for c in REQUIRED if columns[c] not in header]
+    if missing:
+        raise LoadError([RowProblem(table.file, 1, m, "required column missing") for m in missing])
+    rows: list[MemberRow] = []
+    seen: dict[str, int] = {}
+    for number, raw in zip(table.row_numbers, table.rows, strict=True):
+        found: list[Problem] = []
+
+        def cell(ours: str, raw: dict[str, str] = raw) -> str:
+            return raw.get(columns[ours], "")
+
+        def bad(ours: str, message: str, number: int = number, found: list[Problem] = found) -> None:
+            found.append(RowProblem(table.file, number, columns[ours], message))
+
+        for ours in REQUIRED:
+            if not cell(ours):
+                bad(ours, "is required")
+        country = cell("country").upper()
+        if country and not valid_country(country):
+            bad("country", f"{cell('country')!r} is not an ISO 3166-1 alpha-2 country code")
+        kind = KIND_ALIASES.get(cell("kind").lower().strip())
+        if cell("kind") and kind is None:
+            bad("kind", f"{cell('kind')!r} is not a known kind (municipality, metropolitan area, "
+                        "region-province-state, association)")
+        commitment_kind = cell("commitment_kind").lower()
+        if commitment_kind and commitment_kind not in COMMITMENT_KINDS:
+            bad("commitment_kind", f"{commitment_kind!r} is not one of {', '.join(COMMITMENT_KINDS)}")
+        confidence = cell("confidence").lower()
+        if confidence and confidence not in CONFIDENCE:
+            bad("confidence", f"{confidence!r} is not high, medium or low")
+        year = parse_year(cell("year"), found, table.file, number, columns["year"])
+        joined_on = None
+        if cell("joined_on"):
+            try:
+                joined_on = dt.date.fromisoformat(cell("joined_on"))
+                if year and joined_on.year != year:
+                    bad("joined_on", f"{joined_on} is not in the row's year {year}")
+            except ValueError:
+                bad("joined_on", f"{cell('joined_on')!r} is not a date (YYYY-MM-DD)")
+        sources = split_list(cell("sources"))
+        for url in sources:
+            if not valid_url(url):
+                bad("sources", f"{url!r} is not an http(s) URL")
+        website = cell("website") or None
+        if website and not valid_url(website):
+            bad("website", f"{website!r} is not an http(s) URL")
+        row_sections = [s.lower() for s in re.split(r"[;,\s]+", cell("sections")) if s]
+        for section in row_sections:
+            if section not in sections:
+                bad("sections", f"{section!r} is not a UCLG section ({', '.join(sorted(sections))})")
+        lon = lat = None
+        if cell("lon") or cell("lat"):
+            try:
+                lon, lat = float(cell("lon")), float(cell("lat"))
+                if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                    raise ValueError
+            except ValueError:
+                bad("lon", f"lon/lat {cell('lon')!r}, {cell('lat')!r} are not a WGS84 point")
+                lon = lat = None
+        name = cell("name")
+        key = cell("id") or (territory_key(name, country, kind) if name and country and kind else "")
+        if key and key in seen:
+            bad("id" if cell("id") else "name",
+                f"duplicate of row {seen[key]} (same {'id' if cell('id') else 'name, country and kind'})")
+        elif key:
+            seen[key] = number
+        values = {
+            "name": name, "local_name": cell("local_name") or None, "kind": kind,
+            "iso3166_1": country, "sections": row_sections, "commitment_kind": commitment_kind,
+            "commitment": cell("commitment") or None, "year": year, "joined_on": joined_on,
+            "campaign_wave": cell("campaign_wave") or None,
+            "status": cell("status").lower() or "active", "website": website, "sources": sources,
+            "confidence": confidence, "boundary_code": cell("boundary_code") or None,
+            "lon": lon, "lat": lat,
+        }
+        rows.append(MemberRow(number, key, values, [p.message for p in found]))
+        problems += found
+    for problem in table.problems:  # reader-level problems (oversized cells...) mark their row
+        for member in rows:
+            if member.row == problem.feature:
+                member.errors.append(problem.message)
+    return rows, problems
+
+
+def _report_entry(member: MemberRow) -> dict[str, Any]:
+    m = member.match
+    return {
+        "row": member.row, "name": member.values["name"], "country": member.values["iso3166_1"],
+        "outcome": "invalid" if member.errors else (m.outcome if m else None),
+        "boundary_code": m.boundary_code if m else None,
+        "boundary_level": m.boundary_level if m else None,
+        "method": m.method if m else None, "score": m.score if m else None,
+        "lon": m.lon if m else None, "lat": m.lat if m else None,
+        "candidates": m.candidates if m else [], "errors": member.errors,
+        "change": member.outcome or None,
+    }
+
+
+@dataclass
+class ImportResult:
+    counts: dict[str, int]
+    report: list[dict[str, Any]]
+    notes: list[str]
+    dry_run: bool
+    import_id: int | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _current(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT to_jsonb(t) - 'location' || jsonb_build_object('lon', ST_X(location), "
+        "'lat', ST_Y(location)) FROM territories t WHERE id = %s", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def _comparable(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: values.get(k) for k in STORED}, default=str))
+
+
+def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid: bool = False,
+                   delimiter: str = ",", sheet: str | None = None) -> ImportResult:
+    """Validate all rows, match them, and upsert in one transaction (rolled back on dry runs)."""
+    table = read_table(path, {n for names in COLUMNS.values() for n in names},
+                       delimiter=delimiter, sheet=sheet)
+    with psycopg.connect(dsn) as conn:
+        sections = {r[0] for r in conn.execute("SELECT slug FROM uclg_sections").fetchall()}
+        rows, problems = validate_members(table, sections)
+        if problems and not skip_invalid:
+            raise LoadError(problems)
+        matcher = Matcher(conn)
+        counts = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "invalid": 0}
+        with conn.transaction() as tx:
+            import_id = conn.execute(
+                "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
+                "('members', %s, %s, %s) RETURNING id",
+                (path.name, file_sha256(path), Jsonb({"dry_run": dry_run,
+                                                      "skip_invalid": skip_invalid})),
+            ).fetchone()[0]
+            for member in rows:
+                if member.errors:
+                    counts["invalid"] += 1
+                    continue
+                _place(conn, matcher, member)
+                if member.errors:
+                    counts["invalid"] += 1
+                    problems.append(RowProblem(table.file, member.row, "name", member.errors[-1]))
+                    continue
+                member.outcome = _upsert(conn, member, import_id)
+                counts[member.outcome] += 1
+                counts[member.match.outcome] = counts.get(member.match.outcome, 0) + 1
+            if problems and not skip_invalid:
+                raise LoadError(problems)
+            conn.execute("UPDATE imports SET counts = %s WHERE id = %s", (Jsonb(counts), import_id))
+            if dry_run:
+                raise_rollback(tx)
+    return ImportResult(counts, [_report_entry(m) for m in rows], table.notes, dry_run,
+                        None if dry_run else import_id, problems)
+
+
+def raise_rollback(tx: psycopg.Transaction) -> None:
+    raise psycopg.Rollback(tx)
+
+
+def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> None:
+    v = member.values
+    member.match = matcher.match(name=v["name"], country=v["iso3166_1"], kind=v["kind"],
+                                 local_name=v["local_name"], boundary_code=v["boundary_code"],
+                                 lon=v["lon"], lat=v["lat"])
+    if v["boundary_code"] and member.match.outcome == "unmatched":
+        member.errors.append(f"boundary_code {v['boundary_code']!r} matches no boundary")
+    elif member.match.lon is None:
+        member.errors.append(f"no location: {v['iso3166_1']} has no boundary to fall back on")
+
+
+def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
+    v, m = member.values, member.match
+    assert m is not None
+    sections = v["sections"] or [r[0] for r in conn.execute(
+        "SELECT section_slug FROM uclg_section_countries WHERE iso3166_1 = %s ORDER BY 1",
+        (v["iso3166_1"],)).fetchall()]
+    new = {**v, "sections": sections, "boundary_level": m.boundary_level,
+           "boundary_code": m.boundary_code, "match_outcome": m.outcome,
+           "match_method": m.method, "match_score": m.score, "match_candidates": m.candidates,
+           "override_boundary_code": v["boundary_code"], "lon": m.lon, "lat": m.lat}
+    old = _current(conn, member.key)
+    if old is not None and _comparable(old) == _comparable(new):
+        return "unchanged"
+    if old is not None:
+        conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
+                     "VALUES ('territories', %s, 'update', %s, %s)",
+                     (member.key, Jsonb(old), import_id))
+    conn.execute(
+        "INSERT INTO territories (id, name, local_name, kind, iso3166_1, sections, commitment_kind, "
+        "commitment, year, joined_on, campaign_wave, status, website, sources, confidence, "
+        "boundary_level, boundary_code, location, match_outcome, match_method, match_score, "
+        "match_candidates, override_boundary_code, import_id, updated_at) VALUES "
+        "(%(id)s, %(name)s, %(local_name)s, %(kind)s, %(iso3166_1)s, %(sections)s, "
+        "%(commitment_kind)s, %(commitment)s, %(year)s, %(joined_on)s, %(campaign_wave)s, "
+        "%(status)s, %(website)s, %(sources)s, %(confidence)s, %(boundary_level)s, "
+        "%(boundary_code)s, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326), %(match_outcome)s, "
+        "%(match_method)s, %(match_score)s, %(match_candidates)s, %(override_boundary_code)s, "
+        "%(import_id)s, now()) "
+        "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, local_name = EXCLUDED.local_name, "
+        "kind = EXCLUDED.kind, iso3166_1 = EXCLUDED.iso3166_1, sections = EXCLUDED.sections, "
+        "commitment_kind = EXCLUDED.commitment_kind, commitment = EXCLUDED.commitment, "
+        "year = EXCLUDED.year, joined_on = EXCLUDED.joined_on, "
+        "campaign_wave = EXCLUDED.campaign_wave, status = EXCLUDED.status, "
+        "website = EXCLUDED.website, sources = EXCLUDED.sources, "
+        "confidence = EXCLUDED.confidence, boundary_level = EXCLUDED.boundary_level, "
+        "boundary_code = EXCLUDED.boundary_code, location = EXCLUDED.location, "
+        "match_outcome = EXCLUDED.match_outcome, match_method = EXCLUDED.match_method, "
+        "match_score = EXCLUDED.match_score, match_candidates = EXCLUDED.match_candidates, "
+        "override_boundary_code = EXCLUDED.override_boundary_code, "
+        "import_id = EXCLUDED.import_id, updated_at = now()",
+        {**new, "id": member.key, "match_candidates": Jsonb(m.candidates), "import_id": import_id},
+    )
+    return "updated" if old is not None else "inserted"
+
+
+def report_json(result: ImportResult) -> str:
+    return json.dumps(result.report, ensure_ascii=False, indent=2, default=str)
+
+
+__all__ = ["ImportResult", "asdict", "import_members", "report_json"]
