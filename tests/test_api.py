@@ -26,7 +26,7 @@ def test_health_reports_database_versions_and_counts(client: TestClient) -> None
     body = response.json()
     assert body["status"] == "ok"
     assert body["postgis"].startswith("3.")
-    assert body["schema_revision"] == "0001"
+    assert body["schema_revision"] == "0002"
     assert body["boundaries"]["region"] == 4596
     assert body["boundaries"]["country"] >= 200
     assert body["boundaries"]["municipality"] >= 250
