@@ -24,7 +24,7 @@ from rich.table import Table
 
 from geo_service import db
 from geo_service.campaign.initiatives import import_initiatives
-from geo_service.campaign.members import ImportResult, import_members, report_json
+from geo_service.campaign.members import ImportResult, import_members, report_json, set_override
 from geo_service.campaign.sample import load_sample
 from geo_service.campaign.stats import stats_sync
 from geo_service.embedded import EmbeddedError, redact
@@ -256,11 +256,13 @@ Sheet = Annotated[str | None, typer.Option(help="XLSX sheet to read (default: th
 
 
 def _run_import(importer: Callable[..., ImportResult], file: Path, dry_run: bool,
-                skip_invalid: bool, report: Path | None, delimiter: str, sheet: str | None) -> None:
+                skip_invalid: bool, report: Path | None, delimiter: str, sheet: str | None,
+                **extra: bool) -> None:
     dsn = _dsn(_settings())
     try:
         result = importer(dsn, file, dry_run=dry_run, skip_invalid=skip_invalid,
-                          delimiter="\t" if delimiter == "\\t" else delimiter, sheet=sheet)
+                          delimiter="\t" if delimiter == "\\t" else delimiter, sheet=sheet,
+                          **extra)
     except LoadError as exc:
         if report:
             report.write_text(json.dumps([{"row": p.feature, "field": p.field, "outcome": "invalid",
@@ -272,17 +274,73 @@ def _run_import(importer: Callable[..., ImportResult], file: Path, dry_run: bool
         err.print(f"skipped: {problem}", style="yellow", highlight=False, markup=False)
     if report:
         report.write_text(report_json(result))
+    if dry_run:
+        for entry in result.report:
+            if entry.get("change") in ("inserted", "updated"):
+                fields = entry.get("changed_fields")
+                detail = f" ({', '.join(fields)})" if fields else ""
+                label = entry.get("name") or entry.get("title")
+                out.print(f"  row {entry['row']}: would be {entry['change']}: {label}{detail}",
+                          highlight=False, markup=False)
     verb = "would change (dry run, nothing written)" if dry_run else "imported"
     out.print(f"{file.name}: {verb}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()),
               highlight=False)
 
 
 @members_app.command("import")
-def members_import(file: FileArg, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
-                   report: ReportOpt = None, delimiter: Delimiter = ",", sheet: Sheet = None) -> None:
+def members_import(
+    file: FileArg, dry_run: DryRun = False, skip_invalid: SkipInvalid = False,
+    report: ReportOpt = None, delimiter: Delimiter = ",", sheet: Sheet = None,
+    prune: Annotated[bool, typer.Option(
+        help="The file is the whole roster: remove territories it does not name "
+             "(kept in history).")] = False,
+) -> None:
     """Import territories: every row validated first, matched to a boundary or a point, upserted
-    on id (else name + country + kind); changed rows keep their previous version in history."""
-    _run_import(import_members, file, dry_run, skip_invalid, report, delimiter, sheet)
+    on id (else name + country + kind); changed rows keep their previous version in history.
+
+    Columns: name, country_iso2, level (municipality | metropolitan area | region-province-state |
+    association), commitment_kind, source (URLs separated by ' ; '), confidence (high | medium |
+    low); optional id, local_name, year, joined_on (YYYY-MM-DD), commitment, campaign_wave,
+    status, website, sections (UCLG section slugs), boundary_code (ISO 3166-2, national code,
+    Wikidata id or our code: a manual override), lon, lat."""
+    _run_import(import_members, file, dry_run, skip_invalid, report, delimiter, sheet, prune=prune)
+
+
+@members_app.command("override")
+def members_override(
+    territory_id: Annotated[str, typer.Argument(help="The territory's id (see `members list`).")],
+    boundary: Annotated[str | None, typer.Option(
+        help="Boundary code to use (ISO 3166-2, national code, Wikidata id or our code).")] = None,
+    clear: Annotated[bool, typer.Option(help="Remove the override and match again.")] = False,
+) -> None:
+    """Set or clear the manual boundary of a territory; re-imports keep it."""
+    if bool(boundary) == clear:
+        raise _fail("give either --boundary CODE or --clear")
+    dsn = _dsn(_settings())
+    try:
+        message = set_override(dsn, territory_id, None if clear else boundary)
+    except LoadError as exc:
+        raise _report_problems(exc) from exc
+    out.print(message, highlight=False)
+
+
+@members_app.command("list")
+def members_list(
+    country: Annotated[str | None, typer.Option(help="ISO 3166-1 alpha-2 filter.")] = None,
+    outcome: Annotated[str | None, typer.Option(
+        help="matched, point, ambiguous or unmatched.")] = None,
+) -> None:
+    """List territories with how each was placed on the map."""
+    with psycopg.connect(_dsn(_settings())) as conn:
+        found = conn.execute(
+            "SELECT id, name, iso3166_1, kind, commitment_kind, match_outcome, match_method, "
+            "coalesce(boundary_code, '') FROM territories WHERE (%s::text IS NULL OR iso3166_1 = %s) "
+            "AND (%s::text IS NULL OR match_outcome = %s) ORDER BY iso3166_1, name",
+            (country and country.upper(), country and country.upper(), outcome, outcome)).fetchall()
+    table = Table("id", "name", "country", "kind", "commitment", "outcome", "method", "boundary")
+    for row in found:
+        table.add_row(*(str(v) if v is not None else "" for v in row))
+    out.print(table)
 
 
 @initiatives_app.command("import")

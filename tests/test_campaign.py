@@ -126,17 +126,19 @@ def test_messy_roster_outcomes(sample, env_db: str, tmp_path: Path) -> None:
         assert outcome["Kansas City"] == ("ambiguous", "gazetteer", None)
         assert {c["population"] for c in by_name["Kansas City"]["candidates"]} >= {475378}
         assert outcome["Ciudad de México"] == ("matched", "code", "region")
+        assert outcome["Chuncheon"] == ("matched", "gazetteer-bridge", "municipality")
+        assert by_name["Chuncheon"]["boundary_code"] == "KR-42110"
         assert outcome["Nowhereville"][0] == "unmatched"
         assert outcome["GWANGJU"][0] == "invalid"
         assert "duplicate of row 2" in by_name["GWANGJU"]["errors"][0]
         assert set(by_name["Sao Paulo"]) == {"row", "name", "country", "outcome", "boundary_code",
                                              "boundary_level", "method", "score", "lon", "lat",
-                                             "candidates", "errors", "change"}
+                                             "candidates", "errors", "change", "changed_fields"}
         lon, lat = by_name["Sao Paulo"]["lon"], by_name["Sao Paulo"]["lat"]
         assert -47 < lon < -46 and -24 < lat < -23
         # "gwangju" is the sample's Gwangju (same name, country and kind): updated, not duplicated
         after = {r[0] for r in rows(env_db, "SELECT id FROM territories")}
-        assert len(after - before) == 8 and "kr-metropolitan-area-gwangju" in before
+        assert len(after - before) == 9 and "kr-metropolitan-area-gwangju" in before
         assert by_name["gwangju"]["change"] == "updated"
     finally:
         with psycopg.connect(env_db) as conn:
@@ -148,7 +150,7 @@ def test_dry_run_writes_nothing(sample, env_db: str) -> None:
     before = territory_state(env_db)
     code, output = cli("members", "import", str(FIXTURES / "messy_roster.csv"), "--skip-invalid",
                        "--dry-run")
-    assert code == 0 and "dry run, nothing written" in output and "inserted 8, updated 1" in output
+    assert code == 0 and "dry run, nothing written" in output and "inserted 9, updated 1" in output
     assert territory_state(env_db) == before
 
 
@@ -277,3 +279,46 @@ def test_stats_api_and_cli(sample, settings, env_db: str) -> None:
 ])
 def test_normalize(raw: str, expected: str) -> None:
     assert normalize(raw) == expected
+
+
+def test_manual_override_survives_reimport(sample, env_db: str) -> None:
+    code, output = cli("members", "override", "mx-region-mexico-city", "--boundary", "MX-DIF")
+    try:
+        assert code == 0, output
+        code, output = cli("members", "import", "data/sample/human_rights_territories.csv")
+        assert code == 0, output
+        state = rows(env_db, "SELECT b.iso3166_2, t.match_method, t.override_boundary_code "
+                             "FROM territories t JOIN boundaries b ON b.level = t.boundary_level "
+                             "AND b.code = t.boundary_code WHERE t.id = 'mx-region-mexico-city'")
+        assert state == [("MX-DIF", "code", "MX-DIF")]
+        code, output = cli("members", "override", "mx-region-mexico-city", "--boundary", "XX-99")
+        assert code == 2 and "gives unmatched" in output
+    finally:
+        cli("members", "override", "mx-region-mexico-city", "--clear")
+    assert rows(env_db, "SELECT match_outcome FROM territories WHERE id = 'mx-region-mexico-city'"
+                ) == [("ambiguous",)]
+
+
+def test_json_roster_prune_and_dry_run_listing(sample, env_db: str, tmp_path: Path) -> None:
+    roster = [{"id": "test-json-1", "name": "Grigny", "country_iso2": "FR",
+               "level": "municipality", "year": 2022, "commitment_kind": "campaign-signatory",
+               "source": ["https://example.org/grigny"], "confidence": "high"}]
+    path = tmp_path / "roster.json"
+    path.write_text(json.dumps({"territories": roster}), encoding="utf-8")
+    code, output = cli("members", "import", str(path), "--dry-run", "--prune")
+    assert code == 0, output
+    assert "row 1: would be inserted: Grigny" in output and "removed 97" in output
+    assert rows(env_db, "SELECT count(*) FROM territories WHERE id = 'test-json-1'") == [(0,)]
+    code, output = cli("members", "import", str(path))
+    try:
+        assert code == 0 and "inserted 1" in output, output
+        located = rows(env_db, "SELECT match_outcome, ST_X(location) FROM territories "
+                               "WHERE id = 'test-json-1'")[0]
+        assert located[0] == "point" and 2.3 < located[1] < 2.4  # Grigny, Essonne
+        roster[0]["year"] = 2023
+        path.write_text(json.dumps(roster), encoding="utf-8")
+        code, output = cli("members", "import", str(path), "--dry-run")
+        assert "row 1: would be updated: Grigny (year)" in output
+    finally:
+        with psycopg.connect(env_db) as conn:
+            conn.execute("DELETE FROM territories WHERE id = 'test-json-1'")

@@ -109,7 +109,8 @@ class Matcher:
                 "ST_X(geom), ST_Y(geom) FROM places WHERE iso3166_1 = %s", (country,)).fetchall()
             self._places[country] = [
                 {"geonameid": r[0], "name": r[1], "population": r[4] or 0, "lon": r[5], "lat": r[6],
-                 "primary": _keys((r[1], r[2])), **_keys((r[1], r[2], *(r[3] or [])))}
+                 "primary": _keys((r[1], r[2])), "every": _keys((r[1], r[2], *(r[3] or []))),
+                 **_keys((r[1], r[2], *(r[3] or [])))}
                 for r in rows
             ]
         return self._places[country]
@@ -191,7 +192,7 @@ class Matcher:
         for level in LEVELS_FOR_KIND.get(kind, ()):
             self.boundaries(country, level)
             around = [b for b in self.containing(level, chosen["lon"], chosen["lat"])
-                      if b["stripped"] & chosen["stripped"]]
+                      if b["stripped"] & chosen["every"]["stripped"]]
             if len(around) == 1:
                 b = around[0]
                 return Match("matched", "gazetteer-bridge", score, level, b["code"], b["lon"],

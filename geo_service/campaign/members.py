@@ -101,6 +101,7 @@ class MemberRow:
     errors: list[str] = field(default_factory=list)
     match: Match | None = None
     outcome: str = ""
+    changed: list[str] = field(default_factory=list)
 
 
 def validate_members(table: Table, sections: set[str]) -> tuple[list[MemberRow], list[Problem]]:
@@ -202,7 +203,7 @@ def _report_entry(member: MemberRow) -> dict[str, Any]:
         "method": m.method if m else None, "score": m.score if m else None,
         "lon": m.lon if m else None, "lat": m.lat if m else None,
         "candidates": m.candidates if m else [], "errors": member.errors,
-        "change": member.outcome or None,
+        "change": member.outcome or None, "changed_fields": member.changed,
     }
 
 
@@ -228,8 +229,11 @@ def _comparable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid: bool = False,
-                   delimiter: str = ",", sheet: str | None = None) -> ImportResult:
-    """Validate all rows, match them, and upsert in one transaction (rolled back on dry runs)."""
+                   delimiter: str = ",", sheet: str | None = None, prune: bool = False) -> ImportResult:
+    """Validate all rows, match them, and upsert in one transaction (rolled back on dry runs).
+
+    With `prune` the file is the whole roster: territories it does not name are removed (their
+    last version, and their initiatives', kept in history)."""
     table = read_table(path, {n for names in COLUMNS.values() for n in names},
                        delimiter=delimiter, sheet=sheet)
     with psycopg.connect(dsn) as conn:
@@ -238,13 +242,15 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
         if problems and not skip_invalid:
             raise LoadError(problems)
         matcher = Matcher(conn)
-        counts = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "invalid": 0}
+        counts = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "invalid": 0,
+                  "removed": 0}
         with conn.transaction() as tx:
             import_id = conn.execute(
                 "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
                 "('members', %s, %s, %s) RETURNING id",
                 (path.name, file_sha256(path), Jsonb({"dry_run": dry_run,
-                                                      "skip_invalid": skip_invalid})),
+                                                      "skip_invalid": skip_invalid,
+                                                      "prune": prune})),
             ).fetchone()[0]
             for member in rows:
                 if member.errors:
@@ -260,11 +266,30 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
                 counts[member.match.outcome] = counts.get(member.match.outcome, 0) + 1
             if problems and not skip_invalid:
                 raise LoadError(problems)
+            if prune:
+                counts["removed"] = _prune(conn, [m.key for m in rows if m.key], import_id)
             conn.execute("UPDATE imports SET counts = %s WHERE id = %s", (Jsonb(counts), import_id))
             if dry_run:
                 raise_rollback(tx)
     return ImportResult(counts, [_report_entry(m) for m in rows], table.notes, dry_run,
                         None if dry_run else import_id, problems)
+
+
+def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
+    """Remove territories absent from the file; history keeps them and their initiatives."""
+    gone = [r[0] for r in conn.execute(
+        "SELECT id FROM territories WHERE NOT id = ANY(%s)", (keep,)).fetchall()]
+    for key in gone:
+        for initiative in conn.execute(
+                "SELECT id, to_jsonb(i) FROM initiatives i WHERE territory_id = %s", (key,)).fetchall():
+            conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
+                         "VALUES ('initiatives', %s, 'delete', %s, %s)",
+                         (initiative[0], Jsonb(initiative[1]), import_id))
+        conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
+                     "VALUES ('territories', %s, 'delete', %s, %s)",
+                     (key, Jsonb(_current(conn, key)), import_id))
+        conn.execute("DELETE FROM territories WHERE id = %s", (key,))
+    return len(gone)
 
 
 def raise_rollback(tx: psycopg.Transaction) -> None:
@@ -273,6 +298,10 @@ def raise_rollback(tx: psycopg.Transaction) -> None:
 
 def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> None:
     v = member.values
+    if not v["boundary_code"]:  # a manual override set earlier survives re-imports
+        stored = conn.execute("SELECT override_boundary_code FROM territories WHERE id = %s",
+                              (member.key,)).fetchone()
+        v["boundary_code"] = stored[0] if stored else None
     member.match = matcher.match(name=v["name"], country=v["iso3166_1"], kind=v["kind"],
                                  local_name=v["local_name"], boundary_code=v["boundary_code"],
                                  lon=v["lon"], lat=v["lat"])
@@ -293,8 +322,11 @@ def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
            "match_method": m.method, "match_score": m.score, "match_candidates": m.candidates,
            "override_boundary_code": v["boundary_code"], "lon": m.lon, "lat": m.lat}
     old = _current(conn, member.key)
-    if old is not None and _comparable(old) == _comparable(new):
-        return "unchanged"
+    if old is not None:
+        before, after = _comparable(old), _comparable(new)
+        member.changed = sorted(k for k in after if before.get(k) != after[k])
+        if not member.changed:
+            return "unchanged"
     if old is not None:
         conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
                      "VALUES ('territories', %s, 'update', %s, %s)",
@@ -332,3 +364,28 @@ def report_json(result: ImportResult) -> str:
 
 
 __all__ = ["ImportResult", "asdict", "import_members", "report_json"]
+
+
+def set_override(dsn: str, territory_id: str, boundary_code: str | None) -> str:
+    """Pin a territory to a boundary (or clear the pin and match again), keeping history."""
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        old = _current(conn, territory_id)
+        if old is None:
+            raise LoadError([RowProblem("territories", territory_id, "id", "no such territory")])
+        matcher = Matcher(conn)
+        match = matcher.match(name=old["name"], country=old["iso3166_1"], kind=old["kind"],
+                              local_name=old["local_name"], boundary_code=boundary_code)
+        if boundary_code and match.outcome != "matched":
+            raise LoadError([RowProblem("territories", territory_id, "boundary_code",
+                                        f"{boundary_code!r} gives {match.outcome}, not one boundary")])
+        conn.execute("INSERT INTO history (table_name, row_id, operation, previous) "
+                     "VALUES ('territories', %s, 'update', %s)", (territory_id, Jsonb(old)))
+        conn.execute(
+            "UPDATE territories SET override_boundary_code = %s, boundary_level = %s, "
+            "boundary_code = %s, location = ST_SetSRID(ST_MakePoint(%s, %s), 4326), "
+            "match_outcome = %s, match_method = %s, match_score = %s, match_candidates = %s, "
+            "updated_at = now() WHERE id = %s",
+            (boundary_code, match.boundary_level, match.boundary_code, match.lon, match.lat,
+             match.outcome, match.method, match.score, Jsonb(match.candidates), territory_id))
+    where = f"{match.boundary_level} {match.boundary_code}" if match.boundary_code else match.outcome
+    return f"{territory_id}: {where} ({match.method or 'no method'})"
