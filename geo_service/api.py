@@ -8,15 +8,17 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 
-from geo_service import __version__, db, query
+from geo_service import __version__, db, features, ogc, query
 from geo_service.campaign.stats import stats_async
+from geo_service.ogc import ConnDep
 from geo_service.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -27,14 +29,6 @@ def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
     if detail:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
-
-
-async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with request.app.state.pool.connection() as conn:
-        yield conn
-
-
-ConnDep = Annotated[AsyncConnection, Depends(_connection)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,6 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
 
+    @app.exception_handler(features.ClientError)
+    async def client_error(_: Request, exc: features.ClientError) -> JSONResponse:
+        return problem(400, "Bad Request", str(exc))
+
+    @app.exception_handler(features.NotFound)
+    async def not_found(_: Request, exc: features.NotFound) -> JSONResponse:
+        return problem(404, "Not Found", str(exc))
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = "; ".join(
@@ -89,35 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "database": "embedded" if settings.embedded else "external", **info}
         return JSONResponse(body)
 
-    @app.get(
-        "/collections/{collection}/items",
-        tags=["boundaries"],
-        summary="Boundaries of one level as GeoJSON",
-        response_class=Response,
-        responses={200: {"content": {"application/geo+json": {}}}},
-    )
-    async def boundary_items(
-        conn: ConnDep,
-        collection: str,
-        limit: Annotated[int, Query(ge=1, le=10_000, description="Features per page")] = 100,
-        offset: Annotated[int, Query(ge=0, description="Features to skip")] = 0,
-        country: Annotated[str | None, Query(pattern="^[A-Za-z]{2}$",
-                                             description="ISO 3166-1 alpha-2 code")] = None,
-        parent: Annotated[str | None, Query(max_length=64,
-                                            description="Code of the parent boundary")] = None,
-    ) -> Response:
-        level = query.BOUNDARY_COLLECTIONS.get(collection)
-        if level is None:
-            raise HTTPException(404, f"no collection {collection!r}; known: "
-                                     f"{', '.join(query.BOUNDARY_COLLECTIONS)}")
-        page = await query.boundary_items(conn, level, limit=limit, offset=offset,
-                                          country=country, parent=parent)
-        body = page["body"][:-1] + (
-            f', "numberMatched": {page["matched"]}, "numberReturned": '
-            f'{min(limit, max(page["matched"] - offset, 0))}}}'
-        )
-        return Response(body, media_type="application/geo+json")
-
     @app.get("/api/stats", tags=["campaign"],
              summary="Campaign progress: totals against 10, 100, 1000 and breakdowns")
     async def campaign_stats(
@@ -127,4 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> JSONResponse:
         return JSONResponse(await stats_async(conn, include_engagement))
 
+    app.include_router(ogc.router)
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
+                       allow_headers=["*"], expose_headers=["ETag"])
     return app
