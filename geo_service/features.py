@@ -163,8 +163,9 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
     ),
 )}
 
-COMMON_PARAMS = ("f", "limit", "offset", "bbox", "bbox-crs", "datetime", "region", "properties",
-                 "sortby", "precision", "zoom")
+COMMON_PARAMS = ("f", "limit", "offset", "bbox", "bbox-crs", "crs", "datetime", "region",
+                 "properties", "sortby", "precision", "zoom")
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 
 
 @dataclass
@@ -256,9 +257,9 @@ def parse_items_query(collection: Collection, params: dict[str, str]) -> ItemsQu
         q.limit = _int("limit", params["limit"], 1, MAX_LIMIT)
     if "offset" in params:
         q.offset = _int("offset", params["offset"], 0, 10**9)
-    if "bbox-crs" in params and params["bbox-crs"] not in (
-            "http://www.opengis.net/def/crs/OGC/1.3/CRS84",):
-        raise ClientError("bbox-crs: only http://www.opengis.net/def/crs/OGC/1.3/CRS84")
+    for name in ("bbox-crs", "crs"):
+        if name in params and params[name] not in (CRS84, f"[{CRS84}]"):
+            raise ClientError(f"{name}: only {CRS84} (longitude, latitude)")
     if "bbox" in params:
         q.bbox = _bbox(params["bbox"])
     if "datetime" in params:

@@ -68,6 +68,8 @@ async def _cached(request: Request, conn: AsyncConnection, body: str | bytes, me
     tag = '"' + hashlib.sha256(f"{version}|{request.url.path}|{request.url.query}".encode()
                                ).hexdigest()[:32] + '"'
     headers = {"ETag": tag, "Cache-Control": CACHE}
+    if media_type == GEOJSON:
+        headers["Content-Crs"] = f"<{CRS84}>"
     if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
@@ -213,6 +215,7 @@ async def items(
     parent: Annotated[str | None, Query(description="boundaries: parent's code")] = None,
     include_engagement: Annotated[bool | None, Query(
         description="territories/initiatives: include engagement-only rows")] = None,
+    crs: Annotated[str | None, Query(description=f"Output CRS: only {CRS84}")] = None,
     f: Annotated[str | None, Query(pattern="^(json|geojson)$", description="Format")] = None,
 ) -> Response:
     c = _collection(collection_id)
@@ -244,7 +247,7 @@ async def item(
     f: Annotated[str | None, Query(pattern="^(json|geojson)$")] = None,
 ) -> Response:
     c = _collection(collection_id)
-    _check_params(request, {"f", "precision", "zoom", "geometry", "properties"})
+    _check_params(request, {"f", "precision", "zoom", "geometry", "properties", "crs"})
     q: ItemsQuery = features.parse_items_query(c, dict(request.query_params))
     feature = await features.item(conn, c, feature_id, q)
     base = _base(request)
