@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ STORED = ("name", "local_name", "kind", "iso3166_1", "sections", "commitment_kin
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9\u0080-\uffff]+", "-", normalize_key(text)).strip("-")
+    """Lower case, accents dropped, anything but letters and digits becomes '-' (Hangul stays)."""
+    decomposed = unicodedata.normalize("NFKD", normalize_key(text))
+    plain = unicodedata.normalize("NFC", "".join(c for c in decomposed
+                                                 if unicodedata.category(c) != "Mn"))
+    return re.sub(r"[^a-z0-9\u0080-\uffff]+", "-", plain).strip("-")
 
 
 def normalize_key(text: str) -> str:

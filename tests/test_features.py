@@ -1,0 +1,184 @@
+"""OGC API – Features behaviour: regions, filters, geometry controls, paging, caching, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from geo_service.api import create_app
+from geo_service.campaign.sample import load_sample
+
+
+@pytest.fixture(scope="module")
+def client(settings, database_url: str, default_data):
+    load_sample(settings, database_url)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def get(client: TestClient, url: str, **params) -> dict:
+    response = client.get(url, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def ids(client: TestClient, collection: str, **params) -> list[str]:
+    body = get(client, f"/collections/{collection}/items", limit=10000, **params)
+    assert body["numberMatched"] == body["numberReturned"] == len(body["features"])
+    return sorted(f["id"] for f in body["features"])
+
+
+def db_ids(dsn: str, query: str, *params) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return sorted(r[0] for r in conn.execute(query, params).fetchall())
+
+
+SHOWN = "commitment_kind <> 'engagement-only'"
+
+
+def test_region_europe_returns_exactly_the_sections_members(client, database_url) -> None:
+    assert ids(client, "territories", region="europe") == db_ids(
+        database_url, f"SELECT id FROM territories WHERE 'europe' = ANY(sections) AND {SHOWN}")
+    europe_countries = db_ids(database_url, "SELECT iso3166_1 FROM uclg_section_countries "
+                                            "WHERE section_slug = 'europe'")
+    assert ids(client, "countries", region="europe") == europe_countries
+
+
+def test_region_fr_and_kr_29(client, database_url) -> None:
+    assert ids(client, "territories", region="FR") == db_ids(
+        database_url, f"SELECT id FROM territories WHERE iso3166_1 = 'FR' AND {SHOWN}")
+    assert len(ids(client, "regions", region="FR")) == len(db_ids(
+        database_url, "SELECT code FROM boundaries WHERE level = 'region' AND iso3166_1 = 'FR'"))
+    assert ids(client, "territories", region="KR-29") == ["kr-metropolitan-area-gwangju"]
+    assert len(ids(client, "municipalities", region="KR-29")) == 5
+    assert ids(client, "regions", region="kr-29") == db_ids(
+        database_url, "SELECT code FROM boundaries WHERE iso3166_2 = 'KR-29'")
+    assert ids(client, "uclg-sections", region="KR") == ["asia-pacific"]
+    assert ids(client, "initiatives", region="KR-29") == db_ids(
+        database_url, "SELECT id FROM initiatives WHERE territory_id = "
+                      "'kr-metropolitan-area-gwangju'")
+
+
+def test_simple_filters_and_engagement_only(client, database_url) -> None:
+    assert ids(client, "territories", kind="region") == db_ids(
+        database_url, f"SELECT id FROM territories WHERE kind = 'region' AND {SHOWN}")
+    assert ids(client, "territories", commitment_kind="engagement-only") == []
+    hidden = ids(client, "territories", commitment_kind="engagement-only", include_engagement="true")
+    assert len(hidden) == 17
+    assert ids(client, "territories", theme="housing") == db_ids(
+        database_url, "SELECT DISTINCT t.id FROM territories t JOIN initiatives i ON "
+                      "i.territory_id = t.id JOIN initiative_themes it ON it.initiative_id = i.id "
+                      f"WHERE it.theme_slug = 'housing' AND t.{SHOWN}")
+
+
+def test_datetime_bbox_sortby_properties(client, database_url) -> None:
+    recent = get(client, "/collections/territories/items", datetime="2022-01-01/..",
+                 sortby="-year,name", properties="name,year")
+    years = [f["properties"]["year"] for f in recent["features"]]
+    assert years == sorted(years, reverse=True) and min(years) >= 2022
+    assert all(set(f["properties"]) == {"name", "year"} for f in recent["features"])
+    exactly = ids(client, "territories", datetime="2014")
+    assert exactly == db_ids(database_url, f"SELECT id FROM territories WHERE year = 2014 AND {SHOWN}")
+    west_africa = ids(client, "territories", bbox="-18,4,5,18")
+    assert "sn-municipality-thies" in west_africa and "fr-municipality-grigny" not in west_africa
+
+
+def test_geometry_controls(client) -> None:
+    fine = client.get("/collections/regions/items/KOR-2500").json()
+    coarse = client.get("/collections/regions/items/KOR-2500", params={"zoom": 3}).json()
+    count = lambda g: sum(len(ring) for poly in g["coordinates"] for ring in poly)  # noqa: E731
+    assert count(coarse["geometry"]) < count(fine["geometry"])
+    decimals = {len(str(c).split(".")[-1]) for c in fine["geometry"]["coordinates"][0][0][0]}
+    assert max(decimals) <= 4  # default precision: ~10 m
+    precise = client.get("/collections/regions/items/KOR-2500", params={"precision": 6}).json()
+    assert max(len(str(c).split(".")[-1]) for c in precise["geometry"]["coordinates"][0][0][0]) > 4
+    gwangju = "/collections/territories/items/kr-metropolitan-area-gwangju"
+    assert client.get(gwangju).json()["geometry"]["type"] == "MultiPolygon"
+    assert client.get(gwangju, params={"geometry": "point"}).json()["geometry"]["type"] == "Point"
+    assert client.get(gwangju, params={"geometry": "none"}).json()["geometry"] is None
+    # RFC 7946: no crs member
+    assert "crs" not in client.get("/collections/regions/items", params={"limit": 1}).json()
+
+
+def test_paging_links_follow_to_the_end(client, database_url) -> None:
+    url, seen = "/collections/territories/items?limit=7", []
+    while url:
+        body = client.get(url).json()
+        seen += [f["id"] for f in body["features"]]
+        nxt = [link["href"] for link in body["links"] if link["rel"] == "next"]
+        url = nxt[0].replace("http://testserver", "") if nxt else None
+    assert len(seen) == len(set(seen)) == body["numberMatched"]
+    prev = client.get("/collections/territories/items?limit=7&offset=14").json()
+    assert any(link["rel"] == "prev" and "offset=7" in link["href"] for link in prev["links"])
+
+
+def test_etag_gzip_cors(client, settings, database_url) -> None:
+    first = client.get("/collections/regions/items", params={"region": "FR"},
+                       headers={"Accept-Encoding": "gzip", "Origin": "https://city.example"})
+    assert first.headers["content-encoding"] == "gzip"
+    assert first.headers["access-control-allow-origin"] == "*"
+    assert "max-age" in first.headers["cache-control"]
+    tag = first.headers["etag"]
+    again = client.get("/collections/regions/items", params={"region": "FR"},
+                       headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b""
+    # an import changes the data version, so the ETag
+    from pathlib import Path
+
+    from geo_service.campaign.members import import_members
+
+    import_members(database_url, Path("data/sample/human_rights_territories.csv"))
+    changed = client.get("/collections/regions/items", params={"region": "FR"},
+                         headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    raw = client.get("/collections/regions/items", params={"limit": 50},
+                     headers={"Accept-Encoding": "gzip"})
+    assert len(gzip.compress(raw.content)) < len(raw.content)  # the body is worth compressing
+    json.loads(raw.content)
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/collections/territories/items?unknown=1", 400),
+    ("/collections/territories/items?limit=abc", 400),
+    ("/collections/territories/items?limit=10001", 400),
+    ("/collections/territories/items?bbox=1,2,3", 400),
+    ("/collections/territories/items?bbox=a,b,c,d", 400),
+    ("/collections/territories/items?bbox=0,10,5,5", 400),
+    ("/collections/territories/items?region=atlantis", 400),
+    ("/collections/territories/items?datetime=yesterday", 400),
+    ("/collections/regions/items?datetime=2020", 400),
+    ("/collections/territories/items?sortby=shoe_size", 400),
+    ("/collections/territories/items?properties=shoe_size", 400),
+    ("/collections/territories/items?geometry=square", 400),
+    ("/collections/territories/items?crs=EPSG:3857", 400),
+    ("/collections/territories/items?f=xml", 400),
+    ("/collections/nowhere/items", 404),
+    ("/collections/nowhere", 404),
+    ("/collections/territories/items/nobody", 404),
+    ("/conformance?x=1", 400),
+])
+def test_client_errors(client, url: str, status: int) -> None:
+    response = client.get(url)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_landing_conformance_collections(client) -> None:
+    landing = client.get("/").json()
+    rels = {link["rel"] for link in landing["links"]}
+    assert {"self", "service-desc", "service-doc", "conformance", "data"} <= rels
+    assert client.get("/api").json()["openapi"].startswith("3.")
+    assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson" in \
+        client.get("/conformance").json()["conformsTo"]
+    collections = client.get("/collections").json()["collections"]
+    for collection in collections:
+        assert collection["itemType"] == "feature"
+        assert {link["rel"] for link in collection["links"]} >= {"self", "items"}
+        bbox = collection["extent"]["spatial"]["bbox"][0]
+        assert -180 <= bbox[0] <= bbox[2] <= 180
+    queryables = client.get("/collections/territories/queryables").json()
+    assert queryables["properties"]["year"]["type"] == "integer"
