@@ -493,3 +493,32 @@ async def extent(conn: AsyncConnection, collection: Collection) -> list[float] |
     if row is None or row[0] is None:
         return None
     return [round(v, 6) for v in row]
+
+
+async def rows(conn: AsyncConnection, collection: Collection, q: ItemsQuery, as_wkt: bool = False
+               ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """One page as plain rows (id, properties, geometry as WKB or WKT, point lon/lat) for CSV
+    and GeoPackage; coordinates rounded to the requested precision in PostGIS."""
+    where = await build_where(conn, collection, q)
+    names = q.properties if q.properties is not None else list(collection.properties)
+    names = [n for n in names if n != "id"]  # the id column comes first anyway
+    geometry = _geometry(collection, q)
+    point = collection.geometries.get("point")
+    columns = [sql.SQL("{} AS id").format(sql.SQL(collection.id_sql))]
+    columns += [sql.SQL("{} AS {}").format(sql.SQL(collection.properties[n].replace("{{}}", "{}")),
+                                           sql.Identifier(n)) for n in names]
+    if geometry and as_wkt:
+        columns.append(sql.SQL("ST_AsText({}, {})").format(sql.SQL(geometry),
+                                                           sql.Literal(q.precision)))
+    elif geometry:
+        columns.append(sql.SQL("ST_AsBinary({})").format(sql.SQL(geometry)))
+    else:
+        columns.append(sql.SQL("NULL"))
+    columns.append(sql.SQL("ST_X({p}), ST_Y({p})").format(p=sql.SQL(point)) if point
+                   else sql.SQL("NULL, NULL"))
+    query = sql.SQL("SELECT {cols} FROM {source} WHERE {where} ORDER BY {order} LIMIT {limit} "
+                    "OFFSET {offset}").format(
+        cols=sql.SQL(", ").join(columns), source=_source(collection, q), where=where,
+        order=_order(collection, q), limit=sql.Literal(q.limit), offset=sql.Literal(q.offset))
+    result = await (await conn.execute(query)).fetchall()
+    return ["id", *names], result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
 
-from geo_service import features
+from geo_service import export, features
 from geo_service.features import COLLECTIONS, Collection, ItemsQuery
 
 CONFORMANCE = [
@@ -21,6 +22,8 @@ CONFORMANCE = [
 ]
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 GEOJSON = "application/geo+json"
+CSV = "text/csv; charset=utf-8"
+GPKG = "application/geopackage+sqlite3"
 JSON = "application/json"
 CACHE = "public, max-age=60"
 
@@ -61,13 +64,26 @@ def _check_params(request: Request, allowed: set[str]) -> None:
         raise features.ClientError(f"unknown query parameter(s): {', '.join(unknown)}")
 
 
-async def _cached(request: Request, conn: AsyncConnection, body: str | bytes, media_type: str
-                  ) -> Response:
-    """ETag from the data version and the request; If-None-Match gives 304."""
+def _negotiate(request: Request) -> str:
+    """f= wins; else the Accept header; else GeoJSON."""
+    f = request.query_params.get("f")
+    if f:
+        return {"json": "geojson", "geojson": "geojson", "csv": "csv", "gpkg": "gpkg"}[f]
+    accept = request.headers.get("accept", "")
+    if "text/csv" in accept:
+        return "csv"
+    if "geopackage" in accept:
+        return "gpkg"
+    return "geojson"
+
+
+async def _cached(request: Request, conn: AsyncConnection, body: str | bytes, media_type: str,
+                  extra: dict[str, str] | None = None) -> Response:
+    """ETag from the data version, the request and the format; If-None-Match gives 304."""
     version = await features.data_version(conn)
-    tag = '"' + hashlib.sha256(f"{version}|{request.url.path}|{request.url.query}".encode()
-                               ).hexdigest()[:32] + '"'
-    headers = {"ETag": tag, "Cache-Control": CACHE}
+    key = f"{version}|{request.url.path}|{request.url.query}|{media_type}"
+    tag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": tag, "Cache-Control": CACHE, "Vary": "Accept", **(extra or {})}
     if media_type == GEOJSON:
         headers["Content-Crs"] = f"<{CRS84}>"
     if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
@@ -216,10 +232,23 @@ async def items(
     include_engagement: Annotated[bool | None, Query(
         description="territories/initiatives: include engagement-only rows")] = None,
     crs: Annotated[str | None, Query(description=f"Output CRS: only {CRS84}")] = None,
-    f: Annotated[str | None, Query(pattern="^(json|geojson)$", description="Format")] = None,
+    f: Annotated[str | None, Query(
+        pattern="^(json|geojson|csv|gpkg)$",
+        description="geojson (default), csv (id, properties, lon/lat, WKT) or gpkg (GeoPackage); "
+                    "or send Accept: text/csv or application/geopackage+sqlite3")] = None,
 ) -> Response:
     c = _collection(collection_id)
     q = features.parse_items_query(c, dict(request.query_params))
+    chosen = _negotiate(request)
+    if chosen == "csv":
+        names, found = await features.rows(conn, c, q, as_wkt=True)
+        return await _cached(request, conn, export.to_csv(names, found, q.precision), CSV,
+                             {"Content-Disposition": f'attachment; filename="{c.id}.csv"'})
+    if chosen == "gpkg":
+        names, found = await features.rows(conn, c, q)
+        data = await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)
+        return await _cached(request, conn, data, GPKG,
+                             {"Content-Disposition": f'attachment; filename="{c.id}.gpkg"'})
     page = await features.items(conn, c, q)
     links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
              {"href": f"{_base(request)}/collections/{c.id}", "rel": "collection", "type": JSON,

@@ -182,3 +182,44 @@ def test_landing_conformance_collections(client) -> None:
         assert -180 <= bbox[0] <= bbox[2] <= 180
     queryables = client.get("/collections/territories/queryables").json()
     assert queryables["properties"]["year"]["type"] == "integer"
+
+
+def test_csv_download_neutralises_formulas(client, database_url) -> None:
+    formula = '=HYPERLINK("http://evil.example","x")'
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE territories SET commitment = %s WHERE id = 'at-municipality-graz'",
+                     (formula,))
+    try:
+        response = client.get("/collections/territories/items",
+                              params={"f": "csv", "region": "AT", "properties": "name,commitment"})
+        assert response.headers["content-type"].startswith("text/csv")
+        import csv
+        import io
+
+        table = list(csv.DictReader(io.StringIO(response.text)))
+        graz = next(r for r in table if r["id"] == "at-municipality-graz")
+        assert graz["commitment"] == "'" + formula
+        assert float(graz["lon"]) == pytest.approx(15.44, abs=0.05)  # numbers stay numbers
+        assert graz["wkt"].startswith("POINT(") or graz["wkt"].startswith("POINT (")
+        by_accept = client.get("/collections/territories/items", params={"region": "AT"},
+                               headers={"Accept": "text/csv"})
+        assert by_accept.text.splitlines()[0].startswith("id,name,")
+    finally:
+        from pathlib import Path
+
+        from geo_service.campaign.members import import_members
+
+        import_members(database_url, Path("data/sample/human_rights_territories.csv"))
+
+
+def test_geopackage_download_of_a_filtered_query(client, tmp_path) -> None:
+    import pyogrio
+
+    response = client.get("/collections/municipalities/items",
+                          params={"f": "gpkg", "region": "KR-29"})
+    assert response.headers["content-type"] == "application/geopackage+sqlite3"
+    path = tmp_path / "kr29.gpkg"
+    path.write_bytes(response.content)
+    frame = pyogrio.read_dataframe(path)
+    assert sorted(frame["national_code"]) == ["29110", "29140", "29155", "29170", "29200"]
+    assert frame.crs.to_epsg() == 4326 and (frame.geom_type == "MultiPolygon").all()
