@@ -164,7 +164,7 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
 )}
 
 COMMON_PARAMS = ("f", "limit", "offset", "bbox", "bbox-crs", "crs", "datetime", "region",
-                 "properties", "sortby", "precision", "zoom")
+                 "properties", "sortby", "precision", "zoom", "filter", "filter-lang", "filter-crs")
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 
 
@@ -184,6 +184,7 @@ class ItemsQuery:
     geometry: str | None = None
     include_engagement: bool = False
     equals: dict[str, str] = field(default_factory=dict)
+    filter: Any = None  # a parsed CQL2 expression
 
 
 def _int(name: str, value: str, low: int, high: int) -> int:
@@ -257,7 +258,7 @@ def parse_items_query(collection: Collection, params: dict[str, str]) -> ItemsQu
         q.limit = _int("limit", params["limit"], 1, MAX_LIMIT)
     if "offset" in params:
         q.offset = _int("offset", params["offset"], 0, 10**9)
-    for name in ("bbox-crs", "crs"):
+    for name in ("bbox-crs", "crs", "filter-crs"):
         if name in params and params[name] not in (CRS84, f"[{CRS84}]"):
             raise ClientError(f"{name}: only {CRS84} (longitude, latitude)")
     if "bbox" in params:
@@ -295,6 +296,12 @@ def parse_items_query(collection: Collection, params: dict[str, str]) -> ItemsQu
         if params["include_engagement"] not in ("true", "false"):
             raise ClientError("include_engagement must be true or false")
         q.include_engagement = params["include_engagement"] == "true"
+    if "filter" in params:
+        from geo_service import filters  # filters builds on this module's Collection
+
+        q.filter = filters.parse(params["filter"], params.get("filter-lang"))
+    elif "filter-lang" in params:
+        raise ClientError("filter-lang without filter")
     for name in collection.filters:
         if name in params:
             value = params[name]
@@ -381,15 +388,15 @@ async def build_where(conn: AsyncConnection, collection: Collection, q: ItemsQue
     if q.region:
         conditions.append(await _region_condition(conn, collection, q.region))
     if q.bbox:
-        geometry = _geometry(collection, ItemsQuery(geometry=None, tier=q.tier)) or "NULL"
-        if collection.id in ("countries", "regions", "municipalities"):
-            geometry = "b.geom"
-        elif collection.id == "territories":
-            geometry = "coalesce(b.geom, t.location)"
         envelope = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
             *(sql.Literal(v) for v in q.bbox))
+        geometry = sql.SQL(filter_geometry(collection) or "NULL::geometry")
         conditions.append(sql.SQL("({g} && {e} AND ST_Intersects({g}, {e}))").format(
-            g=sql.SQL(geometry), e=envelope))
+            g=geometry, e=envelope))
+    if q.filter is not None:
+        from geo_service import filters
+
+        conditions.append(filters.to_sql(q.filter, collection, filter_geometry(collection)))
     if q.datetime and collection.datetime_sql:
         start, end = q.datetime
         expression = sql.SQL(collection.datetime_sql)
@@ -400,6 +407,15 @@ async def build_where(conn: AsyncConnection, collection: Collection, q: ItemsQue
             conditions.append(sql.SQL("{} <= ({}::text)::date").format(
                 expression, sql.Literal(_month_end(_date_bound(end, True)))))
     return sql.SQL(" AND ").join(conditions)
+
+
+def filter_geometry(collection: Collection) -> str:
+    """The full-resolution geometry that bbox and spatial filters test (never a simplified tier)."""
+    if collection.region == "boundary":
+        return "b.geom"
+    if collection.id == "territories":
+        return "coalesce(b.geom, t.location)"
+    return collection.geometries.get("point", "")
 
 
 def _month_end(value: str) -> str:

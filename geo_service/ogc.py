@@ -19,6 +19,13 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
 ]
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 GEOJSON = "application/geo+json"
@@ -232,6 +239,11 @@ async def items(
     include_engagement: Annotated[bool | None, Query(
         description="territories/initiatives: include engagement-only rows")] = None,
     crs: Annotated[str | None, Query(description=f"Output CRS: only {CRS84}")] = None,
+    filter: Annotated[str | None, Query(description=(
+        "CQL2 expression on the queryables, e.g. `year >= 2020 AND kind = 'region'` or "
+        "`S_INTERSECTS(geometry, BBOX(-18, 4, 16, 28))`"))] = None,
+    filter_lang: Annotated[str | None, Query(alias="filter-lang", pattern="^cql2-(text|json)$",
+                                             description="cql2-text (default) or cql2-json")] = None,
     f: Annotated[str | None, Query(
         pattern="^(json|geojson|csv|gpkg)$",
         description="geojson (default), csv (id, properties, lon/lat, WKT) or gpkg (GeoPackage); "

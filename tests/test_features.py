@@ -34,7 +34,7 @@ def ids(client: TestClient, collection: str, **params) -> list[str]:
 
 def db_ids(dsn: str, query: str, *params) -> list[str]:
     with psycopg.connect(dsn) as conn:
-        return sorted(r[0] for r in conn.execute(query, params).fetchall())
+        return sorted(r[0] for r in conn.execute(query, params or None).fetchall())
 
 
 SHOWN = "commitment_kind <> 'engagement-only'"
@@ -223,3 +223,37 @@ def test_geopackage_download_of_a_filtered_query(client, tmp_path) -> None:
     frame = pyogrio.read_dataframe(path)
     assert sorted(frame["national_code"]) == ["29110", "29140", "29155", "29170", "29200"]
     assert frame.crs.to_epsg() == 4326 and (frame.geom_type == "MultiPolygon").all()
+
+
+@pytest.mark.parametrize("expression, lang, sql_where", [
+    ("year >= 2020 AND kind = 'municipality'", None, "year >= 2020 AND kind = 'municipality'"),
+    ("country IN ('KR', 'JP') OR name LIKE 'Gr%'", "cql2-text",
+     "iso3166_1 IN ('KR', 'JP') OR name LIKE 'Gr%'"),
+    ("year BETWEEN 2000 AND 2005 AND NOT (country = 'ML')", None,
+     "year BETWEEN 2000 AND 2005 AND NOT iso3166_1 = 'ML'"),
+    ("local_name IS NULL AND confidence <> 'high'", None,
+     "local_name IS NULL AND confidence <> 'high'"),
+    ('{"op": "and", "args": [{"op": "=", "args": [{"property": "country"}, "KR"]}, '
+     '{"op": ">", "args": [{"property": "year"}, 2000]}]}', "cql2-json",
+     "iso3166_1 = 'KR' AND year > 2000"),
+    ("S_INTERSECTS(geometry, BBOX(-18, 4, 16, 28))", None,
+     "ST_Intersects(location, ST_MakeEnvelope(-18, 4, 16, 28, 4326))"),
+])
+def test_cql2_filters_match_the_database(client, database_url, expression, lang, sql_where) -> None:
+    params = {"filter": expression}
+    if lang:
+        params["filter-lang"] = lang
+    expected = db_ids(database_url, f"SELECT id FROM territories WHERE ({sql_where}) AND {SHOWN}")
+    assert ids(client, "territories", **params) == expected
+    assert expected  # each case selects something
+
+
+@pytest.mark.parametrize("expression", [
+    "year = 'abc'", "shoe_size = 1", "themes = 'housing'", "(((", "year > ", "1 = 1",
+    "S_INTERSECTS(name, POINT(0 0))", "S_INTERSECTS(geometry, POINT(0))",
+    "'; DROP TABLE territories; --",
+])
+def test_bad_filters_are_400(client, expression: str) -> None:
+    response = client.get("/collections/territories/items", params={"filter": expression})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"

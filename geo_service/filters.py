@@ -1,0 +1,128 @@
+"""CQL2 filters (text and JSON), parsed by pygeofilter and translated into parameterized SQL.
+
+Supported: comparisons (= <> < <= > >=), AND/OR/NOT, LIKE, IN, BETWEEN, IS NULL on the
+collection's scalar queryables, and the spatial predicates S_INTERSECTS, S_WITHIN, S_CONTAINS,
+S_DISJOINT on `geometry` with a CRS84 geometry or BBOX literal. Values are always literals bound
+by psycopg.sql; property names only ever come from the collection's own definitions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import shapely.geometry
+from psycopg import sql
+from pygeofilter import ast, values
+from pygeofilter.parsers.cql2_json import parse as parse_json
+from pygeofilter.parsers.cql2_text import parse as parse_text
+
+from geo_service.features import ClientError, Collection
+
+COMPARISONS = {ast.Equal: "=", ast.NotEqual: "<>", ast.LessThan: "<", ast.LessEqual: "<=",
+               ast.GreaterThan: ">", ast.GreaterEqual: ">="}
+SPATIAL = {ast.GeometryIntersects: "ST_Intersects", ast.GeometryWithin: "ST_Within",
+           ast.GeometryContains: "ST_Contains", ast.GeometryDisjoint: "ST_Disjoint"}
+SCALAR_TYPES = ("string", "integer", "number")
+
+
+def parse(text: str, lang: str | None) -> ast.Node:
+    """A CQL2 text or JSON expression as a pygeofilter AST; ClientError when it does not parse."""
+    lang = lang or ("cql2-json" if text.lstrip().startswith("{") else "cql2-text")
+    try:
+        if lang == "cql2-json":
+            return parse_json(json.loads(text))
+        if lang == "cql2-text":
+            return parse_text(text)
+    except Exception as exc:  # the parsers raise many kinds of errors; all are the client's
+        raise ClientError(f"filter does not parse as {lang}: {exc}".splitlines()[0]) from None
+    raise ClientError("filter-lang must be cql2-text or cql2-json")
+
+
+class _Translator:
+    def __init__(self, collection: Collection, geometry_sql: str) -> None:
+        self.collection = collection
+        self.geometry_sql = geometry_sql
+
+    def property(self, node: Any) -> sql.Composable:
+        if not isinstance(node, ast.Attribute):
+            raise ClientError("the left side of a comparison must be a property")
+        name = node.name
+        if name not in self.collection.properties:
+            raise ClientError(f"unknown property {name!r} in filter; see queryables")
+        if self.collection.types.get(name, "string") not in SCALAR_TYPES:
+            raise ClientError(f"property {name!r} is a list: not usable in this comparison")
+        return sql.SQL(self.collection.properties[name].replace("{{}}", "{}"))
+
+    def value(self, node: Any, name: str) -> sql.Composable:
+        kind = self.collection.types.get(name, "string")
+        if isinstance(node, bool) or not isinstance(node, str | int | float):
+            raise ClientError(f"{name!r} must be compared with a plain value, not {node!r}")
+        if kind == "string":
+            return sql.Literal(str(node))
+        if isinstance(node, str):
+            raise ClientError(f"{name!r} is a number: compare it with a number")
+        return sql.Literal(node)
+
+    def geometry(self, node: Any) -> sql.Composable:
+        if isinstance(node, values.Geometry):
+            shape = shapely.geometry.shape(node.geometry)
+        elif isinstance(node, values.Envelope):
+            shape = shapely.geometry.box(node.x1, node.y1, node.x2, node.y2)
+        elif isinstance(node, ast.Function) and node.name.lower() == "bbox" and \
+                len(node.arguments) in (4, 6) and all(isinstance(a, int | float)
+                                                       for a in node.arguments):
+            numbers = node.arguments if len(node.arguments) == 4 else \
+                [node.arguments[i] for i in (0, 1, 3, 4)]
+            shape = shapely.geometry.box(*numbers)
+        else:
+            raise ClientError("spatial predicates take a geometry literal (WKT or GeoJSON) or BBOX")
+        if not shape.is_valid or shape.is_empty:
+            raise ClientError("the filter's geometry is empty or invalid")
+        return sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(shape.wkt))
+
+    def __call__(self, node: Any) -> sql.Composable:
+        if isinstance(node, ast.And | ast.Or):
+            word = "AND" if isinstance(node, ast.And) else "OR"
+            return sql.SQL("({} {} {})").format(self(node.lhs), sql.SQL(word), self(node.rhs))
+        if isinstance(node, ast.Not):
+            return sql.SQL("(NOT {})").format(self(node.sub_node))
+        if type(node) in COMPARISONS:
+            name = getattr(node.lhs, "name", "")
+            return sql.SQL("({} {} {})").format(self.property(node.lhs),
+                                                sql.SQL(COMPARISONS[type(node)]),
+                                                self.value(node.rhs, name))
+        if isinstance(node, ast.Like):
+            word = "NOT ILIKE" if node.not_ else "ILIKE" if node.nocase else \
+                "NOT LIKE" if node.not_ else "LIKE"
+            pattern = node.pattern  # CQL2 and SQL share % and _ as wildcards and \ as escape
+            return sql.SQL("({}::text {} {})").format(self.property(node.lhs), sql.SQL(word),
+                                                       sql.Literal(pattern))
+        if isinstance(node, ast.In):
+            name = getattr(node.lhs, "name", "")
+            options = sql.SQL(", ").join(self.value(v, name) for v in node.sub_nodes)
+            return sql.SQL("({} {} ({}))").format(self.property(node.lhs),
+                                                  sql.SQL("NOT IN" if node.not_ else "IN"), options)
+        if isinstance(node, ast.Between):
+            name = getattr(node.lhs, "name", "")
+            return sql.SQL("({} {} {} AND {})").format(
+                self.property(node.lhs), sql.SQL("NOT BETWEEN" if node.not_ else "BETWEEN"),
+                self.value(node.low, name), self.value(node.high, name))
+        if isinstance(node, ast.IsNull):
+            return sql.SQL("({} IS {}NULL)").format(self.property(node.lhs),
+                                                    sql.SQL("NOT " if node.not_ else ""))
+        if type(node) in SPATIAL:
+            if not (isinstance(node.lhs, ast.Attribute) and node.lhs.name == "geometry"):
+                raise ClientError("spatial predicates apply to the property 'geometry'")
+            if not self.geometry_sql:
+                raise ClientError(f"collection {self.collection.id} has no geometry to filter on")
+            return sql.SQL("{}({}, {})").format(sql.SQL(SPATIAL[type(node)]),
+                                                sql.SQL(self.geometry_sql), self.geometry(node.rhs))
+        if isinstance(node, bool):
+            return sql.SQL("TRUE" if node else "FALSE")
+        raise ClientError(f"filter uses {type(node).__name__}, which this service does not support")
+
+
+def to_sql(node: ast.Node, collection: Collection, geometry_sql: str) -> sql.Composable:
+    """The WHERE condition of a parsed filter."""
+    return _Translator(collection, geometry_sql)(node)
