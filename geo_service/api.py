@@ -19,6 +19,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from geo_service import __version__, db, features, ogc, query
 from geo_service.campaign.stats import stats_async
 from geo_service.ogc import ConnDep
+from geo_service.openapi30 import openapi_30
 from geo_service.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -101,6 +102,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(await stats_async(conn, include_engagement))
 
     app.include_router(ogc.router)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_30(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
                        allow_headers=["*"], expose_headers=["ETag"])
