@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from geo_service.campaign.members import (
     CONFIDENCE,
     ImportResult,
+    keep_history,
     parse_year,
     slug,
     split_list,
@@ -149,8 +150,7 @@ def _upsert(conn: psycopg.Connection, v: dict[str, Any], import_id: int) -> str:
     if old is not None and all(json.dumps(old.get(f)) == json.dumps(v[f]) for f in fields):
         return "unchanged"
     if old is not None:
-        conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
-                     "VALUES ('initiatives', %s, 'update', %s, %s)", (v["id"], Jsonb(old), import_id))
+        keep_history(conn, "initiatives", v["id"], "update", old, import_id)
     conn.execute(
         "INSERT INTO initiatives (id, territory_id, title, summary, year_started, status, source, "
         "confidence, import_id) VALUES (%(id)s, %(territory_id)s, %(title)s, %(summary)s, "

@@ -280,6 +280,14 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
                         None if dry_run else import_id, problems)
 
 
+def keep_history(conn: psycopg.Connection, table: str, row_id: str, operation: str,
+                 previous: dict[str, Any] | None, import_id: int | None) -> None:
+    """The version of a row an import (or an override) is about to change or remove."""
+    conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
+                 "VALUES (%s, %s, %s, %s, %s)",
+                 (table, row_id, operation, Jsonb(previous), import_id))
+
+
 def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
     """Remove territories absent from the file; history keeps them and their initiatives."""
     gone = [r[0] for r in conn.execute(
@@ -287,12 +295,8 @@ def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
     for key in gone:
         for initiative in conn.execute(
                 "SELECT id, to_jsonb(i) FROM initiatives i WHERE territory_id = %s", (key,)).fetchall():
-            conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
-                         "VALUES ('initiatives', %s, 'delete', %s, %s)",
-                         (initiative[0], Jsonb(initiative[1]), import_id))
-        conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
-                     "VALUES ('territories', %s, 'delete', %s, %s)",
-                     (key, Jsonb(_current(conn, key)), import_id))
+            keep_history(conn, "initiatives", initiative[0], "delete", initiative[1], import_id)
+        keep_history(conn, "territories", key, "delete", _current(conn, key), import_id)
         conn.execute("DELETE FROM territories WHERE id = %s", (key,))
     return len(gone)
 
@@ -333,9 +337,7 @@ def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
         if not member.changed:
             return "unchanged"
     if old is not None:
-        conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
-                     "VALUES ('territories', %s, 'update', %s, %s)",
-                     (member.key, Jsonb(old), import_id))
+        keep_history(conn, "territories", member.key, "update", old, import_id)
     conn.execute(
         "INSERT INTO territories (id, name, local_name, kind, iso3166_1, sections, commitment_kind, "
         "commitment, year, joined_on, campaign_wave, status, website, sources, confidence, "
@@ -383,8 +385,7 @@ def set_override(dsn: str, territory_id: str, boundary_code: str | None) -> str:
         if boundary_code and match.outcome != "matched":
             raise LoadError([RowProblem("territories", territory_id, "boundary_code",
                                         f"{boundary_code!r} gives {match.outcome}, not one boundary")])
-        conn.execute("INSERT INTO history (table_name, row_id, operation, previous) "
-                     "VALUES ('territories', %s, 'update', %s)", (territory_id, Jsonb(old)))
+        keep_history(conn, "territories", territory_id, "update", old, None)
         conn.execute(
             "UPDATE territories SET override_boundary_code = %s, boundary_level = %s, "
             "boundary_code = %s, location = ST_SetSRID(ST_MakePoint(%s, %s), 4326), "
