@@ -1,0 +1,318 @@
+"""Features benchmark: our OGC API items against tipg on one PostGIS, written to docs/benchmarks.md.
+
+Runs both servers at once on loopback ports (one uvicorn worker each; tipg from its own venv under
+bench/.work/, made on first run), with tipg publishing views in the scratch schema `bench_tipg` that
+carry our default properties. Counts and ids must agree or the run fails. Each query is timed at
+concurrency 1 and 8 by a bounded httpx loop. Servers stop and the schema goes, even on failure.
+"""
+
+import argparse
+import asyncio
+import datetime as dt
+import gzip
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from geo_service.features import COLLECTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench/.work"
+DOCS = ROOT / "docs/benchmarks.md"
+START, END = "<!-- bench:features:start -->", "<!-- bench:features:end -->"
+SCHEMA = "bench_tipg"
+ACCEPT = {"Accept": "application/geo+json"}
+
+
+def _columns(collection_id: str) -> str:
+    """Our default properties of a collection as view columns, with the feature id as `id`."""
+    c = COLLECTIONS[collection_id]
+    props = {"id": c.id_sql} | {k: v.replace("{{}}", "{}") for k, v in c.properties.items()}
+    return ", ".join(f"{expr} AS {name}" for name, expr in props.items())
+
+
+VIEWS = {  # the geometry columns themselves (not expressions over tiers), so indexes stay usable
+    "regions": f"SELECT {_columns('regions')}, b.geom FROM boundaries b WHERE b.level = 'region'",
+    "territories_europe": f"SELECT {_columns('territories')}, coalesce(b.geom, t.location)::"
+    "geometry(Geometry, 4326) AS geom FROM territories t LEFT JOIN boundaries b ON b.level = "
+    "t.boundary_level AND b.code = t.boundary_code WHERE t.commitment_kind <> 'engagement-only' "
+    "AND 'europe' = ANY(t.sections)",
+}
+T = f"/collections/{SCHEMA}."
+QUERIES = [  # (label, our path, tipg path)
+    ("Regions, limit 10", "/collections/regions/items?limit=10", T + "regions/items?limit=10"),
+    ("All regions of France", "/collections/regions/items?region=FR&limit=200",
+     T + "regions/items?iso3166_1=FR&limit=200"),
+    ("Territories in europe with boundaries",
+     "/collections/territories/items?region=europe&geometry=boundary&limit=200",
+     T + "territories_europe/items?limit=200"),
+    ("Regions in a West Africa bbox", "/collections/regions/items?bbox=-18,4,16,28&limit=1000",
+     T + "regions/items?bbox=-18,4,16,28&limit=1000"),
+]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests-c1", type=int, default=40, help="requests at concurrency 1 (40)")
+    p.add_argument("--requests-c8", type=int, default=160, help="requests at concurrency 8 (160)")
+    p.add_argument("--max-seconds", type=float, default=20.0,
+                   help="time cap per query, server and concurrency (20)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up requests per query/server (3)")
+    p.add_argument("--encodings", default="gzip,identity",
+                   help="Accept-Encoding values to time, comma-separated (gzip,identity)")
+    p.add_argument("--output", type=Path, default=DOCS, help=f"Markdown file (default: {DOCS})")
+    p.add_argument("--geo-service", default=str(Path(sys.executable).with_name("geo-service")))
+    return p.parse_args()
+
+
+def ensure_tipg() -> Path:
+    venv = WORK / "tipg-venv"
+    if not (venv / "bin/python").exists():
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin/pip"), "install", "-q", "tipg", "uvicorn"], check=True)
+    return venv / "bin/python"
+
+
+def start(name: str, cmd: list[str], env: dict[str, str], cwd: Path
+          ) -> tuple[str, subprocess.Popen, Path]:
+    """Start a server on a free loopback port in its own process group: (base URL, process, log)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    log = WORK / f"features-{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*cmd, "--port", port], env={**os.environ, **env}, cwd=cwd,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+def stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+
+
+def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{base}/collections", headers=ACCEPT, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"server at {base} not ready (exit code {proc.poll()}); log {log}:\n{log.read_text()}")
+
+
+def inspect(base: str, path: str) -> dict:
+    """One request without and one with gzip: counts, ids and both body sizes."""
+    plain = httpx.get(base + path, headers={**ACCEPT, "Accept-Encoding": "identity"}, timeout=120)
+    plain.raise_for_status()
+    with httpx.stream("GET", base + path, headers={**ACCEPT, "Accept-Encoding": "gzip"},
+                      timeout=120) as r:
+        wire = b"".join(r.iter_raw())
+    gzipped = r.headers.get("content-encoding") == "gzip"
+    if gzipped and gzip.decompress(wire) != plain.content:
+        sys.exit(f"{base}{path}: the gzip body is not the plain body")
+    doc = plain.json()
+    return {"matched": doc.get("numberMatched"), "returned": len(doc["features"]),
+            "ids": {str(f.get("id")) for f in doc["features"]}, "bytes": len(plain.content),
+            "gzip": len(wire) if gzipped else None}
+
+
+async def load(base: str, path: str, encoding: str, total: int, concurrency: int, cap: float
+               ) -> tuple[int, float, list[float]]:
+    """Up to `total` GETs, `concurrency` at a time, for at most `cap` s: (done, seconds, latencies)."""
+    headers = {**ACCEPT, "Accept-Encoding": encoding}
+    latencies: list[float] = []
+    remaining = [total]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120, limits=limits) as c:
+        began = time.perf_counter()
+
+        async def worker() -> None:
+            while remaining[0] > 0 and time.perf_counter() < began + cap:
+                remaining[0] -= 1
+                t0 = time.perf_counter()
+                async with c.stream("GET", path) as r:
+                    async for _ in r.aiter_raw():  # read the wire bytes, don't decompress
+                        pass
+                if r.status_code != 200:
+                    raise SystemExit(f"{base}{path}: HTTP {r.status_code}")
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(latencies), time.perf_counter() - began, latencies
+
+
+def measure(targets: dict[str, tuple[str, str]], encoding: str, total: int, concurrency: int,
+            cap: float) -> dict[str, tuple[float, float]]:
+    """Half the requests at a time in the order ours, tipg, tipg, ours, so that drifting background
+    load hits both alike: requests/s and median latency (ms) per server."""
+    runs: dict[str, list[tuple[int, float, list[float]]]] = {who: [] for who in targets}
+    for who in ("ours", "tipg", "tipg", "ours"):
+        runs[who].append(asyncio.run(load(*targets[who], encoding, (total + 1) // 2, concurrency,
+                                                   cap / 2)))
+    return {who: (sum(r[0] for r in rs) / sum(r[1] for r in rs),
+                  statistics.median(x for r in rs for x in r[2]) * 1000) for who, rs in runs.items()}
+
+
+def bench_query(label: str, paths: list[str], bases: list[str], args: argparse.Namespace) -> dict:
+    """Check both servers answer the same features, then time them."""
+    targets = {"ours": (bases[0], paths[0]), "tipg": (bases[1], paths[1])}
+    row = {"label": label, "paths": paths} | {w: inspect(*t) for w, t in targets.items()}
+    o, t = row["ours"], row["tipg"]
+    if (o["matched"], o["returned"], o["ids"]) != (t["matched"], t["returned"], t["ids"]):
+        sys.exit(f"{label}: matched/returned ours {o['matched']}/{o['returned']}, tipg "
+                 f"{t['matched']}/{t['returned']}; ids on one side only: "
+                 f"{sorted(o['ids'] ^ t['ids'])[:10]}: not the same result set")
+    for enc in args.encodings:
+        for base, path in targets.values():
+            asyncio.run(load(base, path, enc, args.warmup, 1, args.max_seconds))
+        for c, n in ((1, args.requests_c1), (8, args.requests_c8)):
+            for who, figures in measure(targets, enc, n, c, args.max_seconds).items():
+                row[who][c, enc] = figures
+            print(f"{label}, {enc}, concurrency {c}: req/s ours {o[c, enc][0]:.1f}, tipg "
+                  f"{t[c, enc][0]:.1f}", flush=True)
+    return row
+
+
+def machine_info(dsn: str, tipg_python: Path) -> tuple[dict[str, str], str]:
+    """The machine and software; and how many region geometries have a coordinate finer than 5
+    decimals (what our 4 can save against tipg's up to 9)."""
+    with psycopg.connect(dsn) as conn:
+        pg, postgis, finer, total = conn.execute(
+            "SELECT version(), postgis_full_version(), count(*) FILTER (WHERE ST_AsGeoJSON(geom) "
+            "<> ST_AsGeoJSON(geom, 5)), count(*) FROM boundaries WHERE level = 'region'"
+        ).fetchone()  # type: ignore[misc]
+    parts = dict(re.findall(r'(\w+)="([^"]+)"', postgis))
+    cpu, mem, osr = (m.group(1).strip() if m else "unknown" for m in (
+        re.search(rx, Path(path).read_text(), re.M) for path, rx in (
+            ("/proc/cpuinfo", r"^model name\s*:\s*(.+)$"), ("/proc/meminfo", r"^MemTotal:\s+(\d+)"),
+            ("/etc/os-release", r'^PRETTY_NAME="?([^"\n]+)'))))
+    tipg = subprocess.run([str(tipg_python), "-c", "import tipg; print(tipg.__version__)"],
+                          capture_output=True, text=True).stdout.strip()
+    return {
+        "CPUs (nproc)": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "CPU model": cpu, "Memory": f"{int(mem) / 1024**2:.1f} GiB" if mem.isdigit() else mem,
+        "OS": f"{osr} ({platform.machine()})", "PostgreSQL": pg.split(" on ")[0],
+        "PostGIS": ", ".join(f"{k} {parts[k].split()[0]}" for k in ("POSTGIS", "GEOS", "PROJ")
+                             if k in parts),
+        "Servers": f"geo-service on Python {platform.python_version()}; tipg {tipg}, own venv",
+    }, f"{finer} of {total}"
+
+
+def report(info: dict, results: list[dict], args: argparse.Namespace, when: str, loads: str,
+           finer: str) -> str:
+    encodings = ", ".join(f"`{e}`" for e in args.encodings)
+    lines = [START, "## OGC API Features: geo-service vs tipg", "",
+             f"Measured {when} UTC by `bench/features_benchmark.py`, both servers running at once "
+             "on loopback ports, one uvicorn worker each, on the same PostGIS. Per query, server "
+             f"and `Accept-Encoding` ({encodings}): {args.warmup} warm-up requests, then up to "
+             f"{args.requests_c1} requests at concurrency 1 and {args.requests_c8} at concurrency "
+             f"8 (at most {args.max_seconds:g} s each), the servers taking turns (ours, tipg, tipg, "
+             "ours, half the requests each) so background load hits both alike. Bytes: the "
+             "uncompressed body and the gzip body on the wire. Ratios are ours/tipg. Both servers "
+             "returned the same features (counts and ids checked) for every query.", "",
+             "| Machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in info.items()),
+             f"| Load average 1/5/15 min, start → end (other work skews timings) | {loads} |", ""]
+    speed: dict[str, list[float]] = {e: [] for e in args.encodings}
+    sizes: dict[str, list[float]] = {"bytes": [], "gzip": []}
+    for r in results:
+        o, t = r["ours"], r["tipg"]
+        keys = [(c, e) for e in args.encodings for c in (1, 8)]
+        for c, e in keys:
+            speed[e].append(o[c, e][0] / t[c, e][0])
+        for k in sizes:
+            sizes[k].append(o[k] / t[k] if o[k] and t[k] else float("inf"))
+        rows = [(f"{m}, concurrency {c}, {e}", o[c, e][i], t[c, e][i], ".1f")
+                for c, e in keys for i, m in enumerate(("Requests/s", "Median latency (ms)"))]
+        rows += [("Bytes, uncompressed", o["bytes"], t["bytes"], ","),
+                 ("Bytes, gzip", o["gzip"], t["gzip"], ",")]
+        lines += [f"### {r['label']} ({o['returned']} of {o['matched']} features)", "",
+                  f"Ours `{r['paths'][0]}`; tipg `{r['paths'][1]}`.", "",
+                  "| Measure | Ours | tipg | Ours/tipg |", "|---|---:|---:|---:|",
+                  *(f"| {m} | {format(a, f) if a else 'not compressed'} | "
+                    f"{format(b, f) if b else 'not compressed'} | "
+                    f"{f'{a / b:.2f}x' if a and b else 'n/a'} |" for m, a, b, f in rows), ""]
+
+    def verdict(ratios: list[float], ok: bool) -> str:
+        return f"{'met' if ok else '**not met**'} (ours/tipg {min(ratios):.2f}x–{max(ratios):.2f}x)"
+
+    lines += ["**Targets** (over every query, and both concurrencies for requests/s):", "",
+              *(f"- ≥ 2x tipg's requests/s with `{e}`: {verdict(v, min(v) >= 2)}"
+                for e, v in speed.items()),
+              *(f"- ≤ ½ tipg's bytes, {k if k == 'gzip' else 'uncompressed'}: "
+                f"{verdict(v, max(v) <= 0.5)}" for k, v in sizes.items()), "",
+              f"tipg serves views in the scratch schema `{SCHEMA}` (dropped after the run) with our "
+              "default properties; its catalog refresh (`TIPG_CATALOG_TTL`) is off during the run. "
+              "We round coordinates to 4 decimals by default, tipg's ST_AsGeoJSON keeps up to 9, "
+              f"but only {finer} stored region geometries have any coordinate finer than 5 "
+              "decimals, so rounding saves about one digit per number.", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the text between our markers (or append it), keeping the rest byte for byte."""
+    text = path.read_bytes().decode() if path.exists() else ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text += ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section
+    path.write_bytes(text.encode())
+
+
+def main() -> None:
+    args = parse_args()
+    args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
+    dsn = subprocess.run([args.geo_service, "db", "url"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    WORK.mkdir(parents=True, exist_ok=True)
+    tipg_python = ensure_tipg()
+    loads = ["/".join(f"{v:.2f}" for v in os.getloadavg())]
+    servers: list[tuple[str, subprocess.Popen, Path]] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
+            for name, body in VIEWS.items():
+                conn.execute(f"CREATE VIEW {SCHEMA}.{name} AS {body}")
+            servers.append(start("ours", [args.geo_service, "serve"], {"DATABASE_URL": dsn}, ROOT))
+            servers.append(start(  # cwd bench/.work: tipg reads a .env from its cwd
+                "tipg", [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
+                         "--workers", "1"],  # access log on, as ours
+                {"DATABASE_URL": dsn, "TIPG_DB_SCHEMAS": json.dumps([SCHEMA]),
+                 "TIPG_CATALOG_TTL": "0"}, WORK))
+            for server in servers:
+                wait_ready(*server)
+            results = [bench_query(label, paths, [s[0] for s in servers], args)
+                       for label, *paths in QUERIES]
+        finally:
+            for _, proc, _ in servers:
+                stop(proc)
+            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    loads.append("/".join(f"{v:.2f}" for v in os.getloadavg()))
+    info, finer = machine_info(dsn, tipg_python)
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    section = report(info, results, args, when, " → ".join(loads), finer)
+    write_section(args.output, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
