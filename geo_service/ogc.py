@@ -84,9 +84,10 @@ def _negotiate(request: Request) -> str:
     return "geojson"
 
 
-async def _cached(request: Request, conn: AsyncConnection, body: str | bytes, media_type: str,
-                  extra: dict[str, str] | None = None) -> Response:
-    """ETag from the data version, the request and the format; If-None-Match gives 304."""
+async def _validators(request: Request, conn: AsyncConnection, media_type: str,
+                      extra: dict[str, str] | None = None) -> tuple[dict[str, str], Response | None]:
+    """Response headers with an ETag from the data version, the request and the format; and the
+    304 to send at once, before any query runs, when the client already has this version."""
     version = await features.data_version(conn)
     key = f"{version}|{request.url.path}|{request.url.query}|{media_type}"
     tag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
@@ -94,8 +95,8 @@ async def _cached(request: Request, conn: AsyncConnection, body: str | bytes, me
     if media_type == GEOJSON:
         headers["Content-Crs"] = f"<{CRS84}>"
     if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
+        return headers, Response(status_code=304, headers=headers)
+    return headers, None
 
 
 def _json(data: Any) -> str:
@@ -158,13 +159,16 @@ async def _describe(request: Request, conn: AsyncConnection, collection: Collect
 async def collections(request: Request, conn: ConnDep) -> Response:
     _check_format(request)
     _check_params(request, {"f"})
+    headers, unchanged = await _validators(request, conn, JSON)
+    if unchanged:
+        return unchanged
     base = _base(request)
     body = {
         "links": [{"href": f"{base}/collections", "rel": "self", "type": JSON,
                    "title": "Collections"}],
         "collections": [await _describe(request, conn, c) for c in COLLECTIONS.values()],
     }
-    return await _cached(request, conn, _json(body), JSON)
+    return Response(_json(body), media_type=JSON, headers=headers)
 
 
 @router.get("/collections/{collection_id}", tags=["OGC API – Features"],
@@ -172,8 +176,12 @@ async def collections(request: Request, conn: ConnDep) -> Response:
 async def collection(request: Request, conn: ConnDep, collection_id: CollectionId) -> Response:
     _check_format(request)
     _check_params(request, {"f"})
-    return await _cached(request, conn, _json(await _describe(request, conn,
-                                                              _collection(collection_id))), JSON)
+    described = _collection(collection_id)
+    headers, unchanged = await _validators(request, conn, JSON)
+    if unchanged:
+        return unchanged
+    return Response(_json(await _describe(request, conn, described)), media_type=JSON,
+                    headers=headers)
 
 
 @router.get("/collections/{collection_id}/queryables", tags=["OGC API – Features"],
@@ -252,15 +260,19 @@ async def items(
     c = _collection(collection_id)
     q = features.parse_items_query(c, dict(request.query_params))
     chosen = _negotiate(request)
+    media_type = {"csv": CSV, "gpkg": GPKG}.get(chosen, GEOJSON)
+    download = {"Content-Disposition": f'attachment; filename="{c.id}.{chosen}"'}
+    headers, unchanged = await _validators(request, conn, media_type,
+                                           download if chosen != "geojson" else None)
+    if unchanged:
+        return unchanged
     if chosen == "csv":
         names, found = await features.rows(conn, c, q, as_wkt=True)
-        return await _cached(request, conn, export.to_csv(names, found, q.precision), CSV,
-                             {"Content-Disposition": f'attachment; filename="{c.id}.csv"'})
+        return Response(export.to_csv(names, found, q.precision), media_type=CSV, headers=headers)
     if chosen == "gpkg":
         names, found = await features.rows(conn, c, q)
         data = await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)
-        return await _cached(request, conn, data, GPKG,
-                             {"Content-Disposition": f'attachment; filename="{c.id}.gpkg"'})
+        return Response(data, media_type=GPKG, headers=headers)
     page = await features.items(conn, c, q)
     links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
              {"href": f"{_base(request)}/collections/{c.id}", "rel": "collection", "type": JSON,
@@ -272,7 +284,7 @@ async def items(
     body = ('{"type":"FeatureCollection","features":' + page["features"] +
             f',"numberMatched":{page["matched"]},"numberReturned":{page["returned"]},'
             f'"links":{_json(links)}}}')
-    return await _cached(request, conn, body, GEOJSON)
+    return Response(body, media_type=GEOJSON, headers=headers)
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", tags=["OGC API – Features"],
@@ -290,10 +302,13 @@ async def item(
     c = _collection(collection_id)
     _check_params(request, {"f", "precision", "zoom", "geometry", "properties", "crs"})
     q: ItemsQuery = features.parse_items_query(c, dict(request.query_params))
+    headers, unchanged = await _validators(request, conn, GEOJSON)
+    if unchanged:
+        return unchanged
     feature = await features.item(conn, c, feature_id, q)
     base = _base(request)
     links = _json([
         {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
         {"href": f"{base}/collections/{c.id}", "rel": "collection", "type": JSON, "title": c.title},
     ])
-    return await _cached(request, conn, feature[:-1] + f',"links":{links}}}', GEOJSON)
+    return Response(feature[:-1] + f',"links":{links}}}', media_type=GEOJSON, headers=headers)
