@@ -80,7 +80,7 @@ def ensure_tipg() -> Path:
     venv = WORK / "tipg-venv"
     if not (venv / "bin/python").exists():
         subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin/pip"), "install", "-q", "tipg", "uvicorn"], check=True)
+        subprocess.run([str(venv / "bin/pip"), "install", "-q", "tipg==1.6.1", "uvicorn"], check=True)
     return venv / "bin/python"
 
 
