@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from geo_service.load.prepare import TIERS
+from geo_service.load.prepare import ISO3166_2, TIERS
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -17,7 +17,6 @@ MAX_LIMIT = 10_000
 # the 1:10m source data and the Korean municipal layer, and about a third fewer bytes than 6.
 DEFAULT_PRECISION = 4
 ISO2 = re.compile(r"^[A-Z]{2}$")
-ISO3166_2 = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 
 
 class ClientError(ValueError):

@@ -35,6 +35,12 @@ def test_geometry_is_valid_multipolygon_in_4326(database_url: str) -> None:
 
 def test_codes_and_names(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
+        malformed = conn.execute("SELECT count(*) FROM boundaries WHERE iso3166_2 !~ "
+                                 "'^[A-Z]{2}-[A-Z0-9]{1,3}$'").fetchone()[0]
+        assert malformed == 0  # placeholders such as AW-X01~ are not served as ISO codes
+        kept = conn.execute("SELECT count(*) FROM boundaries WHERE iso3166_2 IS NULL AND "
+                            "properties->>'iso_3166_2' LIKE '%~'").fetchone()[0]
+        assert kept > 100
         row = conn.execute(
             "SELECT name, name_en, name_fr, name_es, name_local, iso3166_1, wikidata_id, "
             "parent_code, national_code FROM boundaries WHERE level='region' AND iso3166_2='KR-29'"

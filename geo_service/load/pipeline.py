@@ -72,12 +72,16 @@ class LoadResult:
     warnings: list[str] = field(default_factory=list)
 
 
+# Bump when the loader's output changes for the same input: loads in place then count as stale.
+LOADER_VERSION = 2
+
+
 def _record(manifest: Manifest, origin: str, checksum: str, options: dict[str, Any]
             ) -> store.SourceRecord:
     return store.SourceRecord(
         source=manifest.id, level=manifest.level, title=manifest.title, version=manifest.version,
         licence=manifest.licence, attribution=manifest.attribution, origin=origin,
-        checksum=checksum, options=options,
+        checksum=checksum, options={**options, "loader": LOADER_VERSION},
     )
 
 

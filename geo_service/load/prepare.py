@@ -27,6 +27,7 @@ TEXT_FIELDS = (
     "iso3166_1", "iso3166_2", "national_code", "wikidata_id", "parent_code",
 )
 _LANG = re.compile(r"^[a-z]{2,3}$")
+ISO3166_2 = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 _MISSING = {"", "-99"}  # no-data markers in Natural Earth and friends
 
 
@@ -196,6 +197,9 @@ def map_fields(layer: RawLayer, fields: FieldMap, level: str,
             f"{iso}-{code}" if iso and code and not code.startswith(f"{iso}-") else code
             for iso, code in zip(text["iso3166_1"], text["code"], strict=True)
         ]
+    # Only well-formed ISO 3166-2 codes are kept as such (Natural Earth marks 188 units without
+    # one with placeholders like "AW-X01~"); the source's value stays in `properties`.
+    text["iso3166_2"] = [c if c and ISO3166_2.match(c) else None for c in text["iso3166_2"]]
     if level == "region":
         text["parent_code"] = [p or iso for p, iso in
                                zip(text["parent_code"], text["iso3166_1"], strict=True)]
