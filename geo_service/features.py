@@ -494,20 +494,28 @@ async def data_version(conn: AsyncConnection) -> str:
     return row[0] if row else "0"
 
 
-async def extent(conn: AsyncConnection, collection: Collection) -> list[float] | None:
-    geometry = collection.geometries.get("point") or collection.geometries.get("boundary")
-    if collection.id in ("countries", "regions", "municipalities"):
-        geometry = "b.geom"
-    if not geometry or "{tier_or_1}" in geometry:
+_EXTENTS: dict[tuple[str, str], list[float] | None] = {}
+
+
+async def extent(conn: AsyncConnection, collection: Collection, version: str
+                 ) -> list[float] | None:
+    """The collection's bbox, computed once per data version (not on every /collections)."""
+    key = (version, collection.id)
+    if key in _EXTENTS:
+        return _EXTENTS[key]
+    geometry = filter_geometry(collection)
+    if not geometry:
         return [-180.0, -90.0, 180.0, 90.0]
     row = await (await conn.execute(sql.SQL(
         "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent({g}) AS e "
         "FROM {source} WHERE {where}) x").format(
             g=sql.SQL(geometry), source=_source(collection, ItemsQuery()),
             where=sql.SQL(collection.base_where)))).fetchone()
-    if row is None or row[0] is None:
-        return None
-    return [round(v, 6) for v in row]
+    bbox = None if row is None or row[0] is None else [round(v, 6) for v in row]
+    if len(_EXTENTS) > 100:
+        _EXTENTS.clear()
+    _EXTENTS[key] = bbox
+    return bbox
 
 
 async def rows(conn: AsyncConnection, collection: Collection, q: ItemsQuery, as_wkt: bool = False

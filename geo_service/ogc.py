@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -100,8 +101,6 @@ async def _validators(request: Request, conn: AsyncConnection, media_type: str,
 
 
 def _json(data: Any) -> str:
-    import json
-
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -139,7 +138,7 @@ async def _describe(request: Request, conn: AsyncConnection, collection: Collect
                     ) -> dict[str, Any]:
     base = _base(request)
     url = f"{base}/collections/{collection.id}"
-    bbox = await features.extent(conn, collection)
+    bbox = await features.extent(conn, collection, await features.data_version(conn))
     described: dict[str, Any] = {
         "id": collection.id, "title": collection.title, "description": collection.description,
         "itemType": "feature", "crs": [CRS84], "storageCrs": CRS84,

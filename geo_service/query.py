@@ -15,7 +15,7 @@ async def health(conn: AsyncConnection) -> dict[str, Any]:
     """Versions and counts, read from the database itself."""
     row = await (await conn.execute(
         "SELECT version(), postgis_lib_version(), "
-        "(SELECT version_num FROM alembic_version), NULL, "
+        "(SELECT version_num FROM alembic_version), "
         "(SELECT count(*) FROM places), "
         "(SELECT count(*) FROM territories)"
     )).fetchone()
@@ -29,6 +29,6 @@ async def health(conn: AsyncConnection) -> dict[str, Any]:
         "postgis": row[1],
         "schema_revision": row[2],
         "boundaries": {level: 0 for level in LEVELS} | dict(counts),
-        "places": row[4],
-        "territories": row[5],
+        "places": row[3],
+        "territories": row[4],
     }

@@ -45,8 +45,11 @@ def test_codes_and_names(database_url: str) -> None:
             "SELECT name, name_en, name_fr, name_es, name_local, iso3166_1, wikidata_id, "
             "parent_code, national_code FROM boundaries WHERE level='region' AND iso3166_2='KR-29'"
         ).fetchone()
-        assert row == ("Gwangju", "Gwangju", row[2], row[3], "광주광역시", "KR", row[6], "KR", "29")
-        assert row[6].startswith("Q")
+        name, name_en, name_fr, name_es, local, iso, wikidata, parent, national = row
+        assert (name, name_en, local, iso, parent, national) == (
+            "Gwangju", "Gwangju", "광주광역시", "KR", "KR", "29")
+        assert name_fr and name_es  # Natural Earth's French and Spanish names are carried over
+        assert wikidata.startswith("Q")
         france = conn.execute("SELECT name_en, name_fr, name_es FROM boundaries "
                               "WHERE level='country' AND code='FR'").fetchone()
         assert france == ("France", "France", "Francia")

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -275,7 +275,7 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
                 counts["removed"] = _prune(conn, [m.key for m in rows if m.key], import_id)
             conn.execute("UPDATE imports SET counts = %s WHERE id = %s", (Jsonb(counts), import_id))
             if dry_run:
-                raise_rollback(tx)
+                raise psycopg.Rollback(tx)
     return ImportResult(counts, [_report_entry(m) for m in rows], table.notes, dry_run,
                         None if dry_run else import_id, problems)
 
@@ -299,10 +299,6 @@ def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
         keep_history(conn, "territories", key, "delete", _current(conn, key), import_id)
         conn.execute("DELETE FROM territories WHERE id = %s", (key,))
     return len(gone)
-
-
-def raise_rollback(tx: psycopg.Transaction) -> None:
-    raise psycopg.Rollback(tx)
 
 
 def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> None:
@@ -369,8 +365,6 @@ def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
 def report_json(result: ImportResult) -> str:
     return json.dumps(result.report, ensure_ascii=False, indent=2, default=str)
 
-
-__all__ = ["ImportResult", "asdict", "import_members", "report_json"]
 
 
 def set_override(dsn: str, territory_id: str, boundary_code: str | None) -> str:
