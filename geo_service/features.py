@@ -308,20 +308,35 @@ def parse_items_query(collection: Collection, params: dict[str, str]) -> ItemsQu
     return q
 
 
-async def _region_condition(conn: AsyncConnection, collection: Collection, region: str
-                            ) -> sql.Composable:
+_REGION_CODES: dict[str, dict[str, set[str]]] = {}
+
+
+async def _region_codes(conn: AsyncConnection, version: str) -> dict[str, set[str]]:
+    """Every section slug, country code and ISO 3166-2 code, read once per data version."""
+    if version not in _REGION_CODES:
+        found: dict[str, set[str]] = {"section": set(), "country": set(), "subdivision": set()}
+        cursor = await conn.execute(
+            "SELECT 'section', slug FROM uclg_sections UNION ALL "
+            "SELECT 'country', code FROM boundaries WHERE level = 'country' UNION ALL "
+            "SELECT 'subdivision', iso3166_2 FROM boundaries "
+            "WHERE level = 'region' AND iso3166_2 IS NOT NULL")
+        for kind, code in await cursor.fetchall():
+            found[kind].add(code)
+        _REGION_CODES.clear()
+        _REGION_CODES[version] = found
+    return _REGION_CODES[version]
+
+
+async def _region_condition(conn: AsyncConnection, collection: Collection, region: str,
+                            version: str) -> sql.Composable:
     """region= takes a UCLG section slug, an ISO 3166-1 or an ISO 3166-2 code."""
-    value = region
-    section = await (await conn.execute("SELECT 1 FROM uclg_sections WHERE slug = %s",
-                                        (value.lower(),))).fetchone()
-    code = value.upper()
-    if section:
-        kind, value = "section", value.lower()
-    elif ISO2.match(code) and await (await conn.execute(
-            "SELECT 1 FROM boundaries WHERE level = 'country' AND code = %s", (code,))).fetchone():
+    known = await _region_codes(conn, version)
+    code = region.upper()
+    if region.lower() in known["section"]:
+        kind, value = "section", region.lower()
+    elif ISO2.match(code) and code in known["country"]:
         kind, value = "country", code
-    elif ISO3166_2.match(code) and await (await conn.execute(
-            "SELECT 1 FROM boundaries WHERE level = 'region' AND iso3166_2 = %s", (code,))).fetchone():
+    elif ISO3166_2.match(code) and code in known["subdivision"]:
         kind, value = "subdivision", code
     else:
         raise ClientError(f"unknown region {region!r}: give a UCLG section slug, an ISO 3166-1 "
@@ -373,7 +388,7 @@ def _geometry(collection: Collection, q: ItemsQuery) -> str:
     return expression.replace("{tier_or_1}", str(q.tier or 1))
 
 
-async def build_where(conn: AsyncConnection, collection: Collection, q: ItemsQuery
+async def build_where(conn: AsyncConnection, collection: Collection, q: ItemsQuery, version: str
                       ) -> sql.Composable:
     conditions: list[sql.Composable] = [sql.SQL(collection.base_where)]
     if collection.hidden_where and not q.include_engagement:
@@ -385,7 +400,7 @@ async def build_where(conn: AsyncConnection, collection: Collection, q: ItemsQue
         else:
             conditions.append(sql.SQL("{} = {}").format(sql.SQL(expression), sql.Literal(value)))
     if q.region:
-        conditions.append(await _region_condition(conn, collection, q.region))
+        conditions.append(await _region_condition(conn, collection, q.region, version))
     if q.bbox:
         envelope = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
             *(sql.Literal(v) for v in q.bbox))
@@ -455,19 +470,18 @@ def feature_sql(collection: Collection, q: ItemsQuery) -> sql.Composable:
                                                     props=_properties_sql(collection, q))
 
 
-async def items(conn: AsyncConnection, collection: Collection, q: ItemsQuery) -> dict[str, Any]:
-    """One page of features as a JSON text array, and how many match in all."""
-    where = await build_where(conn, collection, q)
+async def items(conn: AsyncConnection, collection: Collection, q: ItemsQuery, version: str
+                ) -> dict[str, Any]:
+    """One page of features as a JSON text array, and how many match in all: one statement."""
+    where = await build_where(conn, collection, q, version)
     query = sql.SQL(
-        "SELECT coalesce(json_agg(page.f), '[]'::json)::text FROM ("
+        "SELECT (SELECT coalesce(json_agg(page.f), '[]'::json)::text FROM ("
         "SELECT {feature} AS f FROM {source} WHERE {where} "
-        "ORDER BY {order} LIMIT {limit} OFFSET {offset}) page"
+        "ORDER BY {order} LIMIT {limit} OFFSET {offset}) page), "
+        "(SELECT count(*) FROM {source} WHERE {where})"
     ).format(feature=feature_sql(collection, q), source=_source(collection, q), where=where,
              order=_order(collection, q), limit=sql.Literal(q.limit), offset=sql.Literal(q.offset))
-    count = sql.SQL("SELECT count(*) FROM {source} WHERE {where}").format(
-        source=_source(collection, q), where=where)
-    features = (await (await conn.execute(query)).fetchone())[0]  # type: ignore[index]
-    matched = (await (await conn.execute(count)).fetchone())[0]  # type: ignore[index]
+    features, matched = (await (await conn.execute(query)).fetchone())  # type: ignore[misc]
     returned = max(0, min(q.limit, matched - q.offset))
     return {"features": features, "matched": matched, "returned": returned}
 
@@ -518,11 +532,11 @@ async def extent(conn: AsyncConnection, collection: Collection, version: str
     return bbox
 
 
-async def rows(conn: AsyncConnection, collection: Collection, q: ItemsQuery, as_wkt: bool = False
-               ) -> tuple[list[str], list[tuple[Any, ...]]]:
+async def rows(conn: AsyncConnection, collection: Collection, q: ItemsQuery, version: str,
+               as_wkt: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
     """One page as plain rows (id, properties, geometry as WKB or WKT, point lon/lat) for CSV
     and GeoPackage; coordinates rounded to the requested precision in PostGIS."""
-    where = await build_where(conn, collection, q)
+    where = await build_where(conn, collection, q, version)
     names = q.properties if q.properties is not None else list(collection.properties)
     names = [n for n in names if n != "id"]  # the id column comes first anyway
     geometry = _geometry(collection, q)

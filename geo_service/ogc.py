@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
 
-from geo_service import export, features
+from geo_service import cache, export, features
 from geo_service.features import COLLECTIONS, Collection, ItemsQuery
 
 CONFORMANCE = [
@@ -86,18 +86,35 @@ def _negotiate(request: Request) -> str:
 
 
 async def _validators(request: Request, conn: AsyncConnection, media_type: str,
-                      extra: dict[str, str] | None = None) -> tuple[dict[str, str], Response | None]:
-    """Response headers with an ETag from the data version, the request and the format; and the
-    304 to send at once, before any query runs, when the client already has this version."""
+                      extra: dict[str, str] | None = None
+                      ) -> tuple[dict[str, str], Response | None, str]:
+    """Response headers with an ETag from the data version, the request and the format; the
+    304 to send at once, before any query runs, when the client already has this version; and
+    the version itself."""
     version = await features.data_version(conn)
-    key = f"{version}|{request.url.path}|{request.url.query}|{media_type}"
+    key = f"{version}|{_base(request)}|{request.url.path}|{request.url.query}|{media_type}"
     tag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
     headers = {"ETag": tag, "Cache-Control": CACHE, "Vary": "Accept", **(extra or {})}
     if media_type == GEOJSON:
         headers["Content-Crs"] = f"<{CRS84}>"
     if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
-        return headers, Response(status_code=304, headers=headers)
-    return headers, None
+        return headers, Response(status_code=304, headers=headers), version
+    return headers, None, version
+
+
+async def _cached(request: Request, headers: dict[str, str], media_type: str,
+                  make: Callable[[], Awaitable[bytes]]) -> Response:
+    """The body for this ETag from the response cache, or made now and kept there."""
+    store: cache.BodyCache = request.app.state.body_cache
+    key = headers["ETag"]
+    entry = store.get(key)
+    if entry is None:
+        body = await make()
+        if not store.keeps(len(body)):  # GZipMiddleware compresses it, at a quicker level
+            return Response(body, media_type=media_type, headers=headers)
+        entry = await cache.entry_for(body, media_type)
+        store.put(key, entry)
+    return cache.respond(request, entry, headers)
 
 
 def _json(data: Any) -> str:
@@ -134,11 +151,11 @@ async def conformance(request: Request) -> JSONResponse:
     return JSONResponse({"conformsTo": CONFORMANCE})
 
 
-async def _describe(request: Request, conn: AsyncConnection, collection: Collection
-                    ) -> dict[str, Any]:
+async def _describe(request: Request, conn: AsyncConnection, collection: Collection,
+                    version: str) -> dict[str, Any]:
     base = _base(request)
     url = f"{base}/collections/{collection.id}"
-    bbox = await features.extent(conn, collection, await features.data_version(conn))
+    bbox = await features.extent(conn, collection, version)
     described: dict[str, Any] = {
         "id": collection.id, "title": collection.title, "description": collection.description,
         "itemType": "feature", "crs": [CRS84], "storageCrs": CRS84,
@@ -158,14 +175,14 @@ async def _describe(request: Request, conn: AsyncConnection, collection: Collect
 async def collections(request: Request, conn: ConnDep) -> Response:
     _check_format(request)
     _check_params(request, {"f"})
-    headers, unchanged = await _validators(request, conn, JSON)
+    headers, unchanged, version = await _validators(request, conn, JSON)
     if unchanged:
         return unchanged
     base = _base(request)
     body = {
         "links": [{"href": f"{base}/collections", "rel": "self", "type": JSON,
                    "title": "Collections"}],
-        "collections": [await _describe(request, conn, c) for c in COLLECTIONS.values()],
+        "collections": [await _describe(request, conn, c, version) for c in COLLECTIONS.values()],
     }
     return Response(_json(body), media_type=JSON, headers=headers)
 
@@ -176,10 +193,10 @@ async def collection(request: Request, conn: ConnDep, collection_id: CollectionI
     _check_format(request)
     _check_params(request, {"f"})
     described = _collection(collection_id)
-    headers, unchanged = await _validators(request, conn, JSON)
+    headers, unchanged, version = await _validators(request, conn, JSON)
     if unchanged:
         return unchanged
-    return Response(_json(await _describe(request, conn, described)), media_type=JSON,
+    return Response(_json(await _describe(request, conn, described, version)), media_type=JSON,
                     headers=headers)
 
 
@@ -261,29 +278,31 @@ async def items(
     chosen = _negotiate(request)
     media_type = {"csv": CSV, "gpkg": GPKG}.get(chosen, GEOJSON)
     download = {"Content-Disposition": f'attachment; filename="{c.id}.{chosen}"'}
-    headers, unchanged = await _validators(request, conn, media_type,
-                                           download if chosen != "geojson" else None)
+    headers, unchanged, version = await _validators(request, conn, media_type,
+                                                    download if chosen != "geojson" else None)
     if unchanged:
         return unchanged
-    if chosen == "csv":
-        names, found = await features.rows(conn, c, q, as_wkt=True)
-        return Response(export.to_csv(names, found, q.precision), media_type=CSV, headers=headers)
-    if chosen == "gpkg":
-        names, found = await features.rows(conn, c, q)
-        data = await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)
-        return Response(data, media_type=GPKG, headers=headers)
-    page = await features.items(conn, c, q)
-    links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
-             {"href": f"{_base(request)}/collections/{c.id}", "rel": "collection", "type": JSON,
-              "title": c.title}]
-    if q.offset + q.limit < page["matched"]:
-        links.append(_page_link(request, "next", q.offset + q.limit))
-    if q.offset > 0:
-        links.append(_page_link(request, "prev", max(0, q.offset - q.limit)))
-    body = ('{"type":"FeatureCollection","features":' + page["features"] +
-            f',"numberMatched":{page["matched"]},"numberReturned":{page["returned"]},'
-            f'"links":{_json(links)}}}')
-    return Response(body, media_type=GEOJSON, headers=headers)
+
+    async def make() -> bytes:
+        if chosen == "csv":
+            names, found = await features.rows(conn, c, q, version, as_wkt=True)
+            return export.to_csv(names, found, q.precision).encode()
+        if chosen == "gpkg":
+            names, found = await features.rows(conn, c, q, version)
+            return await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)
+        page = await features.items(conn, c, q, version)
+        links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
+                 {"href": f"{_base(request)}/collections/{c.id}", "rel": "collection", "type": JSON,
+                  "title": c.title}]
+        if q.offset + q.limit < page["matched"]:
+            links.append(_page_link(request, "next", q.offset + q.limit))
+        if q.offset > 0:
+            links.append(_page_link(request, "prev", max(0, q.offset - q.limit)))
+        return ('{"type":"FeatureCollection","features":' + page["features"] +
+                f',"numberMatched":{page["matched"]},"numberReturned":{page["returned"]},'
+                f'"links":{_json(links)}}}').encode()
+
+    return await _cached(request, headers, media_type, make)
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", tags=["OGC API – Features"],
@@ -301,13 +320,18 @@ async def item(
     c = _collection(collection_id)
     _check_params(request, {"f", "precision", "zoom", "geometry", "properties", "crs"})
     q: ItemsQuery = features.parse_items_query(c, dict(request.query_params))
-    headers, unchanged = await _validators(request, conn, GEOJSON)
+    headers, unchanged, _ = await _validators(request, conn, GEOJSON)
     if unchanged:
         return unchanged
-    feature = await features.item(conn, c, feature_id, q)
-    base = _base(request)
-    links = _json([
-        {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
-        {"href": f"{base}/collections/{c.id}", "rel": "collection", "type": JSON, "title": c.title},
-    ])
-    return Response(feature[:-1] + f',"links":{links}}}', media_type=GEOJSON, headers=headers)
+
+    async def make() -> bytes:
+        feature = await features.item(conn, c, feature_id, q)
+        base = _base(request)
+        links = _json([
+            {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
+            {"href": f"{base}/collections/{c.id}", "rel": "collection", "type": JSON,
+             "title": c.title},
+        ])
+        return (feature[:-1] + f',"links":{links}}}').encode()
+
+    return await _cached(request, headers, GEOJSON, make)

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     db_pool_max: int = 8
     db_connect_timeout_s: float = 30.0
     health_timeout_ms: int = 2000
+    response_cache_mb: int = Field(
+        default=64,
+        description="Memory for finished responses keyed by ETag (data version + request); 0 = off.",
+    )
 
     @property
     def embedded(self) -> bool:

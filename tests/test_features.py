@@ -257,3 +257,25 @@ def test_bad_filters_are_400(client, expression: str) -> None:
     response = client.get("/collections/territories/items", params={"filter": expression})
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_response_cache_serves_the_current_data_only(client, database_url) -> None:
+    """Finished pages are kept in memory by ETag; a change of data shows at once, never stale."""
+    from geo_service.campaign.members import set_override
+
+    url = "/collections/territories/items/mx-region-mexico-city"
+    store = client.app.state.body_cache
+    before = client.get(url, headers={"Accept-Encoding": "gzip"})
+    hits = store.hits
+    again = client.get(url, headers={"Accept-Encoding": "identity"})
+    assert store.hits == hits + 1 and again.content == before.content
+    assert again.headers["etag"] == before.headers["etag"]
+    assert before.json()["geometry"]["type"] == "Point"  # ambiguous: sits on a point
+    set_override(database_url, "mx-region-mexico-city", "MX-DIF")
+    try:
+        changed = client.get(url)
+        assert changed.headers["etag"] != before.headers["etag"]
+        assert changed.json()["geometry"]["type"] == "MultiPolygon"
+    finally:
+        set_override(database_url, "mx-region-mexico-city", None)
+    assert client.get(url).json()["geometry"]["type"] == "Point"

@@ -1,0 +1,102 @@
+"""Finished response bodies kept in memory, keyed by their ETag (which carries the data version),
+so a page or tile asked for again is sent without touching the database beyond the version check.
+
+The gzip form is made once, at the highest level, when a body is stored; clients that accept gzip
+get it as it is, and GZipMiddleware passes responses that already carry Content-Encoding through.
+A change of data version changes every key, so nothing stale can be served; old entries simply
+age out of the LRU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.responses import Response
+
+GZIP_MIN = 500  # bytes; smaller bodies go out as they are (as GZipMiddleware does)
+THREAD_MIN = 64 * 1024  # bytes; larger bodies are compressed in a worker thread
+
+
+@dataclass(frozen=True)
+class Entry:
+    body: bytes
+    gzipped: bytes | None
+    media_type: str
+
+
+class BodyCache:
+    """An LRU of response bodies bounded by their total size in bytes (0 turns it off)."""
+
+    def __init__(self, max_bytes: int, max_entry: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry if max_entry is not None else max_bytes // 8
+        self.size = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def keeps(self, size: int) -> bool:
+        """Whether a body of `size` bytes would be kept."""
+        return 0 < size <= self.max_entry and self.max_bytes > 0
+
+    def put(self, key: str, entry: Entry) -> None:
+        """Keep an entry; one larger than `max_entry` is not kept."""
+        cost = len(entry.body) + len(entry.gzipped or b"")
+        if self.max_bytes <= 0 or cost > self.max_entry:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old.body) + len(old.gzipped or b"")
+        self._entries[key] = entry
+        self.size += cost
+        while self.size > self.max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self.size -= len(dropped.body) + len(dropped.gzipped or b"")
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
+
+
+def make_entry(body: bytes, media_type: str) -> Entry:
+    """A body with its gzip form (pure: may run in a worker thread for large bodies)."""
+    gzipped = gzip.compress(body, compresslevel=9, mtime=0) if len(body) >= GZIP_MIN else None
+    if gzipped is not None and len(gzipped) >= len(body):
+        gzipped = None
+    return Entry(body, gzipped, media_type)
+
+
+async def entry_for(body: bytes, media_type: str) -> Entry:
+    """make_entry, off the event loop when the body is large."""
+    if len(body) > THREAD_MIN:
+        return await asyncio.to_thread(make_entry, body, media_type)
+    return make_entry(body, media_type)
+
+
+def respond(request: Request, entry: Entry, headers: dict[str, str], status_code: int = 200
+            ) -> Response:
+    """The entry as a response, gzipped when the client accepts it."""
+    if entry.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        vary = headers.get("Vary")
+        headers = {**headers, "Content-Encoding": "gzip",
+                   "Vary": f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"}
+        return Response(entry.gzipped, status_code=status_code, media_type=entry.media_type,
+                        headers=headers)
+    return Response(entry.body, status_code=status_code, media_type=entry.media_type,
+                    headers=headers)
