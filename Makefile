@@ -19,6 +19,7 @@ help: ## List the targets
 run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default data on first start)
 	$(GEO) db upgrade
 	$(GEO) load-defaults
+	$(GEO) tiles build
 	$(GEO) serve
 
 test: setup ## Lint, then run the test suite against a throwaway database in a real PostGIS

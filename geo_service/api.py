@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from geo_service import __version__, cache, db, features, ogc, query
+from geo_service import __version__, cache, db, features, ogc, query, tiles_api, tilestore
 from geo_service.campaign.stats import stats_async
 from geo_service.ogc import ConnDep
 from geo_service.openapi30 import openapi_30
@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await pool.open(wait=True, timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
+        app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
+        app.state.archives = tilestore.Archives(settings.tiles_dir)
         try:
             yield
         finally:
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(await stats_async(conn, include_engagement))
 
     app.include_router(ogc.router)
+    app.include_router(tiles_api.router)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -74,29 +74,35 @@ class BodyCache:
         self.size = 0
 
 
-def make_entry(body: bytes, media_type: str) -> Entry:
+def make_entry(body: bytes, media_type: str, level: int = 9) -> Entry:
     """A body with its gzip form (pure: may run in a worker thread for large bodies)."""
-    gzipped = gzip.compress(body, compresslevel=9, mtime=0) if len(body) >= GZIP_MIN else None
+    gzipped = gzip.compress(body, compresslevel=level, mtime=0) if len(body) >= GZIP_MIN else None
     if gzipped is not None and len(gzipped) >= len(body):
         gzipped = None
     return Entry(body, gzipped, media_type)
 
 
-async def entry_for(body: bytes, media_type: str) -> Entry:
+async def entry_for(body: bytes, media_type: str, level: int = 9) -> Entry:
     """make_entry, off the event loop when the body is large."""
     if len(body) > THREAD_MIN:
-        return await asyncio.to_thread(make_entry, body, media_type)
-    return make_entry(body, media_type)
+        return await asyncio.to_thread(make_entry, body, media_type, level)
+    return make_entry(body, media_type, level)
 
 
 def respond(request: Request, entry: Entry, headers: dict[str, str], status_code: int = 200
             ) -> Response:
     """The entry as a response, gzipped when the client accepts it."""
     if entry.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
-        vary = headers.get("Vary")
-        headers = {**headers, "Content-Encoding": "gzip",
-                   "Vary": f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"}
-        return Response(entry.gzipped, status_code=status_code, media_type=entry.media_type,
-                        headers=headers)
+        return gzipped_response(entry.gzipped, entry.media_type, headers, status_code)
     return Response(entry.body, status_code=status_code, media_type=entry.media_type,
                     headers=headers)
+
+
+def gzipped_response(body: bytes, media_type: str, headers: dict[str, str], status_code: int = 200
+                     ) -> Response:
+    """An already gzipped body, marked so (GZipMiddleware leaves it alone)."""
+    vary = headers.get("Vary", "")
+    if "accept-encoding" not in vary.lower():
+        vary = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
+    return Response(body, status_code=status_code, media_type=media_type,
+                    headers={**headers, "Content-Encoding": "gzip", "Vary": vary})

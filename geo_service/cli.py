@@ -396,6 +396,43 @@ def load_all_defaults(
         raise _report_problems(exc) from exc
 
 
+# --------------------------------------------------------------------------- tiles
+tiles_app = typer.Typer(help="Vector tiles: the prebuilt archive of low zooms.", no_args_is_help=True)
+app.add_typer(tiles_app, name="tiles")
+
+
+@tiles_app.command("build")
+def tiles_build(
+    max_zoom: Annotated[int, typer.Option(min=0, max=10, help="Highest zoom to prebuild.")] = 6,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the archives are current.")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Database connections.")] = 3,
+) -> None:
+    """Prebuild the `map` tileset (all layers, each language) for zooms 0..max-zoom into PMTiles
+    archives under tiles/. The server uses them while they hold the current data version and
+    renders live otherwise; a no-op when they are already current."""
+    import asyncio
+
+    from geo_service import tilestore
+
+    settings = _settings()
+    dsn = _dsn(settings)
+    progress = Progress(SpinnerColumn(), TextColumn("tiles z0–z" + str(max_zoom)), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+    task = progress.add_task("tiles", total=None)
+    with progress:
+        result = asyncio.run(tilestore.build(
+            dsn, settings.tiles_dir, max_zoom=max_zoom, workers=workers, force=force,
+            progress=lambda done, total: progress.update(task, completed=done, total=total)))
+    if result.skipped:
+        out.print(f"tiles: archives already hold data version {result.version} to z{max_zoom}, "
+                  "nothing to do")
+        return
+    out.print(f"tiles: {result.tiles} non-empty map tiles per language, z0–z{result.max_zoom}, "
+              f"in {result.seconds:.1f} s; largest {result.largest:,} bytes; archives "
+              + ", ".join(f"{lang} {size / 1e6:.1f} MB" for lang, size in result.sizes.items())
+              + f" (data version {result.version})", highlight=False)
+
+
 # --------------------------------------------------------------------------- serve
 @app.command("serve")
 def serve(

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "data" / "sample",
         description="The sample campaign data `make run` loads (territories, initiatives, ...).",
     )
+    tiles_dir: Path = Field(
+        default=PROJECT_ROOT / "tiles",
+        description="Where `geo-service tiles build` writes the prebuilt PMTiles archives.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_min: int = 1
@@ -50,6 +54,10 @@ class Settings(BaseSettings):
     response_cache_mb: int = Field(
         default=64,
         description="Memory for finished responses keyed by ETag (data version + request); 0 = off.",
+    )
+    tile_cache_mb: int = Field(
+        default=128,
+        description="Memory for live-rendered vector tiles (LRU keyed by data version + tile); 0 = off.",
     )
 
     @property
