@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = pool
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
-        app.state.archives = tilestore.Archives(settings.tiles_dir)
+        async with pool.connection() as conn:
+            identity = await tilestore.database_identity(conn)
+        app.state.archives = tilestore.Archives(settings.tiles_dir, identity)
         try:
             yield
         finally:

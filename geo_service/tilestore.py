@@ -65,6 +65,15 @@ async def render_langs(conn: AsyncConnection, tileset: str, langs: tuple[str, ..
 
 
 # ------------------------------------------------------------------------------------ archives
+async def database_identity(conn: AsyncConnection) -> str:
+    """Which database this is (cluster id and name): data versions are only counters, so an
+    archive records the database it was built from too."""
+    cursor = await conn.execute(
+        "SELECT (SELECT id FROM service_identity)::text || '/' || current_database()")
+    row = await cursor.fetchone()
+    return str(row[0]) if row else ""
+
+
 def archive_path(directory: Path, lang: str) -> Path:
     return directory / f"map-{lang}.pmtiles"
 
@@ -75,6 +84,7 @@ class Archive:
 
     path: Path
     stamp: tuple[int, int]  # (inode, mtime_ns) of the file opened
+    database: str
     version: str
     max_zoom: int
     metadata: dict
@@ -103,7 +113,8 @@ class Archive:
                                                     entry.length)
 
         walk(header["root_offset"], header["root_length"])
-        return cls(path, (stat.st_ino, stat.st_mtime_ns), str(metadata["data_version"]),
+        return cls(path, (stat.st_ino, stat.st_mtime_ns), str(metadata["database"]),
+                   str(metadata["data_version"]),
                    int(metadata["archive_max_zoom"]), metadata, index, mapped)
 
     def get(self, z: int, x: int, y: int) -> bytes:
@@ -121,8 +132,9 @@ class Archive:
 class Archives:
     """The per-language archives, used only while their data version is the current one."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, database: str) -> None:
         self.directory = directory
+        self.database = database
         self._open: dict[str, Archive] = {}
         self._checked: dict[str, str] = {}  # lang -> the version last checked against the files
 
@@ -135,7 +147,7 @@ class Archives:
 
     def current(self, lang: str, version: str) -> Archive | None:
         archive = self._open.get(lang)
-        if archive is not None and archive.version == version:
+        if archive is not None and archive.version == version and archive.database == self.database:
             return archive
         if self._checked.get(lang) == version:
             return None  # already looked at the files for this version: none is current
@@ -151,7 +163,7 @@ class Archives:
             except (OSError, ValueError, KeyError):
                 return None
             self._open[lang] = archive
-        return archive if archive.version == version else None
+        return archive if archive.version == version and archive.database == self.database else None
 
 
 # --------------------------------------------------------------------------------------- build
@@ -178,9 +190,11 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     began = time.perf_counter()
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         version = await data_version(conn)
+        database = await database_identity(conn)
     if not force:
         current = [_existing(directory, lang) for lang in tiles.LANGS]
-        if all(a is not None and a.version == version and a.max_zoom >= max_zoom for a in current):
+        if all(a is not None and (a.database, a.version) == (database, version)
+               and a.max_zoom >= max_zoom for a in current):
             return BuildResult(version, max_zoom, len(current[0]), 0.0,  # type: ignore[arg-type]
                                0, {}, skipped=True)
     jobs = _all_tiles(max_zoom)
@@ -213,7 +227,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     sizes = {}
     for lang in tiles.LANGS:
         path = archive_path(directory, lang)
-        _write(path, found[lang], version, max_zoom, lang)
+        _write(path, found[lang], database, version, max_zoom, lang)
         sizes[lang] = path.stat().st_size
     return BuildResult(version, max_zoom, len(found["en"]), time.perf_counter() - began,
                        largest[0], sizes)
@@ -226,7 +240,8 @@ def _existing(directory: Path, lang: str) -> Archive | None:
         return None
 
 
-def _write(path: Path, found: dict[int, bytes], version: str, max_zoom: int, lang: str) -> None:
+def _write(path: Path, found: dict[int, bytes], database: str, version: str, max_zoom: int,
+           lang: str) -> None:
     """Write an archive beside its final path, then move it in place (readers never see half)."""
     temporary = path.with_suffix(".pmtiles.tmp")
     with open(temporary, "wb") as f:
@@ -243,7 +258,7 @@ def _write(path: Path, found: dict[int, bytes], version: str, max_zoom: int, lan
         }
         metadata = {
             "name": "map", "description": tiles.TILESET_TITLES["map"], "language": lang,
-            "data_version": version, "archive_max_zoom": max_zoom,
+            "database": database, "data_version": version, "archive_max_zoom": max_zoom,
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "vector_layers": tiles.vector_layers("map"),
             "attribution": tiles.ATTRIBUTION,

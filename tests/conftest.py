@@ -52,7 +52,8 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"))
+    return Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"),
+                    tiles_dir=tmp_path_factory.mktemp("tiles"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,255 @@
+"""Vector tiles, decoded with mapbox-vector-tile and checked against the database: layers, counts,
+attributes, the archive against live rendering, data changes, shared edges and every limit."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import math
+
+import mapbox_vector_tile
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from shapely.geometry import shape
+
+from geo_service import tiles, tilestore
+from geo_service.api import create_app
+from geo_service.campaign.members import set_override
+from geo_service.campaign.sample import load_sample
+from geo_service.features import tier_for_zoom
+
+ARCHIVE_ZOOM = 3
+
+
+@pytest.fixture(scope="module")
+def client(settings, database_url: str, default_data):
+    load_sample(settings, database_url)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 1 << z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+def fetch(client: TestClient, tileset: str, z: int, x: int, y: int, lang: str = "en",
+          **headers: str) -> bytes:
+    response = client.get(f"/tiles/{tileset}/{z}/{x}/{y}.mvt", params={"lang": lang},
+                          headers=headers)
+    assert response.status_code in (200, 204), response.text
+    if response.status_code == 204:
+        assert response.content == b""
+    return response.content
+
+
+def decode(data: bytes) -> dict:
+    return mapbox_vector_tile.decode(data) if data else {}
+
+
+def in_tile(dsn: str, query: str, z: int, x: int, y: int) -> set[str]:
+    """Codes whose geometry (given as `geom` in the query) meets the tile and its buffer."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            f"WITH box AS (SELECT ST_Transform(ST_TileEnvelope({z}, {x}, {y}, margin => "
+            f"{tiles.BUFFER / tiles.EXTENT}), 4326) AS geo) "
+            f"SELECT code FROM ({query}) q, box WHERE ST_Intersects(q.geom, box.geo)").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_tilejson_for_every_tileset(client) -> None:
+    version = client.get("/health").json().get("data_version")
+    for name, layers in tiles.TILESETS.items():
+        body = client.get(f"/tiles/{name}.json", params={"lang": "fr"}).json()
+        assert body["tilejson"] == "3.0.0" and body["scheme"] == "xyz"
+        assert [layer["id"] for layer in body["vector_layers"]] == list(layers)
+        url = body["tiles"][0]
+        assert url.startswith(f"http://testserver/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt?v=")
+        assert "lang=fr" in url and (version is None or f"v={version}" in url)
+        assert body["minzoom"] == min(tiles.LAYERS[n].minzoom for n in layers)
+    assert {t["id"] for t in client.get("/tiles").json()["tilesets"]} == set(tiles.TILESETS)
+
+
+def test_territories_layer_matches_the_database(client, database_url) -> None:
+    """At z0 every shown territory is drawn (a point where its boundary is too small), with its
+    attributes; in French the boundary's French name is used where there is one."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT t.id, t.name, coalesce(b.name_fr, t.name), t.kind, t.commitment_kind, t.year, "
+            "(SELECT coalesce(string_agg(DISTINCT it.theme_slug, ',' ORDER BY it.theme_slug), '') "
+            " FROM initiatives i JOIN initiative_themes it ON it.initiative_id = i.id "
+            " WHERE i.territory_id = t.id) FROM territories t LEFT JOIN boundaries b ON "
+            "b.level = t.boundary_level AND b.code = t.boundary_code "
+            "WHERE t.commitment_kind <> 'engagement-only'").fetchall()
+    expected = {r[0]: r for r in rows}
+    for lang, name_index in (("en", 1), ("fr", 2)):
+        layer = decode(fetch(client, "territories", 0, 0, 0, lang))["territories"]
+        found = {f["properties"]["id"]: f["properties"] for f in layer["features"]}
+        assert set(found) == set(expected)
+        for tid, props in found.items():
+            row = expected[tid]
+            assert props["name"] == row[name_index]
+            assert (props["kind"], props["commitment_kind"]) == (row[3], row[4])
+            assert props.get("year") == row[5]
+            assert props.get("themes", "") == row[6]
+    seoul = decode(fetch(client, "territories", 0, 0, 0, "fr"))["territories"]["features"]
+    assert any(f["properties"]["name"] == "Séoul" for f in seoul)
+    # a matched boundary is drawn as a polygon once it is big enough
+    x, y = tile_xy(126.98, 37.56, 8)
+    kinds = {f["properties"]["id"]: f["geometry"]["type"] for f in
+             decode(fetch(client, "territories", 8, x, y))["territories"]["features"]}
+    assert kinds["kr-metropolitan-area-seoul"] in ("Polygon", "MultiPolygon")
+
+
+@pytest.mark.parametrize("z", [3, 6, 9])
+def test_boundary_layers_match_the_database(client, database_url, z: int) -> None:
+    """Over Korea, the regions and municipalities in a tile are those whose shape (at the tier
+    the zoom reads) meets the tile; nothing else."""
+    x, y = tile_xy(127.0, 37.5, z)
+    tier = tier_for_zoom(z)
+    geom = f"(SELECT geom FROM boundary_tiers WHERE boundary_id = b.id AND tier = {tier})" \
+        if tier else "b.geom"
+    decoded = decode(fetch(client, "map", z, x, y))
+    for layer in ("regions", "municipalities"):
+        level = {"regions": "region", "municipalities": "municipality"}[layer]
+        drawn = {f["properties"]["code"] for f in decoded.get(layer, {"features": []})["features"]}
+        if z < tiles.LAYERS[layer].minzoom:
+            assert not drawn
+            continue
+        meeting = in_tile(database_url, f"SELECT b.code, {geom} AS geom FROM boundaries b "
+                                        f"WHERE b.level = '{level}'", z, x, y)
+        assert drawn and drawn <= meeting
+        # a shape may only be missing when it merely grazes the buffer or collapses at this zoom
+        assert len(meeting - drawn) <= max(2, len(meeting) // 10), sorted(meeting - drawn)
+    countries = {f["properties"]["code"] for f in decoded["countries"]["features"]}
+    assert "KR" in countries
+
+
+def test_a_layer_of_the_map_tile_is_that_layers_tile(client) -> None:
+    x, y = tile_xy(2.35, 48.85, 5)
+    whole = fetch(client, "map", 5, x, y)
+    assert set(decode(whole)) == {"countries", "regions", "territories"}
+    for name in ("countries", "regions", "territories", "municipalities"):
+        assert tiles.layer_of(whole, name) == fetch(client, name, 5, x, y)
+
+
+def test_adjacent_regions_share_edges_at_low_zoom(client, database_url) -> None:
+    """French regions in a z4 tile: every pair of neighbours that shares an edge in the stored
+    tier still shares it, at about its length, once quantised to the tile grid (no gap opens),
+    and no two regions overlap."""
+    z = 4
+    x, y = tile_xy(2.35, 46.5, z)
+    features = decode(fetch(client, "regions", z, x, y))["regions"]["features"]
+    france = {f["properties"]["code"]: shape(f["geometry"]) for f in features
+              if f["properties"]["country"] == "FR" and f["geometry"]["type"].endswith("Polygon")}
+    assert len(france) >= 12
+    with psycopg.connect(database_url) as conn:
+        pairs = conn.execute(
+            f"WITH box AS (SELECT ST_TileEnvelope({z}, {x}, {y}) AS merc), r AS ("
+            "SELECT b.code, ST_Intersection(ST_Transform(bt.geom, 3857), box.merc) AS g "
+            "FROM box, boundary_tiers bt JOIN boundaries b ON b.id = bt.boundary_id "
+            f"WHERE bt.tier = {tier_for_zoom(z)} AND b.level = 'region' AND b.iso3166_1 = 'FR') "
+            "SELECT a.code, c.code, ST_Length(ST_Intersection(a.g, c.g)) * 4096 / "
+            "(ST_XMax(box.merc) - ST_XMin(box.merc)) FROM box, r a JOIN r c ON a.code < c.code "
+            "AND ST_Intersects(a.g, c.g)").fetchall()
+    shared = [(a, c, length) for a, c, length in pairs if length > 20]
+    assert len(shared) >= len(france) - 1
+    for a, c, length in shared:
+        meet = france[a].intersection(france[c])
+        assert meet.area < 1.0, f"{a} and {c} overlap"
+        assert meet.length >= 0.8 * length, f"{a}/{c}: edge {meet.length:.0f} of {length:.0f} units"
+
+
+def test_archive_equals_live_and_is_served_until_the_data_changes(client, settings, database_url
+                                                                   ) -> None:
+    result = asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=ARCHIVE_ZOOM))
+    assert not result.skipped and result.largest <= tiles.MAX_TILE_BYTES
+    again = asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=ARCHIVE_ZOOM))
+    assert again.skipped  # idempotent: same data version, nothing to do
+    archive = tilestore.Archive.open(tilestore.archive_path(settings.tiles_dir, "fr"))
+    assert archive.version == client.get("/health").json()["data_version"]
+    for z in range(ARCHIVE_ZOOM + 1):
+        for x in range(1 << z):
+            for y in range(1 << z):
+                packed = archive.get(z, x, y)
+                live = asyncio.run(_live(database_url, z, x, y))
+                assert (gzip.decompress(packed) if packed else b"") == live, (z, x, y)
+    # served as stored: the very bytes of the archive, gzip as it is
+    x, y = tile_xy(-99.13, 19.43, 3)  # Mexico City
+    served = client.get(f"/tiles/map/3/{x}/{y}.mvt?lang=fr", headers={"Accept-Encoding": "gzip"})
+    assert served.status_code == 200 and gzip.decompress(archive.get(3, x, y)) == served.content
+    tag = served.headers["etag"]
+    before = _geometry_of(served.content, "mx-region-mexico-city")
+    assert before == "Point"
+    set_override(database_url, "mx-region-mexico-city", "MX-DIF")
+    try:  # the archive is stale now: live tiles with the new shape, a new ETag, no restart
+        changed = client.get(f"/tiles/map/3/{x}/{y}.mvt?lang=fr", headers={"If-None-Match": tag})
+        assert changed.status_code == 200 and changed.headers["etag"] != tag
+        assert changed.content != served.content
+        assert _geometry_of(changed.content, "mx-region-mexico-city") in ("Polygon", "MultiPolygon")
+        territories = client.get(f"/tiles/territories/3/{x}/{y}.mvt")
+        assert _geometry_of(territories.content, "mx-region-mexico-city") != "Point"
+    finally:
+        set_override(database_url, "mx-region-mexico-city", None)
+    assert _geometry_of(client.get(f"/tiles/map/3/{x}/{y}.mvt").content,
+                        "mx-region-mexico-city") == "Point"
+
+
+async def _live(dsn: str, z: int, x: int, y: int) -> bytes:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return await tilestore.render(conn, "map", "fr", z, x, y)
+
+
+def _geometry_of(data: bytes, territory: str) -> str | None:
+    for feature in decode(data).get("territories", {"features": []})["features"]:
+        if feature["properties"]["id"] == territory:
+            return feature["geometry"]["type"]
+    return None
+
+
+def test_etag_cache_headers_and_empty_tiles(client) -> None:
+    body = client.get("/tiles/map.json").json()
+    version = body["tiles"][0].split("v=")[1].split("&")[0]
+    first = client.get(f"/tiles/map/2/2/1.mvt?v={version}", headers={"Accept-Encoding": "gzip"})
+    assert first.status_code == 200 and first.headers["content-encoding"] == "gzip"
+    assert first.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    assert "immutable" in first.headers["cache-control"]
+    assert "immutable" not in client.get("/tiles/map/2/2/1.mvt").headers["cache-control"]
+    again = client.get("/tiles/map/2/2/1.mvt", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    ocean = client.get("/tiles/map/8/0/100.mvt")  # mid-Pacific
+    assert ocean.status_code == 204 and ocean.content == b"" and "etag" in ocean.headers
+    assert client.get("/tiles/regions/0/0/0.mvt").status_code == 204  # below its minzoom
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/tiles/map/23/0/0.mvt", 400), ("/tiles/map/-1/0/0.mvt", 400), ("/tiles/map/2/4/0.mvt", 400),
+    ("/tiles/map/2/0/4.mvt", 400), ("/tiles/map/2/-1/0.mvt", 400), ("/tiles/map/a/0/0.mvt", 400),
+    ("/tiles/map/1/0/1.5.mvt", 400), ("/tiles/map/99999999999999999999/0/0.mvt", 400),
+    ("/tiles/nowhere/0/0/0.mvt", 404), ("/tiles/nowhere.json", 404),
+    ("/tiles/map/0/0/0.mvt?lang=de", 400), ("/tiles/map/0/0/0.mvt?zoom=1", 400),
+    ("/tiles/map.json?lang=xx", 400),
+])
+def test_bad_tile_requests_are_problem_details(client, url: str, status: int) -> None:
+    response = client.get(url)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_tiles_stay_under_the_size_limit(client) -> None:
+    """The densest tiles we know (all regions at z2, Korea's municipalities) stay under 500 KB;
+    and trimming keeps whole layers, territories first, when a tile would not."""
+    for z, (lon, lat) in ((2, (10.0, 45.0)), (2, (100.0, 30.0)), (5, (127.5, 36.5)),
+                          (7, (127.0, 37.5))):
+        x, y = tile_xy(lon, lat, z)
+        assert len(fetch(client, "map", z, x, y, "es")) <= tiles.MAX_TILE_BYTES
+    x, y = tile_xy(10.0, 45.0, 2)
+    whole = fetch(client, "map", 2, x, y)
+    territories = tiles.layer_of(whole, "territories")
+    countries = tiles.layer_of(whole, "countries")
+    kept = tiles.trim(whole, limit=len(territories) + len(countries) + 10)
+    assert set(decode(kept)) == {"territories", "countries"}
+    assert tiles.trim(whole, limit=len(territories)) == territories
