@@ -81,7 +81,72 @@ async def tile(
     v: Annotated[str | None, Query(description="Data version (from TileJSON); cache key only")
                  ] = None,
 ) -> Response:
-    name = _tileset(tileset)
+    return await _serve(request, conn, _tileset(tileset), z, x, y, lang, v)
+
+
+@router.get("/collections/{collection_id}/tiles", summary="OGC API – Tiles: a layer's tilesets",
+            description="The tile routes of OGC API – Tiles for each layer collection (not "
+                        "declared in /conformance: not checked against the Tiles test suite).")
+async def collection_tilesets(request: Request, collection_id: Annotated[str, Path()]) -> JSONResponse:
+    name = _tile_collection(collection_id)
+    _check_params(request, {"f"})
+    return JSONResponse({"tilesets": [_ogc_tileset(request, name)]})
+
+
+@router.get("/collections/{collection_id}/tiles/WebMercatorQuad",
+            summary="OGC API – Tiles: a layer's WebMercatorQuad tileset")
+async def collection_tileset(request: Request, collection_id: Annotated[str, Path()]) -> JSONResponse:
+    name = _tile_collection(collection_id)
+    _check_params(request, {"f"})
+    return JSONResponse(_ogc_tileset(request, name) | {
+        "layers": [{"id": layer["id"], "dataType": "vector", "minTileMatrix": str(layer["minzoom"]),
+                    "maxTileMatrix": str(layer["maxzoom"])} for layer in tiles.vector_layers(name)]})
+
+
+@router.get(
+    "/collections/{collection_id}/tiles/WebMercatorQuad/{tile_matrix}/{tile_row}/{tile_col}",
+    summary="OGC API – Tiles: a vector tile", response_class=Response,
+    responses={200: {"content": {MVT: {}}}, 204: {"description": "Empty tile"}})
+async def collection_tile(
+    request: Request, conn: ConnDep, collection_id: Annotated[str, Path()],
+    tile_matrix: Annotated[int, Path(description="Zoom, 0–22")],
+    tile_row: Annotated[int, Path(description="Row (y) from the top")],
+    tile_col: Annotated[int, Path(description="Column (x)")],
+    lang: Lang = "en",
+    v: Annotated[str | None, Query(description="Data version; cache key only")] = None,
+) -> Response:
+    return await _serve(request, conn, _tile_collection(collection_id), tile_matrix, tile_col,
+                        tile_row, lang, v)
+
+
+WEB_MERCATOR_QUAD = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
+
+
+def _tile_collection(collection_id: str) -> str:
+    if collection_id not in tiles.LAYERS:
+        raise features.NotFound(f"no tiles for collection {collection_id!r}: tiles exist for "
+                                f"{', '.join(tiles.LAYERS)}")
+    return collection_id
+
+
+def _ogc_tileset(request: Request, name: str) -> dict:
+    base = f"{_base(request)}/collections/{name}/tiles/WebMercatorQuad"
+    return {
+        "title": tiles.TILESET_TITLES[name], "dataType": "vector",
+        "crs": "http://www.opengis.net/def/crs/EPSG/0/3857", "tileMatrixSetURI": WEB_MERCATOR_QUAD,
+        "links": [
+            {"rel": "self", "href": base, "type": "application/json", "title": "This tileset"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme",
+             "href": WEB_MERCATOR_QUAD, "title": "WebMercatorQuad"},
+            {"rel": "item", "href": base + "/{tileMatrix}/{tileRow}/{tileCol}", "templated": True,
+             "type": MVT, "title": "Vector tiles"},
+        ],
+    }
+
+
+async def _serve(request: Request, conn: ConnDep, name: str, z: int, x: int, y: int, lang: str,
+                 v: str | None) -> Response:
+    """One tile: from the archive (map), the cache, or one live statement."""
     _check_params(request, {"lang", "v"})
     try:
         tiles.check_tile(z, x, y)

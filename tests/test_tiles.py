@@ -253,3 +253,15 @@ def test_tiles_stay_under_the_size_limit(client) -> None:
     kept = tiles.trim(whole, limit=len(territories) + len(countries) + 10)
     assert set(decode(kept)) == {"territories", "countries"}
     assert tiles.trim(whole, limit=len(territories)) == territories
+
+
+def test_ogc_api_tiles_routes_serve_the_same_tiles(client) -> None:
+    """/collections/{id}/tiles/WebMercatorQuad/{z}/{row}/{col}: row is y, col is x."""
+    x, y = tile_xy(2.35, 48.85, 4)
+    ogc = client.get(f"/collections/regions/tiles/WebMercatorQuad/4/{y}/{x}")
+    assert ogc.status_code == 200 and ogc.content == fetch(client, "regions", 4, x, y)
+    listing = client.get("/collections/territories/tiles").json()["tilesets"][0]
+    item = next(link for link in listing["links"] if link["rel"] == "item")
+    assert item["href"].endswith("/collections/territories/tiles/WebMercatorQuad/"
+                                 "{tileMatrix}/{tileRow}/{tileCol}") and item["templated"]
+    assert client.get("/collections/uclg-sections/tiles").status_code == 404
