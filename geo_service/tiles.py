@@ -100,6 +100,23 @@ TILESET_TITLES = {
 }
 
 
+def _lon(x: str) -> str:
+    return f"({x}) / 2 ^ %(z)s::float8 * 360 - 180"
+
+
+def _lat(y: str) -> str:
+    return f"degrees(atan(sinh(pi() * (1 - 2 * ({y}) / 2 ^ %(z)s::float8))))"
+
+
+# The tile and its buffer in EPSG:4326, from the tile grid's own formulas. (Projecting the
+# buffered 3857 envelope instead would wrap longitudes past ±180 round the globe and turn the
+# edge columns of tiles into wrong boxes.) Longitudes may pass ±180 a little; latitudes stay
+# inside ±90, so clipped shapes always project.
+_M = BUFFER / EXTENT
+GEO_BOX = (f"ST_MakeEnvelope({_lon(f'%(x)s::float8 - {_M}')}, {_lat(f'%(y)s::float8 + 1 + {_M}')}, "
+           f"{_lon(f'%(x)s::float8 + 1 + {_M}')}, {_lat(f'%(y)s::float8 - {_M}')}, 4326)")
+
+
 def _rows_sql(layer: Layer, langs: tuple[str, ...], tier: int | None) -> str:
     """The layer's rows in the tile, once, with a name column per language and an order."""
     tier_join = ("" if tier is None else
@@ -137,8 +154,7 @@ def tile_sql(tileset: str, langs: tuple[str, ...], z: int, tier: int | None) -> 
                    for layer in layers)
     per_lang = ", ".join(" || ".join(_mvt_sql(layer, lang) for layer in layers) for lang in langs)
     text = (f"WITH box AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS merc, "
-            f"ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => {BUFFER / EXTENT}), "
-            f"4326) AS geo){ctes} SELECT {per_lang}")
+            f"{GEO_BOX} AS geo){ctes} SELECT {per_lang}")
     return sql.SQL(text)  # type: ignore[arg-type]  # built from our constants only
 
 

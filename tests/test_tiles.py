@@ -50,13 +50,27 @@ def decode(data: bytes) -> dict:
     return mapbox_vector_tile.decode(data) if data else {}
 
 
+def tile_box(z: int, x: int, y: int, margin: float = tiles.BUFFER / tiles.EXTENT
+             ) -> tuple[float, float, float, float]:
+    """The tile and its buffer in lon/lat (west, south, east, north), from the slippy-map
+    formulas."""
+    n = 1 << z
+
+    def lon(tx: float) -> float:
+        return tx / n * 360 - 180
+
+    def lat(ty: float) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * ty / n))))
+
+    return lon(x - margin), lat(y + 1 + margin), lon(x + 1 + margin), lat(y - margin)
+
+
 def in_tile(dsn: str, query: str, z: int, x: int, y: int) -> set[str]:
     """Codes whose geometry (given as `geom` in the query) meets the tile and its buffer."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            f"WITH box AS (SELECT ST_Transform(ST_TileEnvelope({z}, {x}, {y}, margin => "
-            f"{tiles.BUFFER / tiles.EXTENT}), 4326) AS geo) "
-            f"SELECT code FROM ({query}) q, box WHERE ST_Intersects(q.geom, box.geo)").fetchall()
+            f"SELECT code FROM ({query}) q WHERE ST_Intersects(q.geom, "
+            "ST_MakeEnvelope(%s, %s, %s, %s, 4326))", tile_box(z, x, y)).fetchall()
     return {r[0] for r in rows}
 
 
@@ -126,6 +140,17 @@ def test_boundary_layers_match_the_database(client, database_url, z: int) -> Non
         assert len(meeting - drawn) <= max(2, len(meeting) // 10), sorted(meeting - drawn)
     countries = {f["properties"]["code"] for f in decoded["countries"]["features"]}
     assert "KR" in countries
+
+
+def test_tiles_at_the_grid_edges_hold_their_land(client) -> None:
+    """The first and last columns (their buffer passes ±180°) draw what lies in them."""
+    for z, lon, lat, country in ((2, -100.0, 40.0, "US"), (2, 100.0, 35.0, "CN"),
+                                 (1, -60.0, -10.0, "BR"), (3, 170.0, -42.0, "NZ"),
+                                 (4, -170.0, 64.0, "US")):
+        x, y = tile_xy(lon, lat, z)
+        codes = {f["properties"]["code"] for f in
+                 decode(fetch(client, "countries", z, x, y))["countries"]["features"]}
+        assert country in codes, (z, x, y, sorted(codes))
 
 
 def test_a_layer_of_the_map_tile_is_that_layers_tile(client) -> None:
