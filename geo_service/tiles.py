@@ -16,6 +16,9 @@ from psycopg import sql
 
 from geo_service.features import _TERRITORY_PROPS
 
+# Bump when tile content changes for the same data (layers, attributes, SQL): archives built by
+# another renderer version are then rebuilt by `tiles build` and not served meanwhile.
+RENDERER_VERSION = 2
 EXTENT = 4096
 BUFFER = 64
 MAX_ZOOM = 22  # highest z a tile URL may carry

@@ -113,6 +113,9 @@ class Archive:
                                                     entry.length)
 
         walk(header["root_offset"], header["root_length"])
+        if metadata.get("renderer_version") != tiles.RENDERER_VERSION:
+            raise ValueError(f"{path}: made by tile renderer {metadata.get('renderer_version')}, "
+                             f"this is {tiles.RENDERER_VERSION}")
         return cls(path, (stat.st_ino, stat.st_mtime_ns), str(metadata["database"]),
                    str(metadata["data_version"]),
                    int(metadata["archive_max_zoom"]), metadata, index, mapped)
@@ -259,6 +262,7 @@ def _write(path: Path, found: dict[int, bytes], database: str, version: str, max
         metadata = {
             "name": "map", "description": tiles.TILESET_TITLES["map"], "language": lang,
             "database": database, "data_version": version, "archive_max_zoom": max_zoom,
+            "renderer_version": tiles.RENDERER_VERSION,
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "vector_layers": tiles.vector_layers("map"),
             "attribution": tiles.ATTRIBUTION,

@@ -290,3 +290,16 @@ def test_ogc_api_tiles_routes_serve_the_same_tiles(client) -> None:
     assert item["href"].endswith("/collections/territories/tiles/WebMercatorQuad/"
                                  "{tileMatrix}/{tileRow}/{tileCol}") and item["templated"]
     assert client.get("/collections/uclg-sections/tiles").status_code == 404
+
+
+def test_an_archive_from_another_renderer_is_neither_served_nor_kept(settings, database_url,
+                                                                     client, monkeypatch) -> None:
+    asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=1))
+    version = client.get("/health").json()["data_version"]
+    identity = client.app.state.archives.database
+    assert tilestore.Archives(settings.tiles_dir, identity).current("en", version) is not None
+    monkeypatch.setattr(tiles, "RENDERER_VERSION", tiles.RENDERER_VERSION + 1)
+    assert tilestore.Archives(settings.tiles_dir, identity).current("en", version) is None
+    rebuilt = asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=1))
+    assert not rebuilt.skipped
+    assert tilestore.Archives(settings.tiles_dir, identity).current("en", version) is not None
