@@ -22,7 +22,7 @@ run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default 
 	$(GEO) tiles build
 	$(GEO) serve
 
-test: setup ## Lint, then run the test suite against a throwaway database in a real PostGIS
+test: setup $(STAMPS)/browser ## Lint, then run the test suite against a throwaway database in a real PostGIS
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -57,6 +57,7 @@ system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, 
 	if [ "$$(id -u)" = 0 ]; then command -v runuser >/dev/null || missing="$$missing runuser"; fi; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing venv"; \
 	for p in $(filter gdal-bin,$(APT_PACKAGES)); do command -v ogr2ogr >/dev/null || missing="$$missing $$p"; done; \
+	for p in $(filter chromium,$(APT_PACKAGES)); do command -v chromium >/dev/null || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "system packages: present"; exit 0; fi; \
 	echo "system packages missing:$$missing; installing $(APT_PACKAGES)"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; \
@@ -64,6 +65,12 @@ system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, 
 	else echo "run as root or install: apt-get install $(APT_PACKAGES)" >&2; exit 1; fi; \
 	$$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) util-linux
+
+# headless Chromium for the map page tests (Debian's; Playwright drives it, never downloads one)
+$(STAMPS)/browser:
+	@command -v chromium >/dev/null || \
+		$(MAKE) --no-print-directory APT_PACKAGES="chromium fonts-liberation" system-deps
+	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/venv: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

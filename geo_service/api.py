@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from geo_service import __version__, cache, db, features, ogc, query, tiles_api, tilestore
+from geo_service import __version__, cache, db, features, ogc, pages, query, tiles_api, tilestore
 from geo_service.campaign.stats import stats_async
 from geo_service.ogc import ConnDep
 from geo_service.openapi30 import openapi_30
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    kwargs={"autocommit": True})
         await pool.open(wait=True, timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
+        app.state.page_data = {}
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
         async with pool.connection() as conn:
@@ -108,6 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ogc.router)
     app.include_router(tiles_api.router)
+    app.include_router(pages.router)
+    app.state.settings = settings
+    app.state.asset_version = pages.asset_version()
+    pages.mount_static(app, settings)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

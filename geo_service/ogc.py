@@ -140,6 +140,8 @@ async def landing(request: Request) -> JSONResponse:
             {"href": f"{base}/collections", "rel": "data", "type": JSON, "title": "Collections"},
             {"href": f"{base}/api/stats", "rel": "related", "type": JSON,
              "title": "Campaign progress"},
+            {"href": f"{base}/map", "rel": "related", "type": "text/html", "title": "World map"},
+            {"href": f"{base}/tiles", "rel": "related", "type": JSON, "title": "Vector tiles"},
         ],
     })
 

@@ -45,6 +45,17 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "tiles",
         description="Where `geo-service tiles build` writes the prebuilt PMTiles archives.",
     )
+    frame_ancestors: str = Field(
+        default="*",
+        description="CSP frame-ancestors of the map pages: who may embed them ('*' = any site; "
+                    "e.g. \"'self' https://city.example\").",
+    )
+    basemap_url: str | None = Field(
+        default=None,
+        description="Optional raster basemap under the map (a {z}/{x}/{y} URL template). Off by "
+                    "default: pages then load nothing from any other host.",
+    )
+    basemap_attribution: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_min: int = 1

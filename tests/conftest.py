@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -80,3 +86,34 @@ def counts(dsn: str) -> dict[str, int]:
             "SELECT md5(string_agg(code || ST_AsEWKB(geom)::text, ',' ORDER BY level, code)) "
             "FROM boundaries").fetchone()[0]
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def live_server(settings: Settings, database_url: str) -> Iterator[str]:
+    """`geo-service serve` in its own process on a free loopback port, until the block ends."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "GEO_TILES_DIR": str(settings.tiles_dir)}
+    process = subprocess.Popen([sys.executable, "-m", "geo_service", "serve", "--port", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

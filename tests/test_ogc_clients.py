@@ -3,12 +3,6 @@ following `next` to the end; counts equal the database's."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +13,7 @@ from owslib.ogcapi.features import Features
 
 from geo_service.campaign.sample import load_sample
 from geo_service.features import COLLECTIONS
+from tests.conftest import live_server
 
 EXPECTED_COUNTS = {
     "countries": "SELECT count(*) FROM boundaries WHERE level = 'country'",
@@ -31,34 +26,12 @@ EXPECTED_COUNTS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(settings, database_url: str, default_data) -> Iterator[str]:
     """The service in its own process on a loopback port, as QGIS or GDAL would reach it."""
     load_sample(settings, database_url)
-    port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url}
-    process = subprocess.Popen([sys.executable, "-m", "geo_service", "serve", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    with live_server(settings, database_url) as url:
+        yield url
 
 
 def count(dsn: str, collection: str) -> int:

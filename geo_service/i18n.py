@@ -1,0 +1,103 @@
+"""Interface strings of the map pages in English, French and Spanish, and the labels of the
+campaign's kinds and commitment kinds (themes and sections carry their own names in the database)."""
+
+from __future__ import annotations
+
+LANGS = ("en", "fr", "es")
+
+STRINGS: dict[str, dict[str, str]] = {
+    "title": {"en": "Human rights cities and territories",
+              "fr": "Villes et territoires des droits humains",
+              "es": "Ciudades y territorios de derechos humanos"},
+    "map_label": {"en": "Map of human rights cities and territories",
+                  "fr": "Carte des villes et territoires des droits humains",
+                  "es": "Mapa de las ciudades y territorios de derechos humanos"},
+    "counter": {"en": "{n} of 1000 by 2030", "fr": "{n} sur 1000 d’ici 2030",
+                "es": "{n} de 1000 para 2030"},
+    "shown": {"en": "{n} shown", "fr": "{n} affichés", "es": "{n} mostrados"},
+    "search": {"en": "Search by name", "fr": "Rechercher par nom", "es": "Buscar por nombre"},
+    "no_match": {"en": "No territory matches", "fr": "Aucun territoire ne correspond",
+                 "es": "Ningún territorio coincide"},
+    "filters": {"en": "Filters and list", "fr": "Filtres et liste", "es": "Filtros y lista"},
+    "theme": {"en": "Rights theme", "fr": "Thème de droits", "es": "Tema de derechos"},
+    "section": {"en": "UCLG section", "fr": "Section de CGLU", "es": "Sección de CGLU"},
+    "kind": {"en": "Kind of government", "fr": "Type de collectivité", "es": "Tipo de gobierno"},
+    "commitment_kind": {"en": "Commitment", "fr": "Engagement", "es": "Compromiso"},
+    "all": {"en": "All", "fr": "Tous", "es": "Todos"},
+    "reset": {"en": "Clear filters", "fr": "Effacer les filtres", "es": "Borrar filtros"},
+    "legend": {"en": "Legend", "fr": "Légende", "es": "Leyenda"},
+    "colour_by": {"en": "Colour: commitment", "fr": "Couleur : engagement",
+                  "es": "Color: compromiso"},
+    "shape_by": {"en": "Shape: kind of government", "fr": "Forme : type de collectivité",
+                 "es": "Forma: tipo de gobierno"},
+    "in_view": {"en": "Territories in view", "fr": "Territoires dans la vue",
+                "es": "Territorios en la vista"},
+    "country": {"en": "Country", "fr": "Pays", "es": "País"},
+    "year": {"en": "Year", "fr": "Année", "es": "Año"},
+    "themes": {"en": "Rights themes", "fr": "Thèmes de droits", "es": "Temas de derechos"},
+    "initiatives": {"en": "Initiatives", "fr": "Initiatives", "es": "Iniciativas"},
+    "sources": {"en": "Sources", "fr": "Sources", "es": "Fuentes"},
+    "source": {"en": "source", "fr": "source", "es": "fuente"},
+    "website": {"en": "Website", "fr": "Site web", "es": "Sitio web"},
+    "confidence": {"en": "Confidence", "fr": "Fiabilité", "es": "Confianza"},
+    "placed": {"en": "Placed", "fr": "Placé", "es": "Ubicado"},
+    "fullscreen": {"en": "Full screen", "fr": "Plein écran", "es": "Pantalla completa"},
+    "exit_fullscreen": {"en": "Exit full screen", "fr": "Quitter le plein écran",
+                        "es": "Salir de pantalla completa"},
+    "language": {"en": "Language", "fr": "Langue", "es": "Idioma"},
+    "caveat": {"en": "Documented public commitments, not the official campaign roster.",
+               "fr": "Engagements publics documentés, pas la liste officielle de la campagne.",
+               "es": "Compromisos públicos documentados, no la lista oficial de la campaña."},
+    "cluster": {"en": "{n} territories: zoom in", "fr": "{n} territoires : zoomer",
+                "es": "{n} territorios: acercar"},
+    "high": {"en": "high", "fr": "élevée", "es": "alta"},
+    "medium": {"en": "medium", "fr": "moyenne", "es": "media"},
+    "low": {"en": "low", "fr": "faible", "es": "baja"},
+    "matched": {"en": "on its boundary", "fr": "sur son contour", "es": "en su límite"},
+    "point": {"en": "at a gazetteer point", "fr": "sur un point du répertoire",
+              "es": "en un punto del nomenclátor"},
+    "ambiguous": {"en": "on its country (name ambiguous)", "fr": "sur son pays (nom ambigu)",
+                  "es": "en su país (nombre ambiguo)"},
+    "unmatched": {"en": "on its country (not located)", "fr": "sur son pays (non localisé)",
+                  "es": "en su país (no ubicado)"},
+}
+
+KINDS: dict[str, dict[str, str]] = {
+    "municipality": {"en": "Municipality", "fr": "Municipalité", "es": "Municipio"},
+    "metropolitan-area": {"en": "Metropolitan area", "fr": "Aire métropolitaine",
+                          "es": "Área metropolitana"},
+    "region": {"en": "Region or province", "fr": "Région ou province", "es": "Región o provincia"},
+    "association": {"en": "Association of local governments", "fr": "Association de collectivités",
+                    "es": "Asociación de gobiernos locales"},
+}
+
+COMMITMENTS: dict[str, dict[str, str]] = {
+    "campaign-signatory": {"en": "Campaign signatory", "fr": "Signataire de la campagne",
+                           "es": "Firmante de la campaña"},
+    "declared": {"en": "Declared human rights city", "fr": "Ville des droits humains déclarée",
+                 "es": "Ciudad de derechos humanos declarada"},
+    "charter": {"en": "Charter signatory", "fr": "Signataire d’une charte",
+                "es": "Firmante de una carta"},
+    "ordinance": {"en": "Human rights ordinance", "fr": "Ordonnance des droits humains",
+                  "es": "Ordenanza de derechos humanos"},
+    "grassroots-pdhre": {"en": "Grassroots (PDHRE)", "fr": "Initiative citoyenne (PDHRE)",
+                         "es": "Iniciativa ciudadana (PDHRE)"},
+    "other-commitment": {"en": "Other commitment", "fr": "Autre engagement",
+                         "es": "Otro compromiso"},
+}
+
+# Okabe–Ito: told apart with the common colour-vision deficiencies; the legend repeats them as text
+COLOURS = {
+    "campaign-signatory": "#0072B2", "declared": "#E69F00", "charter": "#009E73",
+    "ordinance": "#CC79A7", "grassroots-pdhre": "#56B4E9", "other-commitment": "#D55E00",
+}
+SHAPES = {"municipality": "circle", "metropolitan-area": "square", "region": "diamond",
+          "association": "triangle"}
+
+
+def strings(lang: str) -> dict[str, str]:
+    return {key: values[lang] for key, values in STRINGS.items()}
+
+
+def labels(table: dict[str, dict[str, str]], lang: str) -> dict[str, str]:
+    return {key: values[lang] for key, values in table.items()}

@@ -1,0 +1,434 @@
+/* The world map of human rights cities and territories: the browser side of /map and /embed.
+ *
+ * Everything shown comes from the page's JSON config and our own vector tiles. Names and other
+ * data are only ever put into the page as text (textContent, setAttribute), never as HTML, and
+ * links only keep http(s) addresses. */
+(function () {
+  "use strict";
+
+  // Leaflet.VectorGrid 1.3.0 still calls L.DomEvent.fakeStop, which Leaflet 1.8 removed.
+  if (!L.DomEvent.fakeStop) {
+    L.DomEvent.fakeStop = function () { return true; };
+  }
+
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      if (key === "text") { node.textContent = attrs[key]; } else { node.setAttribute(key, attrs[key]); }
+    });
+    (children || []).forEach(function (child) { if (child) { node.appendChild(child); } });
+    return node;
+  }
+
+  function format(template, n) { return template.replace("{n}", String(n)); }
+
+  function safeUrl(url) {
+    try {
+      var parsed = new URL(url, window.location.href);
+      return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+    } catch (e) { return null; }
+  }
+
+  function link(url, label) {
+    var href = safeUrl(url);
+    if (!href) { return el("span", {text: label}); }
+    return el("a", {href: href, target: "_blank", rel: "noopener noreferrer", text: label});
+  }
+
+  /* A marker symbol: colour = commitment kind, shape = kind of government (SVG, so the legend
+   * uses the very same drawing). */
+  function symbol(shape, colour, size) {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("width", size); svg.setAttribute("height", size);
+    svg.setAttribute("viewBox", "0 0 20 20"); svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    var node;
+    if (shape === "square") {
+      node = document.createElementNS(SVG, "rect");
+      node.setAttribute("x", "3"); node.setAttribute("y", "3");
+      node.setAttribute("width", "14"); node.setAttribute("height", "14");
+    } else if (shape === "diamond") {
+      node = document.createElementNS(SVG, "polygon"); node.setAttribute("points", "10,1 19,10 10,19 1,10");
+    } else if (shape === "triangle") {
+      node = document.createElementNS(SVG, "polygon"); node.setAttribute("points", "10,2 19,18 1,18");
+    } else {
+      node = document.createElementNS(SVG, "circle");
+      node.setAttribute("cx", "10"); node.setAttribute("cy", "10"); node.setAttribute("r", "8");
+    }
+    node.setAttribute("fill", colour); node.setAttribute("stroke", "#1d1d1b");
+    node.setAttribute("stroke-width", "1.5");
+    svg.appendChild(node);
+    return svg;
+  }
+
+  function readFilters(config) {
+    var params = new URLSearchParams(window.location.search);
+    var filters = {};
+    ["theme", "section", "kind", "commitment_kind"].forEach(function (name) {
+      var value = params.get(name) || config.filters[name] || "";
+      filters[name] = value;
+    });
+    return filters;
+  }
+
+  function writeFilters(filters) {
+    var params = new URLSearchParams(window.location.search);
+    Object.keys(filters).forEach(function (name) {
+      if (filters[name]) { params.set(name, filters[name]); } else { params.delete(name); }
+    });
+    var query = params.toString();
+    window.history.replaceState(null, "", window.location.pathname + (query ? "?" + query : "") +
+                                window.location.hash);
+  }
+
+  function matches(t, filters) {
+    return (!filters.theme || t.themes.indexOf(filters.theme) >= 0) &&
+      (!filters.section || t.sections.indexOf(filters.section) >= 0) &&
+      (!filters.kind || t.kind === filters.kind) &&
+      (!filters.commitment_kind || t.commitment_kind === filters.commitment_kind);
+  }
+
+  function popupContent(t, config) {
+    var s = config.strings;
+    var rows = [
+      [s.country, t.country_name],
+      [s.kind, config.kinds[t.kind] || t.kind],
+      [s.commitment_kind, (config.commitments[t.commitment_kind] || t.commitment_kind) +
+        (t.commitment ? " — " + t.commitment : "")],
+      [s.year, t.year ? String(t.year) : "—"],
+      [s.themes, t.themes.map(function (slug) { return config.themes[slug] || slug; }).join(", ") || "—"],
+      [s.confidence, s[t.confidence] || t.confidence],
+      [s.placed, s[t.placed] || t.placed]
+    ];
+    var dl = el("dl", {"class": "hr-facts"});
+    rows.forEach(function (row) {
+      dl.appendChild(el("dt", {text: row[0]}));
+      dl.appendChild(el("dd", {text: row[1]}));
+    });
+    var box = el("div", {"class": "hr-popup", lang: config.lang}, [
+      el("h2", {text: t.name}),
+      t.local_name && t.local_name !== t.name ? el("p", {"class": "hr-local", text: t.local_name}) : null,
+      dl
+    ]);
+    if (t.initiatives.length) {
+      var list = el("ul", {"class": "hr-initiatives"});
+      t.initiatives.forEach(function (i) {
+        var item = el("li", {}, [el("span", {text: i.title + (i.year ? " (" + i.year + ")" : "")})]);
+        if (i.source && safeUrl(i.source)) {
+          item.appendChild(document.createTextNode(" "));
+          item.appendChild(link(i.source, s.source));
+        }
+        list.appendChild(item);
+      });
+      box.appendChild(el("h3", {text: s.initiatives}));
+      box.appendChild(list);
+    }
+    var sources = t.sources.filter(safeUrl);
+    if (sources.length || (t.website && safeUrl(t.website))) {
+      var links = el("p", {"class": "hr-sources"}, [el("span", {text: s.sources + ": "})]);
+      sources.forEach(function (url, index) {
+        if (index) { links.appendChild(document.createTextNode(" · ")); }
+        links.appendChild(link(url, new URL(url).hostname));
+      });
+      if (t.website && safeUrl(t.website)) {
+        if (sources.length) { links.appendChild(document.createTextNode(" · ")); }
+        links.appendChild(link(t.website, s.website));
+      }
+      box.appendChild(links);
+    }
+    return box;
+  }
+
+  function markerFor(t, config) {
+    var colour = config.colours[t.commitment_kind] || "#777777";
+    var shape = config.shapes[t.kind] || "circle";
+    var holder = el("span", {"class": "hr-symbol"}, [symbol(shape, colour, 20)]);
+    var icon = L.divIcon({html: holder, className: "hr-marker", iconSize: [20, 20], iconAnchor: [10, 10],
+                          popupAnchor: [0, -8]});
+    var label = t.name + ", " + t.country_name + " — " + (config.kinds[t.kind] || t.kind) + ", " +
+      (config.commitments[t.commitment_kind] || t.commitment_kind);
+    var marker = L.marker([t.lat, t.lon], {icon: icon, title: label, alt: label, keyboard: true,
+                                           riseOnHover: true});
+    marker.on("add", function () {
+      var node = marker.getElement();
+      if (node) { node.setAttribute("aria-label", label); node.setAttribute("role", "button"); }
+    });
+    marker.bindPopup(function () { return popupContent(t, config); }, {maxWidth: 320, autoPanPadding: [24, 24]});
+    marker.territory = t;
+    return marker;
+  }
+
+  function legendControl(config) {
+    var Legend = L.Control.extend({
+      options: {position: "bottomleft"},
+      onAdd: function () {
+        var s = config.strings;
+        var box = el("section", {"class": "hr-legend leaflet-bar", "aria-label": s.legend});
+        var details = el("details", config.embed ? {} : {open: ""}, [el("summary", {text: s.legend})]);
+        var colours = el("ul", {"aria-label": s.colour_by});
+        Object.keys(config.commitments).forEach(function (key) {
+          colours.appendChild(el("li", {}, [symbol("circle", config.colours[key], 14),
+                                             el("span", {text: config.commitments[key]})]));
+        });
+        var shapes = el("ul", {"aria-label": s.shape_by});
+        Object.keys(config.kinds).forEach(function (key) {
+          shapes.appendChild(el("li", {}, [symbol(config.shapes[key], "#ffffff", 14),
+                                            el("span", {text: config.kinds[key]})]));
+        });
+        details.appendChild(el("p", {"class": "hr-legend-head", text: s.colour_by}));
+        details.appendChild(colours);
+        details.appendChild(el("p", {"class": "hr-legend-head", text: s.shape_by}));
+        details.appendChild(shapes);
+        box.appendChild(details);
+        L.DomEvent.disableClickPropagation(box);
+        L.DomEvent.disableScrollPropagation(box);
+        return box;
+      }
+    });
+    return new Legend();
+  }
+
+  function fullscreenIcon() {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("width", "18"); svg.setAttribute("height", "18"); svg.setAttribute("viewBox", "0 0 18 18");
+    svg.setAttribute("aria-hidden", "true"); svg.setAttribute("focusable", "false");
+    var path = document.createElementNS(SVG, "path");
+    path.setAttribute("d", "M2 7V2h5M11 2h5v5M16 11v5h-5M7 16H2v-5");
+    path.setAttribute("fill", "none"); path.setAttribute("stroke", "#1d1d1b"); path.setAttribute("stroke-width", "2");
+    svg.appendChild(path);
+    return svg;
+  }
+
+  function fullscreenControl(map, config) {
+    var Full = L.Control.extend({
+      options: {position: "topleft"},
+      onAdd: function () {
+        var s = config.strings;
+        var button = el("button", {type: "button", "class": "hr-fullscreen", title: s.fullscreen,
+                                   "aria-label": s.fullscreen, "aria-pressed": "false"});
+        button.appendChild(fullscreenIcon());
+        var holder = el("div", {"class": "leaflet-bar leaflet-control"}, [button]);
+        var target = document.documentElement;
+        L.DomEvent.on(button, "click", function (event) {
+          L.DomEvent.stop(event);
+          if (document.fullscreenElement) { document.exitFullscreen(); } else if (target.requestFullscreen) {
+            target.requestFullscreen();
+          }
+        });
+        document.addEventListener("fullscreenchange", function () {
+          var on = Boolean(document.fullscreenElement);
+          var label = on ? s.exit_fullscreen : s.fullscreen;
+          button.setAttribute("aria-pressed", on ? "true" : "false");
+          button.setAttribute("title", label); button.setAttribute("aria-label", label);
+          setTimeout(function () { map.invalidateSize(); }, 100);
+        });
+        if (!document.fullscreenEnabled) { holder.hidden = true; }
+        return holder;
+      }
+    });
+    return new Full();
+  }
+
+  function select(name, label, options, value, onChange, allLabel) {
+    var id = "hr-filter-" + name;
+    var control = el("select", {id: id, name: name});
+    control.appendChild(el("option", {value: "", text: allLabel}));
+    Object.keys(options).forEach(function (key) {
+      var option = el("option", {value: key, text: options[key]});
+      if (key === value) { option.selected = true; }
+      control.appendChild(option);
+    });
+    control.addEventListener("change", function () { onChange(name, control.value); });
+    return el("div", {"class": "hr-field"}, [el("label", {"for": id, text: label}), control]);
+  }
+
+  function init(map, config) {
+    var s = config.strings;
+    var filters = readFilters(config);
+    var inFrame = window.self !== window.top;
+    document.body.classList.add(config.embed ? "hr-embed" : "hr-full");
+
+    if (config.basemap && config.basemap.url) {
+      L.tileLayer(config.basemap.url, {attribution: config.basemap.attribution || "", maxZoom: 19}).addTo(map);
+    }
+
+    var byId = {};
+    config.territories.forEach(function (t) { byId[t.id] = t; });
+
+    // countries (a quiet base), regions from z4, territories' own boundaries, from one tileset
+    var base = L.vectorGrid.protobuf(config.tiles, {
+      rendererFactory: L.svg.tile, interactive: false, maxNativeZoom: config.tileMaxZoom,
+      attribution: config.attribution,
+      vectorTileLayerStyles: {
+        countries: {fill: true, fillColor: "#f3f1ec", fillOpacity: 1, color: "#a8a294", weight: 0.7,
+                    className: "hr-country"},
+        regions: function (properties, zoom) {
+          return zoom >= 4 ? {fill: false, color: "#c9c3b6", weight: 0.5, className: "hr-region"} : [];
+        },
+        municipalities: function (properties, zoom) {
+          return zoom >= 8 ? {fill: false, color: "#d5d0c5", weight: 0.4, className: "hr-municipality"} : [];
+        },
+        territories: function (properties, zoom, dimension) {
+          if (dimension === 1) { return []; }  // points are the markers' job
+          var t = byId[properties.id];
+          if (!t || !matches(t, filters)) { return []; }
+          return {fill: true, fillColor: config.colours[properties.commitment_kind] || "#777777",
+                  fillOpacity: 0.35, color: config.colours[properties.commitment_kind] || "#777777",
+                  weight: 1.5, className: "hr-territory"};
+        }
+      }
+    }).addTo(map);
+
+    var clusters = L.markerClusterGroup({
+      showCoverageOnHover: false, maxClusterRadius: 40, spiderfyOnMaxZoom: true,
+      iconCreateFunction: function (cluster) {
+        var n = cluster.getChildCount();
+        var size = n < 10 ? "small" : n < 50 ? "medium" : "large";
+        var inner = el("div", {}, [el("span", {text: String(n)})]);
+        return L.divIcon({html: inner, className: "marker-cluster marker-cluster-" + size,
+                          iconSize: L.point(40, 40)});
+      }
+    });
+    clusters.on("animationend layeradd", labelClusters);
+    map.on("zoomend moveend", labelClusters);
+    function labelClusters() {
+      map.eachLayer(function (layer) {
+        if (layer.getChildCount && layer.getElement && layer.getElement()) {
+          var label = format(s.cluster, layer.getChildCount());
+          layer.getElement().setAttribute("aria-label", label);
+          layer.getElement().setAttribute("title", label);
+          layer.getElement().setAttribute("role", "button");
+        }
+      });
+    }
+    map.addLayer(clusters);
+    var markers = config.territories.map(function (t) { return markerFor(t, config); });
+
+    // the panel: counter, search, filters, the list of territories in view
+    var panelBody = el("div", {"class": "hr-panel-body", id: "hr-panel-body"});
+    var counter = el("p", {"class": "hr-counter", "aria-live": "polite"});
+    var shown = el("p", {"class": "hr-shown", "aria-live": "polite"});
+    var searchId = "hr-search";
+    var search = el("input", {id: searchId, type: "search", autocomplete: "off", placeholder: s.search,
+                              "aria-controls": "hr-results"});
+    var results = el("ul", {id: "hr-results", "class": "hr-results", "aria-label": s.search});
+    var listHead = el("h2", {"class": "hr-list-head", text: s.in_view});
+    var list = el("ul", {"class": "hr-list", "aria-label": s.in_view});
+    var fields = el("div", {"class": "hr-fields"}, [
+      select("theme", s.theme, config.themes, filters.theme, setFilter, s.all),
+      select("section", s.section, config.sections, filters.section, setFilter, s.all),
+      select("kind", s.kind, config.kinds, filters.kind, setFilter, s.all),
+      select("commitment_kind", s.commitment_kind, config.commitments, filters.commitment_kind, setFilter, s.all)
+    ]);
+    var reset = el("button", {type: "button", "class": "hr-reset", text: s.reset});
+    reset.addEventListener("click", function () {
+      Object.keys(filters).forEach(function (name) {
+        filters[name] = "";
+        document.getElementById("hr-filter-" + name).value = "";
+      });
+      refresh();
+    });
+    var languages = el("nav", {"class": "hr-langs", "aria-label": s.language});
+    config.langs.forEach(function (code) {
+      var params = new URLSearchParams(window.location.search);
+      params.set("lang", code);
+      var a = el("a", {href: "?" + params.toString(), lang: code, hreflang: code, text: code.toUpperCase()});
+      if (code === config.lang) { a.setAttribute("aria-current", "true"); }
+      a.addEventListener("click", function () { a.href = "?" + currentParams(code) + window.location.hash; });
+      languages.appendChild(a);
+    });
+    function currentParams(code) {
+      var params = new URLSearchParams(window.location.search);
+      params.set("lang", code);
+      return params.toString();
+    }
+    panelBody.appendChild(el("label", {"for": searchId, "class": "hr-visually-hidden", text: s.search}));
+    [search, results, fields, reset, shown, listHead, list,
+     el("p", {"class": "hr-caveat", text: s.caveat})].forEach(function (n) { panelBody.appendChild(n); });
+    var toggle = el("button", {type: "button", "class": "hr-toggle", "aria-expanded": config.embed ? "false" : "true",
+                               "aria-controls": "hr-panel-body", text: s.filters});
+    panelBody.hidden = Boolean(config.embed);
+    toggle.addEventListener("click", function () {
+      panelBody.hidden = !panelBody.hidden;
+      toggle.setAttribute("aria-expanded", panelBody.hidden ? "false" : "true");
+    });
+    var Panel = L.Control.extend({
+      options: {position: "topright"},
+      onAdd: function () {
+        var box = el("section", {"class": "hr-panel", "aria-label": s.title}, [
+          el("h1", {"class": "hr-title", text: s.title}), counter, languages, toggle, panelBody]);
+        L.DomEvent.disableClickPropagation(box);
+        L.DomEvent.disableScrollPropagation(box);
+        return box;
+      }
+    });
+    new Panel().addTo(map);
+    legendControl(config).addTo(map);
+    fullscreenControl(map, config).addTo(map);
+    counter.textContent = format(s.counter, config.total);
+
+    function setFilter(name, value) { filters[name] = value; refresh(); }
+
+    function visible() { return markers.filter(function (m) { return matches(m.territory, filters); }); }
+
+    function open(marker) {
+      clusters.zoomToShowLayer(marker, function () { marker.openPopup(); });
+    }
+
+    function refreshList() {
+      var bounds = map.getBounds();
+      var inView = visible().filter(function (m) { return bounds.contains(m.getLatLng()); });
+      list.textContent = "";
+      inView.slice(0, 200).forEach(function (m) {
+        var button = el("button", {type: "button", text: m.territory.name + " (" + m.territory.country_name + ")"});
+        button.addEventListener("click", function () { open(m); });
+        list.appendChild(el("li", {}, [button]));
+      });
+      if (!inView.length) { list.appendChild(el("li", {text: s.no_match})); }
+    }
+
+    function refresh() {
+      writeFilters(filters);
+      var keep = visible();
+      clusters.clearLayers();
+      clusters.addLayers(keep);
+      shown.textContent = format(s.shown, keep.length);
+      base.redraw();
+      refreshList();
+      runSearch();
+    }
+
+    function runSearch() {
+      var query = search.value.trim().toLocaleLowerCase();
+      results.textContent = "";
+      if (!query) { return; }
+      var found = visible().filter(function (m) {
+        var t = m.territory;
+        return t.name.toLocaleLowerCase().indexOf(query) >= 0 ||
+          (t.local_name || "").toLocaleLowerCase().indexOf(query) >= 0;
+      }).slice(0, 10);
+      found.forEach(function (m) {
+        var button = el("button", {type: "button", text: m.territory.name + " (" + m.territory.country_name + ")"});
+        button.addEventListener("click", function () { open(m); });
+        results.appendChild(el("li", {}, [button]));
+      });
+      if (!found.length) { results.appendChild(el("li", {text: s.no_match})); }
+    }
+    search.addEventListener("input", runSearch);
+    map.on("moveend", refreshList);
+
+    if (inFrame && map.gestureHandling) {
+      map.gestureHandling.enable();  // no wheel zoom inside a host page: ctrl + wheel, two fingers
+    }
+    if (!window.location.hash) { map.setView([20, 10], config.embed ? 1 : 2); }
+    new L.Hash(map);  // the view as #zoom/lat/lon
+    refresh();
+    window.HRMap.map = map;
+    window.HRMapReady = true;
+    document.documentElement.setAttribute("data-hrmap", "ready");
+  }
+
+  window.HRMap = {init: init};
+})();

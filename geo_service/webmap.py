@@ -1,0 +1,231 @@
+"""The world map pages (/map and /embed), rendered with Folium.
+
+Folium draws the page and the Leaflet map; our own elements add what it lacks: the base layer from
+our vector tiles, the territory markers and polygons, the legend, search, filters and the list of
+territories in view (geo_service/static/map.js does the browser side). Every script and style is
+served by the app from pinned npm packages: Folium's CDN defaults are replaced, so a loaded page
+asks nothing of any other host. Data reaches the page as JSON inside a
+`<script type="application/json">` block and is put into the page as text, never as HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import folium
+from branca.element import Element, Figure, MacroElement
+from folium.elements import JSCSSMixin
+from folium.template import Template
+from psycopg import AsyncConnection
+
+from geo_service import i18n, tiles
+
+VENDOR = "/static/vendor"
+ASSET_VERSIONS = {"leaflet": "1.9.4", "markercluster": "1.5.3", "vectorgrid": "1.3.0",
+                  "gesture": "1.2.2", "hash": "0.2.1"}
+FILTERS = ("theme", "section", "kind", "commitment_kind")
+
+
+def _v(name: str) -> str:
+    return ASSET_VERSIONS[name]
+
+
+def json_for_script(data: Any) -> str:
+    """JSON that cannot end its <script> element or open a comment: <, >, & and the JS line
+    separators are escaped."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+class Page(Figure):
+    """Folium's page with <html lang>, an escaped title, a description and a CSP nonce on every
+    inline script."""
+
+    _template = Template(
+        "<!DOCTYPE html>\n"
+        "<html lang=\"{{ this.lang }}\">\n"
+        "<head>\n"
+        "<meta charset=\"utf-8\">\n"
+        "<title>{{ this.escaped_title }}</title>\n"
+        "<meta name=\"description\" content=\"{{ this.escaped_description }}\">\n"
+        "{{ this.header.render(**kwargs) }}\n"
+        "</head>\n"
+        "<body>\n"
+        "{{ this.html.render(**kwargs) }}\n"
+        "<script nonce=\"{{ this.nonce }}\">\n"
+        "{{ this.script.render(**kwargs) }}\n"
+        "</script>\n"
+        "</body>\n"
+        "</html>\n"
+    )
+
+    def __init__(self, lang: str, title: str, description: str, nonce: str) -> None:
+        super().__init__(title=None)
+        self.lang = lang
+        self.escaped_title = html.escape(title)
+        self.escaped_description = html.escape(description)
+        self.nonce = nonce
+        # Figure adds a content-type meta; <meta charset> above says the same
+        self.header._children.clear()
+
+
+class LocalMap(folium.Map):
+    """folium.Map with Leaflet from our pinned package and a viewport that lets people zoom."""
+
+    default_js: ClassVar = [("leaflet", f"{VENDOR}/leaflet/leaflet.js?v={_v('leaflet')}")]
+    default_css: ClassVar = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css?v={_v('leaflet')}")]
+    _template = Template(
+        """
+        {% macro header(this, kwargs) %}
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+        {% endmacro %}
+
+        {% macro html(this, kwargs) %}
+            <div class="folium-map hr-map" id={{ this.get_name()|tojson }}
+                 role="region" aria-label="{{ this.aria_label }}"></div>
+        {% endmacro %}
+
+        {% macro script(this, kwargs) %}
+            var {{ this.get_name() }} = L.map(
+                {{ this.get_name()|tojson }},
+                {
+                    center: {{ this.location|tojson }},
+                    crs: L.CRS.{{ this.crs }},
+                    ...{{ this.options|tojavascript }}
+                }
+            );
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, aria_label: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aria_label = html.escape(aria_label)
+
+
+class MovementLayers(JSCSSMixin, MacroElement):
+    """Base layer, territories, legend, search, filters, list, hash and gestures: our own
+    element, configured by a JSON block and run by static/map.js."""
+
+    default_js: ClassVar = [
+        ("markercluster", f"{VENDOR}/leaflet.markercluster/leaflet.markercluster.js"
+                          f"?v={_v('markercluster')}"),
+        ("vectorgrid", f"{VENDOR}/leaflet.vectorgrid/Leaflet.VectorGrid.bundled.min.js"
+                       f"?v={_v('vectorgrid')}"),
+        ("gesture", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.js"
+                    f"?v={_v('gesture')}"),
+        ("hash", f"{VENDOR}/leaflet-hash/leaflet-hash.js?v={_v('hash')}"),
+        ("hrmap", "/static/map.js?v={version}"),
+    ]
+    default_css: ClassVar = [
+        ("markercluster_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.css"
+                              f"?v={_v('markercluster')}"),
+        ("markercluster_default_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.Default.css"
+                                      f"?v={_v('markercluster')}"),
+        ("gesture_css", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.css"
+                        f"?v={_v('gesture')}"),
+        ("hrmap_css", "/static/map.css?v={version}"),
+    ]
+    _template = Template(
+        """
+        {% macro html(this, kwargs) %}
+            <script type="application/json" id="hr-config">{{ this.config_json }}</script>
+        {% endmacro %}
+
+        {% macro script(this, kwargs) %}
+            HRMap.init({{ this._parent.get_name() }},
+                       JSON.parse(document.getElementById("hr-config").textContent));
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, config: dict[str, Any], asset_version: str) -> None:
+        super().__init__()
+        self._name = "MovementLayers"
+        self.config_json = json_for_script(config)
+        self.default_js = [(n, u.replace("{version}", asset_version))  # type: ignore[misc]
+                           for n, u in MovementLayers.default_js]
+        self.default_css = [(n, u.replace("{version}", asset_version))  # type: ignore[misc]
+                            for n, u in MovementLayers.default_css]
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    lang: str
+    embed: bool
+    filters: dict[str, str]
+
+
+async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
+    """Everything the page shows, in `lang`: territories with their initiatives, and the labels
+    of themes and sections."""
+    cursor = await conn.execute(
+        """
+        SELECT json_build_object(
+          'id', t.id, 'name', coalesce(CASE %(lang)s WHEN 'fr' THEN b.name_fr
+                                                    WHEN 'es' THEN b.name_es END, t.name),
+          'local_name', t.local_name, 'kind', t.kind, 'commitment_kind', t.commitment_kind,
+          'commitment', t.commitment, 'year', t.year, 'sections', t.sections,
+          'country', t.iso3166_1,
+          'country_name', coalesce(CASE %(lang)s WHEN 'fr' THEN c.name_fr WHEN 'es' THEN c.name_es
+                                                 ELSE c.name_en END, c.name, t.iso3166_1),
+          'lat', round(ST_Y(t.location)::numeric, 5), 'lon', round(ST_X(t.location)::numeric, 5),
+          'placed', t.match_outcome, 'boundary', t.boundary_code IS NOT NULL,
+          'sources', t.sources, 'confidence', t.confidence, 'website', t.website,
+          'themes', (SELECT coalesce(json_agg(DISTINCT it.theme_slug), '[]') FROM initiatives i
+                     JOIN initiative_themes it ON it.initiative_id = i.id
+                     WHERE i.territory_id = t.id),
+          'initiatives', (SELECT coalesce(json_agg(json_build_object(
+                              'title', i.title, 'year', i.year_started, 'source', i.source)
+                              ORDER BY i.year_started NULLS LAST, i.title), '[]')
+                          FROM initiatives i WHERE i.territory_id = t.id))
+        FROM territories t
+        LEFT JOIN boundaries b ON b.level = t.boundary_level AND b.code = t.boundary_code
+        LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1
+        WHERE t.commitment_kind <> 'engagement-only'
+        ORDER BY t.name, t.id
+        """, {"lang": lang})
+    territories = [row[0] for row in await cursor.fetchall()]
+    name = {"en": "name_en", "fr": "name_fr", "es": "name_es"}[lang]
+    themes = dict(await (await conn.execute(
+        f"SELECT slug, {name} FROM rights_themes ORDER BY {name}")).fetchall())
+    sections = dict(await (await conn.execute(
+        f"SELECT slug, {name} FROM uclg_sections ORDER BY {name}")).fetchall())
+    return {"territories": territories, "themes": themes, "sections": sections}
+
+
+def render_page(request: PageRequest, data: dict[str, Any], *, version: str, base: str,
+                nonce: str, asset_version: str, basemap: dict[str, str] | None) -> str:
+    """The whole HTML page."""
+    lang = request.lang
+    text = i18n.strings(lang)
+    page = Page(lang, text["title"], text["caveat"], nonce)
+    world = LocalMap(
+        aria_label=text["map_label"], location=[20.0, 10.0], zoom_start=2, tiles=None,
+        world_copy_jump=True,
+    )
+    world.options.update({"minZoom": 1, "maxZoom": 18})
+    world.add_to(page)
+    config = {
+        "lang": lang, "embed": request.embed, "strings": text,
+        "kinds": i18n.labels(i18n.KINDS, lang), "commitments": i18n.labels(i18n.COMMITMENTS, lang),
+        "colours": i18n.COLOURS, "shapes": i18n.SHAPES,
+        "themes": data["themes"], "sections": data["sections"],
+        "territories": data["territories"], "total": len(data["territories"]),
+        "filters": request.filters, "langs": list(i18n.LANGS),
+        "tiles": f"{base}/tiles/map/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}",
+        "attribution": tiles.ATTRIBUTION, "basemap": basemap,
+        "tileMaxZoom": tiles.DATA_MAX_ZOOM,
+    }
+    MovementLayers(config, asset_version).add_to(world)
+    if not request.embed:
+        page.header.add_child(Element(
+            f'<link rel="alternate" type="application/json+oembed" title="oEmbed" '
+            f'href="{html.escape(base)}/oembed?url={html.escape(base)}/map">'))
+    return page.render()

@@ -1,0 +1,283 @@
+"""The map pages in a real browser: headless Chromium (Debian's), driven by Playwright. Every
+request to a host other than the server's loopback address is blocked and counted."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from geo_service.campaign.members import import_members
+from geo_service.campaign.sample import load_sample
+from tests.conftest import free_port, live_server
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+XSS = "<img src=x onerror=alert(1)> \"Quote\" 'Town'"
+WEIGHT_BUDGET = 300_000  # bytes on the wire (gzip) before tiles
+
+
+@pytest.fixture(scope="module")
+def server(settings, database_url: str, default_data) -> Iterator[str]:
+    load_sample(settings, database_url)
+    with live_server(settings, database_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is missing: make test installs it"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class Visit:
+    """A page with its console errors, dialogs and the requests made to other hosts."""
+
+    def __init__(self, browser: Browser, allowed: tuple[str, ...], width: int = 1200,
+                 height: int = 800) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.offsite: list[str] = []
+        self.dialogs: list[str] = []
+        self.responses: list = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("response", lambda r: self.responses.append(r))
+
+        def route(r) -> None:
+            if r.request.url.startswith(allowed) or r.request.url.startswith(("data:", "blob:")):
+                r.continue_()
+            else:
+                self.offsite.append(r.request.url)
+                r.abort()
+
+        self.context.route("**/*", route)
+
+    def open(self, url: str) -> Page:
+        self.page.goto(url)
+        self.page.wait_for_function("() => window.HRMapReady === true", timeout=15000)
+        return self.page
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture()
+def visit(browser: Browser, server: str) -> Iterator[Visit]:
+    v = Visit(browser, (server,))
+    yield v
+    v.close()
+
+
+def drawn(page: Page) -> dict[str, int]:
+    """Markers (single and clustered, counted by members) and polygons on screen."""
+    return page.evaluate("""() => ({
+        markers: document.querySelectorAll('.hr-marker').length,
+        clustered: [...document.querySelectorAll('.marker-cluster span')]
+                     .reduce((n, s) => n + Number(s.textContent), 0),
+        countries: document.querySelectorAll('path.hr-country').length,
+        territories: document.querySelectorAll('path.hr-territory').length})""")
+
+
+def wait_for_tiles(page: Page) -> None:
+    page.wait_for_function("() => document.querySelectorAll('path.hr-country').length > 50",
+                           timeout=15000)
+
+
+def shown_in_db(dsn: str, where: str = "TRUE") -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM territories t WHERE t.commitment_kind <> 'engagement-only' AND "
+            + where).fetchone()[0]
+
+
+@pytest.mark.parametrize("path", ["/map", "/embed"])
+def test_pages_load_clean_and_draw(visit: Visit, server: str, database_url: str, path: str) -> None:
+    page = visit.open(server + path)
+    wait_for_tiles(page)
+    page.wait_for_timeout(300)
+    counts = drawn(page)
+    assert counts["markers"] + counts["clustered"] == shown_in_db(database_url)
+    assert counts["countries"] > 100
+    assert visit.errors == [] and visit.offsite == []
+    assert page.locator("html").get_attribute("lang") == "en"
+    viewport = page.locator("meta[name=viewport]").get_attribute("content")
+    assert "user-scalable=no" not in viewport and "maximum-scale" not in viewport
+    image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50, "the screenshot is (nearly) blank"
+
+
+def test_weight_before_tiles_is_within_budget(visit: Visit, server: str) -> None:
+    page = visit.open(server + "/embed")
+    page.wait_for_load_state("networkidle")
+    wire = sum(r.request.sizes()["responseBodySize"] for r in visit.responses
+               if "/tiles/" not in r.url)
+    assert 0 < wire <= WEIGHT_BUDGET, f"{wire} bytes before tiles"
+
+
+def test_a_click_opens_the_right_popup(visit: Visit, server: str, database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        name, lat, lon, year = conn.execute(
+            "SELECT name, ST_Y(location), ST_X(location), year FROM territories "
+            "WHERE id = 'kr-metropolitan-area-seoul'").fetchone()
+    page = visit.open(f"{server}/map#11/{lat:.4f}/{lon:.4f}")
+    marker = page.locator(f".hr-marker[aria-label^=\"{name},\"]")
+    marker.wait_for(timeout=10000)
+    assert marker.get_attribute("tabindex") == "0"
+    marker.click()
+    popup = page.locator(".leaflet-popup-content .hr-popup")
+    popup.wait_for()
+    assert popup.locator("h2").inner_text() == name
+    assert str(year) in popup.inner_text()
+    assert popup.locator("a[href^='http']").count() >= 1  # its sources
+    # the keyboard reaches it too: Enter on the focused marker opens the popup
+    page.keyboard.press("Escape")
+    page.locator(".leaflet-popup-close-button").click()
+    marker.focus()
+    page.keyboard.press("Enter")
+    popup.wait_for()
+    assert popup.locator("h2").inner_text() == name
+    assert visit.errors == []
+
+
+def test_french_strings_and_names(visit: Visit, server: str) -> None:
+    page = visit.open(server + "/map?lang=fr")
+    assert page.locator("html").get_attribute("lang") == "fr"
+    assert "sur 1000 d’ici 2030" in page.locator(".hr-counter").inner_text()
+    assert page.locator("label[for=hr-filter-theme]").inner_text() == "Thème de droits"
+    page.locator("#hr-search").fill("Séoul")
+    result = page.locator("#hr-results button").first
+    assert result.inner_text().startswith("Séoul")
+    result.click()
+    popup = page.locator(".leaflet-popup-content .hr-popup")
+    popup.wait_for()
+    assert popup.locator("h2").inner_text() == "Séoul"
+    assert "Pays" in popup.inner_text()
+
+
+def test_filters_change_what_is_drawn_and_the_url(visit: Visit, server: str, database_url: str
+                                                  ) -> None:
+    housing = ("EXISTS (SELECT 1 FROM initiatives i JOIN initiative_themes it ON it.initiative_id "
+               "= i.id WHERE i.territory_id = t.id AND it.theme_slug = 'housing')")
+    page = visit.open(server + "/map?theme=housing#2/20/10")
+    expected = shown_in_db(database_url, housing)
+    assert 0 < expected < shown_in_db(database_url)
+    counts = drawn(page)
+    assert counts["markers"] + counts["clustered"] == expected
+    assert page.locator(".hr-shown").inner_text() == f"{expected} shown"
+    page.select_option("#hr-filter-kind", "municipality")
+    both = shown_in_db(database_url, housing + " AND t.kind = 'municipality'")
+    page.wait_for_function(f"() => document.querySelector('.hr-shown').textContent === '{both} shown'")
+    counts = drawn(page)
+    assert counts["markers"] + counts["clustered"] == both
+    assert "kind=municipality" in page.url and "theme=housing" in page.url and "#2/" in page.url
+    page.locator(".hr-reset").click()
+    total = shown_in_db(database_url)
+    page.wait_for_function(f"() => document.querySelector('.hr-shown').textContent === '{total} shown'")
+    assert "theme=" not in page.url
+
+
+@pytest.fixture()
+def hostile_member(database_url: str, tmp_path: Path) -> Iterator[str]:
+    roster = tmp_path / "hostile.csv"
+    roster.write_text(
+        "name,country_iso2,level,year,commitment_kind,commitment,source,confidence\n"
+        f"\"{XSS.replace(chr(34), chr(34) * 2)}\",FR,municipality,2024,declared,"
+        "\"<script>alert(2)</script>\",https://example.org/<b>x</b>,low\n", encoding="utf-8")
+    import_members(database_url, roster)
+    with psycopg.connect(database_url) as conn:
+        tid = conn.execute("SELECT id FROM territories WHERE name = %s", (XSS,)).fetchone()[0]
+    yield tid
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM territories WHERE id = %s", (tid,))
+
+
+def test_hostile_names_render_as_text(visit: Visit, server: str, hostile_member: str) -> None:
+    page = visit.open(server + "/map")
+    page.locator("#hr-search").fill("onerror")
+    result = page.locator("#hr-results button").first
+    assert result.inner_text().startswith(XSS)
+    result.click()
+    popup = page.locator(".leaflet-popup-content .hr-popup")
+    popup.wait_for()
+    assert popup.locator("h2").inner_text() == XSS
+    assert "<script>alert(2)</script>" in popup.inner_text()
+    page.wait_for_timeout(300)
+    assert visit.dialogs == [] and visit.errors == []
+    assert page.locator("img[src='x'], .hr-popup script, .hr-popup b").count() == 0
+    assert page.locator(f".hr-marker[aria-label^='{XSS[:20]}']").count() <= 1
+
+
+def test_embed_snippet_works_in_another_sites_page(browser: Browser, server: str, tmp_path: Path
+                                                    ) -> None:
+    code = urllib.request.urlopen(f"{server}/embed/code?lang=es&kind=municipality").read().decode()
+    assert "<iframe" in code and 'title="Mapa de las ciudades' in code
+    (tmp_path / "index.html").write_text(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>City portal</title></head>"
+        f"<body><h1>Our city</h1><div style='width:640px'>{code}</div></body></html>",
+        encoding="utf-8")
+    port = free_port()
+    host = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(tmp_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    site = f"http://127.0.0.1:{port}"
+    visit = Visit(browser, (server, site))
+    try:
+        for _ in range(50):
+            try:
+                urllib.request.urlopen(site, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        visit.page.goto(site + "/index.html")
+        frame = visit.page.frame_locator("iframe")
+        frame.locator(".hr-counter").wait_for(timeout=15000)
+        inner = next(f for f in visit.page.frames if f.url.startswith(server))
+        inner.wait_for_function("() => window.HRMapReady === true")
+        assert inner.evaluate("() => document.documentElement.lang") == "es"
+        assert inner.evaluate("() => HRMap.map.scrollWheelZoom.enabled()") is False  # gestures instead
+        assert "de 1000 para 2030" in frame.locator(".hr-counter").inner_text()
+        box = visit.page.locator("iframe").bounding_box()
+        assert box and 600 <= box["width"] <= 660 and box["height"] >= 320
+        assert visit.errors == [] and visit.offsite == []
+    finally:
+        visit.close()
+        host.terminate()
+        host.wait(timeout=10)
+
+
+def test_embed_headers_and_oembed(server: str) -> None:
+    with urllib.request.urlopen(f"{server}/embed") as response:
+        headers = response.headers
+    assert "frame-ancestors *" in headers["Content-Security-Policy"]
+    assert headers.get("X-Frame-Options") is None
+    import json
+
+    with urllib.request.urlopen(f"{server}/oembed?url={server}/map%3Ftheme%3Dhousing") as response:
+        body = json.loads(response.read())
+    assert body["type"] == "rich" and body["version"] == "1.0"
+    assert f'src="{server}/embed?theme=housing"' in body["html"] and body["title"]
+    for bad in ("/oembed?url=https://elsewhere.example/map", "/oembed?url=x&format=xml",
+                "/map?theme=no-such-theme", "/embed?lang=de"):
+        try:
+            urllib.request.urlopen(server + bad)
+            raise AssertionError(f"{bad} answered 2xx")
+        except urllib.error.HTTPError as error:
+            assert 400 <= error.code < 500, (bad, error.code)
