@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 GEO := $(BIN)/geo-service
 STAMPS := .stamps
 PG_VERSION ?= 15
-APT_PACKAGES := postgresql-$(PG_VERSION) postgresql-$(PG_VERSION)-postgis-3 nodejs npm python3-venv
+APT_PACKAGES := postgresql-$(PG_VERSION) postgresql-$(PG_VERSION)-postgis-3 nodejs npm python3-venv \
+	fonts-noto-core fonts-noto-cjk
 
 .PHONY: run test lint setup system-deps db-start db-stop bench clean help
 
@@ -37,23 +38,26 @@ db-start: setup ## Start the embedded PostGIS
 db-stop: setup ## Stop the embedded PostGIS
 	$(GEO) db stop
 
-bench: setup ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles); writes docs/benchmarks.md
+bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), and map page weight; writes docs/benchmarks.md
 	@command -v ogr2ogr >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES=gdal-bin system-deps
 	$(GEO) load-defaults
 	$(BIN)/python bench/load_benchmark.py
 	$(BIN)/python bench/features_benchmark.py
 	$(BIN)/python bench/tiles_benchmark.py
+	$(BIN)/python bench/page_benchmark.py
 
 # --------------------------------------------------------------------------- installs
-$(STAMPS)/system:
+$(STAMPS)/system: Makefile
 	@$(MAKE) --no-print-directory system-deps
 	@mkdir -p $(STAMPS) && touch $@
 
-system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv)
+system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv, Noto fonts)
 	@missing=""; \
 	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || missing="$$missing postgis"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgres"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	ls /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf >/dev/null 2>&1 || missing="$$missing fonts-noto-core"; \
+	ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ "$$(id -u)" = 0 ]; then command -v runuser >/dev/null || missing="$$missing runuser"; fi; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing venv"; \
 	for p in $(filter gdal-bin,$(APT_PACKAGES)); do command -v ogr2ogr >/dev/null || missing="$$missing $$p"; done; \

