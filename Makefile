@@ -38,13 +38,14 @@ db-start: setup ## Start the embedded PostGIS
 db-stop: setup ## Stop the embedded PostGIS
 	$(GEO) db stop
 
-bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), and map page weight; writes docs/benchmarks.md
+bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), map page weight, map images; writes docs/benchmarks.md
 	@command -v ogr2ogr >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES=gdal-bin system-deps
 	$(GEO) load-defaults
 	$(BIN)/python bench/load_benchmark.py
 	$(BIN)/python bench/features_benchmark.py
 	$(BIN)/python bench/tiles_benchmark.py
 	$(BIN)/python bench/page_benchmark.py
+	$(BIN)/python bench/export_benchmark.py
 
 # --------------------------------------------------------------------------- installs
 $(STAMPS)/system: Makefile

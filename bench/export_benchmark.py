@@ -1,0 +1,111 @@
+"""Map image benchmark: how long a presentation map takes to draw, warm, written to docs/benchmarks.md.
+
+Runs in this process against the embedded (or DATABASE_URL) PostGIS, calling the same function the
+CLI and GET /export/map.* call, with the server's result cache out of the way (each timed render
+is drawn from scratch). "Warm" means fonts, projections and the process already loaded: one
+untimed render of each case comes first. Targets from the issue: world 1920×1080 PNG ≤ 1.5 s,
+world 4K (3840×2160) PNG ≤ 4 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs/benchmarks.md"
+START, END = "<!-- bench:export:start -->", "<!-- bench:export:end -->"
+CASES = [  # (region, preset, format)
+    ("world", "slide-16x9", "png"), ("world", "slide-4k", "png"), ("world", "slide-16x9", "svg"),
+    ("world", "slide-16x9", "pdf"), ("world", "a4-landscape", "pdf"), ("europe", "slide-16x9", "png"),
+    ("europe", "slide-4k", "png"), ("KR", "slide-16x9", "png"), ("KR", "square", "svg"),
+]
+TARGETS = {("world", "slide-16x9", "png"): 1.5, ("world", "slide-4k", "png"): 4.0}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5, help="timed renders per case")
+    p.add_argument("--output", type=Path, default=DOCS, help="Markdown file to update")
+    p.add_argument("--geo-service", default=str(Path(sys.executable).with_name("geo-service")))
+    return p.parse_args()
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    memory = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), 0)
+    import matplotlib
+
+    return {"CPUs (nproc)": str(os.cpu_count()), "CPU model": cpu,
+            "Memory": f"{memory / 1024 / 1024:.1f} GiB",
+            "OS": f"{platform.freedesktop_os_release().get('PRETTY_NAME', '?')} ({platform.machine()})",
+            "Python / matplotlib": f"{platform.python_version()} / {matplotlib.__version__}"}
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text += ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    args = parse_args()
+    from geo_service import mapimage
+
+    dsn = subprocess.run([args.geo_service, "db", "url"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    loads = ["/".join(f"{v:.2f}" for v in os.getloadavg())]
+    rows = []
+    for region, preset, fmt in CASES:
+        wanted = mapimage.parse({"region": region, "preset": preset}, fmt)
+        data, _ = mapimage.render(dsn, wanted)  # warm-up
+        times = []
+        for _ in range(args.rounds):
+            began = time.perf_counter()
+            data, _ = mapimage.render(dsn, wanted)
+            times.append(time.perf_counter() - began)
+        rows.append((region, preset, fmt, wanted.width, wanted.height, statistics.median(times),
+                     max(times), len(data)))
+        print(f"{region} {preset} {fmt}: median {statistics.median(times):.2f} s", flush=True)
+    loads.append("/".join(f"{v:.2f}" for v in os.getloadavg()))
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    lines = [START, "## Map images: time to draw", "",
+             f"Measured {when} UTC by `bench/export_benchmark.py`: `mapimage.render` (what "
+             "`geo-service export` and `GET /export/map.*` call), in one process, warm (one untimed "
+             f"render per case first), the result cache out of the way; {args.rounds} timed renders "
+             "per case, each reading its data from PostGIS and drawing from scratch. There is no "
+             "peer to compare with here: the targets are absolute, from the issue.", "",
+             "| Machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in machine().items()),
+             f"| Load average 1/5/15 min, start → end | {' → '.join(loads)} |", "",
+             "| Region | Preset | Format | Pixels | Median (s) | Max (s) | Bytes |",
+             "|---|---|---|---|---:|---:|---:|",
+             *(f"| {r} | {p} | {f} | {w}×{h} | {m:.2f} | {x:.2f} | {b:,} |"
+               for r, p, f, w, h, m, x, b in rows), "", "**Targets**:", ""]
+    for (region, preset, fmt), limit in TARGETS.items():
+        median = next(m for r, p, f, _, _, m, _, _ in rows if (r, p, f) == (region, preset, fmt))
+        verdict = "met" if median <= limit else "**not met**"
+        lines.append(f"- {region} {preset} {fmt.upper()} ≤ {limit:g} s warm: {verdict} "
+                     f"(median {median:.2f} s)")
+    lines += ["", "Repeated requests for the same image at the same data version are answered "
+              "from the server's cache and are not timed here.", END]
+    section = "\n".join(lines) + "\n"
+    write_section(args.output, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
