@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import benchdoc
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs/benchmarks.md"
 START, END = "<!-- bench:export:start -->", "<!-- bench:export:end -->"
@@ -50,16 +52,6 @@ def machine() -> dict[str, str]:
             "Memory": f"{memory / 1024 / 1024:.1f} GiB",
             "OS": f"{platform.freedesktop_os_release().get('PRETTY_NAME', '?')} ({platform.machine()})",
             "Python / matplotlib": f"{platform.python_version()} / {matplotlib.__version__}"}
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text += ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section
-    path.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -103,7 +95,7 @@ def main() -> None:
     lines += ["", "Repeated requests for the same image at the same data version are answered "
               "from the server's cache and are not timed here.", END]
     section = "\n".join(lines) + "\n"
-    write_section(args.output, section)
+    benchdoc.write_section(args.output, section, START, END)
     print(section)
 
 

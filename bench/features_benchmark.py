@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import benchdoc
 import httpx
 import psycopg
 
@@ -319,17 +320,6 @@ def report(info: dict, results: list[dict], sizes_only: list[dict], args: argpar
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between our markers (or append it), keeping the rest byte for byte."""
-    text = path.read_bytes().decode() if path.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text += ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section
-    path.write_bytes(text.encode())
-
-
 def main() -> None:
     args = parse_args()
     args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
@@ -366,7 +356,7 @@ def main() -> None:
     info, finer = machine_info(dsn, tipg_python)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     section = report(info, results, sizes_only, args, when, " → ".join(loads), finer)
-    write_section(args.output, section)
+    benchdoc.write_section(args.output, section, START, END)
     print(section)
 
 

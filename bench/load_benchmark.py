@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import benchdoc
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,18 +135,6 @@ def render(info: dict[str, str], commands: dict[str, list[str]], times: dict[str
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the marked section in path, or append it; other sections are kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main() -> int:
     args = parse_args()
     ogr2ogr = shutil.which("ogr2ogr")
@@ -182,7 +171,7 @@ def main() -> int:
         drop_ogr_table(dsn)
     info = machine_info(dsn, ogr2ogr, [load, os.getloadavg()])
     section = render(info, commands, times, args.repeat, started)
-    write_section(args.output, section)
+    benchdoc.write_section(args.output, section, START, END)
     print(section)
     return 0
 

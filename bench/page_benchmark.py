@@ -42,7 +42,8 @@ import httpx
 from playwright.sync_api import Browser, Route, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from features_benchmark import (  # the bench folder is not a package: found via sys.path
+import benchdoc  # the bench folder is not a package: found via sys.path
+from features_benchmark import (
     DOCS,
     ROOT,
     WORK,
@@ -411,17 +412,6 @@ def report(info: dict, pages: list[dict], args: argparse.Namespace, when: str, l
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between our markers (or append it), keeping the rest byte for byte."""
-    text = path.read_bytes().decode() if path.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text += ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section
-    path.write_bytes(text.encode())
-
-
 # ------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace, base: str, log: Path) -> tuple[list[dict], str]:
     """The loads, pages taking turns: summaries per page, and the browser's version."""
@@ -473,7 +463,7 @@ def main() -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     section = report(machine(version), pages, args, when, " → ".join(loads),
                      (time.perf_counter() - began) / 60, problems)
-    write_section(args.output, section)
+    benchdoc.write_section(args.output, section, START, END)
     print(section)
 
 

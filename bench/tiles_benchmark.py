@@ -34,7 +34,8 @@ from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from geo_service import features, tiles, tilestore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from features_benchmark import (  # the bench folder is not a package: found via sys.path
+import benchdoc  # the bench folder is not a package: found via sys.path
+from features_benchmark import (
     DOCS,
     ROOT,
     WORK,
@@ -512,17 +513,6 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between our markers (or append it), keeping the rest byte for byte."""
-    text = path.read_bytes().decode() if path.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text += ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section
-    path.write_bytes(text.encode())
-
-
 def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM as on Ctrl-C
@@ -549,7 +539,7 @@ def main() -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     section = report(info, out, args, when, " → ".join(loads), (time.perf_counter() - began) / 60,
                      problems)
-    write_section(args.output, section)
+    benchdoc.write_section(args.output, section, START, END)
     print(section)
 
 
