@@ -369,7 +369,7 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         map_top = y_sub - frac(sub_pt) * 1.6
         width_chars = int(request.width / request.dpi * 72 / (credit_pt * 0.5))
         credit_lines = textwrap.wrap(scene.credit, max(width_chars, 60))
-        credit_h = 0.012 + frac(credit_pt) * 1.3 * len(credit_lines)
+        credit_h = 0.015 + frac(credit_pt) * 1.6 * len(credit_lines)
         ax_box = (0.02, credit_h + 0.01, 0.96, map_top - credit_h - 0.02)
         ax = figure.add_axes(ax_box)
         ax.set_axis_off()
@@ -431,8 +431,9 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         # title, subtitle, legend, credit
         title = request.title if request.title is not None else (
             f"{i18n.STRINGS['title'][lang]} — {scene.region_name}")
-        figure.text(0.02, y_title, title, ha="left", va="top", fontsize=title_pt,
-                    fontweight="bold", color=colours["text"])
+        heading = figure.text(0.02, y_title, title, ha="left", va="top", fontsize=title_pt,
+                              fontweight="bold", color=colours["text"])
+        _shrink_to_width(figure, heading, 0.96 * request.width)
         subtitle = request.subtitle if request.subtitle is not None else (
             i18n.STRINGS["counter"][lang].format(n=len(scene.territories))
             if scene.region_kind == "world" and not request.filters else
@@ -447,19 +448,29 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         return _save(figure, request)
 
 
+def _shrink_to_width(figure: Figure, text: Any, width_px: float) -> None:
+    """Make a long title smaller until it fits the image's width (down to half its size)."""
+    renderer = figure.canvas.get_renderer()
+    size = text.get_fontsize()
+    for _ in range(12):
+        if text.get_window_extent(renderer).width <= width_px or text.get_fontsize() < size / 2:
+            return
+        text.set_fontsize(text.get_fontsize() * 0.92)
+
+
 def _fit(ax: Any, bounds: tuple[float, float, float, float], ax_w: float, ax_h: float) -> None:
     """Frame `bounds`, widened to the axes' own shape so nothing is stretched or clipped."""
     minx, miny, maxx, maxy = bounds
     width, height = maxx - minx, maxy - miny
-    if width / height > ax_w / ax_h:
-        grow = width * ax_h / ax_w - height
-        miny, maxy = miny - grow / 2, maxy + grow / 2
+    if width / height > ax_w / ax_h:  # room to spare below: the map keeps to the top, the legend
+        grow = width * ax_h / ax_w - height  # gets the free space at the bottom
+        miny = miny - grow
     else:
         grow = height * ax_w / ax_h - width
         minx, maxx = minx - grow / 2, maxx + grow / 2
     ax.set_xlim(minx, maxx)
     ax.set_ylim(miny, maxy)
-    ax.set_aspect("equal", adjustable="box")
+    ax.set_aspect("equal", adjustable="datalim")  # the box stays; the limits already fit it
 
 
 def _labels(figure: Figure, ax: Any, xs: Any, ys: Any, names: list[str], size: float,
