@@ -364,7 +364,8 @@ def report(info: dict, pages: list[dict], args: argparse.Namespace, when: str, l
               "|---|---|---|" + "---:|" * len(cols)]
     for key in order:
         any_r = next(iter(keyed[key].values()))
-        cells = [f"{keyed[key][c]['wire']:,} / {keyed[key][c]['plain']:,}" if c in keyed[key] else "–"
+        cells = [f"{keyed[key][c]['wire']:,} / " + (f"{keyed[key][c]['plain']:,}" if keyed[key][c]['plain']
+                                                       is not None else "?") if c in keyed[key] else "–"
                  for c in cols]
         lines.append(f"| {key} | {any_r['type']} | {any_r['encoding']} | " + " | ".join(cells) + " |")
     lines.append("")
