@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,9 +57,8 @@ def main() -> None:
     args = parse_args()
     from geo_service import mapimage
 
-    dsn = subprocess.run([args.geo_service, "db", "url"], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    loads = ["/".join(f"{v:.2f}" for v in os.getloadavg())]
+    dsn = benchdoc.database_url(args.geo_service)
+    loads = [benchdoc.load_average()]
     rows = []
     for region, preset, fmt in CASES:
         wanted = mapimage.parse({"region": region, "preset": preset}, fmt)
@@ -73,7 +71,7 @@ def main() -> None:
         rows.append((region, preset, fmt, wanted.width, wanted.height, statistics.median(times),
                      max(times), len(data)))
         print(f"{region} {preset} {fmt}: median {statistics.median(times):.2f} s", flush=True)
-    loads.append("/".join(f"{v:.2f}" for v in os.getloadavg()))
+    loads.append(benchdoc.load_average())
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     lines = [START, "## Map images: time to draw", "",
              f"Measured {when} UTC by `bench/export_benchmark.py`: `mapimage.render` (what "

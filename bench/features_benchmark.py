@@ -323,11 +323,10 @@ def report(info: dict, results: list[dict], sizes_only: list[dict], args: argpar
 def main() -> None:
     args = parse_args()
     args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
-    dsn = subprocess.run([args.geo_service, "db", "url"], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    dsn = benchdoc.database_url(args.geo_service)
     WORK.mkdir(parents=True, exist_ok=True)
     tipg_python = ensure_tipg()
-    loads = ["/".join(f"{v:.2f}" for v in os.getloadavg())]
+    loads = [benchdoc.load_average()]
     servers: list[tuple[str, subprocess.Popen, Path]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         try:
@@ -352,7 +351,7 @@ def main() -> None:
             for _, proc, _ in servers:
                 stop(proc)
             conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    loads.append("/".join(f"{v:.2f}" for v in os.getloadavg()))
+    loads.append(benchdoc.load_average())
     info, finer = machine_info(dsn, tipg_python)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     section = report(info, results, sizes_only, args, when, " → ".join(loads), finer)

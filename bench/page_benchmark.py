@@ -24,7 +24,6 @@ and the browser closes, even on failure.
 import argparse
 import datetime as dt
 import importlib.metadata
-import os
 import platform
 import re
 import shutil
@@ -91,13 +90,9 @@ PAGE_CLOCKS = """() => {
 ACCESS = re.compile(r'"(?:GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d{3})')
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, the description as written."""
-
-
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=HelpFormatter,
+        description=__doc__, formatter_class=benchdoc.HelpFormatter,
         epilog="Needs the default data loaded (`make bench` runs `geo-service load-defaults` first) "
                "and Debian's chromium (`make test` installs it). Server log: "
                "bench/.work/features-page.log. Example, a quick check that writes elsewhere: "
@@ -448,17 +443,16 @@ def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM as on Ctrl-C
     began = time.perf_counter()
-    dsn = subprocess.run([args.geo_service, "db", "url"], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    dsn = benchdoc.database_url(args.geo_service)
     WORK.mkdir(parents=True, exist_ok=True)
-    loads = ["/".join(f"{v:.2f}" for v in os.getloadavg())]
+    loads = [benchdoc.load_average()]
     base, proc, log = start("page", [args.geo_service, "serve"], {"DATABASE_URL": dsn}, ROOT)
     try:
         wait_ready(base, proc, log)
         pages, version = run(args, base, log)
     finally:
         stop(proc)
-    loads.append("/".join(f"{v:.2f}" for v in os.getloadavg()))
+    loads.append(benchdoc.load_average())
     text = log.read_text(errors="replace")
     problems = len(re.findall(r'HTTP/1\.1" 5\d\d', text)) + text.count("Traceback")
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")

@@ -70,13 +70,9 @@ OK = (200, 204)
 Job = tuple[str, int, int, int]  # tileset, z, x, y
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, the description as written."""
-
-
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=HelpFormatter,
+        description=__doc__, formatter_class=benchdoc.HelpFormatter,
         epilog="Needs the default data loaded (`make bench` runs `geo-service load-defaults` first) "
                "and network access once, to install tipg. Server logs: bench/.work/"
                "features-tiles-{uncached,shipped,tipg}.log. Example, a quick check that writes "
@@ -517,11 +513,10 @@ def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM as on Ctrl-C
     began = time.perf_counter()
-    dsn = subprocess.run([args.geo_service, "db", "url"], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    dsn = benchdoc.database_url(args.geo_service)
     WORK.mkdir(parents=True, exist_ok=True)
     tipg_python = ensure_tipg()
-    loads = ["/".join(f"{v:.2f}" for v in os.getloadavg())]
+    loads = [benchdoc.load_average()]
     servers: list[tuple[str, subprocess.Popen, Path]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         try:
@@ -533,7 +528,7 @@ def main() -> None:
             for _, proc, _ in servers:
                 stop(proc)
             conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    loads.append("/".join(f"{v:.2f}" for v in os.getloadavg()))
+    loads.append(benchdoc.load_average())
     problems = server_errors([log for _, _, log in servers])
     info, _ = machine_info(dsn, tipg_python)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
