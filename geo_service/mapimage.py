@@ -33,6 +33,7 @@ from matplotlib import pyplot as plt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 PRESETS: dict[str, tuple[int, int, int]] = {  # width px, height px, dpi
@@ -425,9 +426,10 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
                         ax.scatter(xs[chosen], ys[chosen], s=size, marker=MARKERS[shape],
                                    c=colour, edgecolors=colours["marker_edge"],
                                    linewidths=0.5 * scale / 7.5, zorder=5)
-            if request.labels:
-                _labels(figure, ax, xs, ys, [t["name"] for t in scene.territories], text_size,
-                        colours)
+        legend = _legend(ax, lang, text_size * 0.75, colours, size) if request.legend else None
+        if points is not None and request.labels:
+            _labels(figure, ax, xs, ys, [t["name"] for t in scene.territories], text_size,
+                    colours, math.sqrt(size) * request.dpi / 72, legend)
         # title, subtitle, legend, credit
         title = request.title if request.title is not None else (
             f"{i18n.STRINGS['title'][lang]} — {scene.region_name}")
@@ -441,8 +443,6 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         if subtitle:
             figure.text(0.02, y_sub, subtitle, ha="left", va="top", fontsize=sub_pt,
                         color=colours["muted"])
-        if request.legend:
-            _legend(ax, lang, text_size * 0.75, colours, size)
         figure.text(0.02, 0.008, "\n".join(credit_lines), ha="left", va="bottom",
                     fontsize=credit_pt, color=colours["muted"], linespacing=1.3)
         return _save(figure, request)
@@ -474,13 +474,19 @@ def _fit(ax: Any, bounds: tuple[float, float, float, float], ax_w: float, ax_h: 
 
 
 def _labels(figure: Figure, ax: Any, xs: Any, ys: Any, names: list[str], size: float,
-            colours: dict[str, str]) -> None:
-    """Names beside their markers, skipping any that would overlap one already placed (greedy,
-    eight positions each). Only for small sets: beyond 60 names a map is no place for them."""
+            colours: dict[str, str], marker_px: float, legend: Any) -> list[Any]:
+    """Names beside their markers, skipping any that would overlap a marker, the legend or a
+    name already placed (greedy, eight positions each). Only for small sets: beyond 60 names a
+    map is no place for them."""
     if len(names) > 60:
-        return
+        return []
     renderer = figure.canvas.get_renderer()
-    placed: list[Any] = []
+    half = marker_px / 2
+    placed: list[Any] = [Bbox.from_extents(x - half, y - half, x + half, y + half)
+                         for x, y in ax.transData.transform(list(zip(xs, ys, strict=True)))]
+    if legend is not None:
+        placed.append(legend.get_window_extent(renderer))
+    labels: list[Any] = []
     offsets = [(8, 4), (8, -12), (-8, 4), (-8, -12), (0, 10), (0, -16), (12, -4), (-12, -4)]
     order = sorted(range(len(names)), key=lambda i: (-len(names[i]), names[i]))
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
@@ -496,11 +502,13 @@ def _labels(figure: Figure, ax: Any, xs: Any, ys: Any, names: list[str], size: f
             if not any(extent.overlaps(other) for other in placed) and \
                     ax.get_window_extent(renderer).contains(extent.x0, extent.y0):
                 placed.append(extent)
+                labels.append(extent)
                 break
             label.remove()
+    return labels
 
 
-def _legend(ax: Any, lang: str, size: float, colours: dict[str, str], marker_size: float) -> None:
+def _legend(ax: Any, lang: str, size: float, colours: dict[str, str], marker_size: float) -> Any:
     side = math.sqrt(marker_size)
     handles = [Line2D([], [], linestyle="none", marker="o", markersize=side * 0.8,
                       markerfacecolor=colour, markeredgecolor=colours["marker_edge"],
@@ -514,6 +522,7 @@ def _legend(ax: Any, lang: str, size: float, colours: dict[str, str], marker_siz
                        edgecolor=colours["edge"], framealpha=0.92)
     legend.get_title().set_color(colours["text"])
     legend.set_zorder(10)
+    return legend
 
 
 def _save(figure: Figure, request: MapRequest) -> bytes:

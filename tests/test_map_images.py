@@ -127,3 +127,32 @@ def test_http_endpoint_formats_cache_and_errors(client) -> None:
         assert response.status_code == 400, (params, response.text)
         assert response.headers["content-type"] == "application/problem+json"
     assert client.get("/export/map.gif").status_code in (400, 404)
+
+
+def test_labels_never_overlap_markers_the_legend_or_each_other() -> None:
+    """A tight bunch of members: every name placed keeps clear of all markers, the legend and
+    the other names; those that cannot are left out rather than drawn over."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    xs = [50, 51, 52, 50, 53, 20, 80, 49, 51.5, 50.5]
+    ys = [50, 51, 49, 52, 50, 20, 80, 48, 53, 50.5]
+    names = [f"Member number {i}" for i in range(len(xs))]
+    legend = ax.legend(handles=[], title="Legend", loc="lower left")
+    marker_px = 12.0
+    placed = mapimage._labels(figure, ax, xs, ys, names, 10, mapimage.THEMES[False], marker_px,
+                              legend)
+    assert 3 <= len(placed) < len(names)  # some fit, the crowded rest are dropped
+    markers = [Bbox.from_extents(x - 6, y - 6, x + 6, y + 6)
+               for x, y in ax.transData.transform(list(zip(xs, ys, strict=True)))]
+    renderer = figure.canvas.get_renderer()
+    obstacles = [*markers, legend.get_window_extent(renderer)]
+    for i, label in enumerate(placed):
+        assert not any(label.overlaps(o) for o in obstacles)
+        assert not any(label.overlaps(other) for other in placed[i + 1:])
