@@ -283,3 +283,25 @@ def test_embed_headers_and_oembed(server: str) -> None:
             raise AssertionError(f"{bad} answered 2xx")
         except urllib.error.HTTPError as error:
             assert 400 <= error.code < 500, (bad, error.code)
+
+
+def test_an_optional_basemap_is_allowed_only_when_set(settings, database_url, default_data) -> None:
+    """Off by default (the CSP allows images from this host only); when a provider is set in
+    settings, its host is allowed for images and the page is told to draw it."""
+    from fastapi.testclient import TestClient
+
+    from geo_service.api import create_app
+
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/map")
+        assert "img-src 'self' data: blob:;" in page.headers["content-security-policy"]
+        assert '"basemap":null' in page.text
+    chosen = settings.model_copy(update={
+        "basemap_url": "https://tiles.example.org/{z}/{x}/{y}.png",
+        "basemap_attribution": "© Example", "frame_ancestors": "'self' https://city.example"})
+    with TestClient(create_app(chosen)) as client:
+        page = client.get("/embed")
+        policy = page.headers["content-security-policy"]
+        assert "img-src 'self' data: blob: https://tiles.example.org;" in policy
+        assert "frame-ancestors 'self' https://city.example" in policy
+        assert '"basemap":{"url":"https://tiles.example.org/{z}/{x}/{y}.png"' in page.text
