@@ -115,6 +115,13 @@ def test_pages_load_clean_and_draw(visit: Visit, server: str, database_url: str,
     counts = drawn(page)
     assert counts["markers"] + counts["clustered"] == shown_in_db(database_url)
     assert counts["countries"] > 100
+    # clusters stand for their members with one labelled tab stop each
+    clusters = page.locator(".marker-cluster")
+    assert clusters.count() > 0
+    for i in range(clusters.count()):
+        cluster = clusters.nth(i)
+        assert cluster.get_attribute("tabindex") == "0"
+        assert cluster.get_attribute("aria-label").endswith(("zoom in", "acercar", "zoomer"))
     assert visit.errors == [] and visit.offsite == []
     assert page.locator("html").get_attribute("lang") == "en"
     viewport = page.locator("meta[name=viewport]").get_attribute("content")

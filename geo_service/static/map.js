@@ -24,6 +24,16 @@
 
   function format(template, n) { return template.replace("{n}", String(n)); }
 
+  /* A div icon whose element carries its accessible name (markers and clusters alike). */
+  var LabelledIcon = L.DivIcon.extend({
+    createIcon: function (old) {
+      var node = L.DivIcon.prototype.createIcon.call(this, old);
+      node.setAttribute("aria-label", this.options.label);
+      node.setAttribute("title", this.options.label);
+      return node;
+    }
+  });
+
   function safeUrl(url) {
     try {
       var parsed = new URL(url, window.location.href);
@@ -145,16 +155,12 @@
     var colour = config.colours[t.commitment_kind] || "#777777";
     var shape = config.shapes[t.kind] || "circle";
     var holder = el("span", {"class": "hr-symbol"}, [symbol(shape, colour, 20)]);
-    var icon = L.divIcon({html: holder, className: "hr-marker", iconSize: [20, 20], iconAnchor: [10, 10],
-                          popupAnchor: [0, -8]});
     var label = t.name + ", " + t.country_name + " — " + (config.kinds[t.kind] || t.kind) + ", " +
       (config.commitments[t.commitment_kind] || t.commitment_kind);
+    var icon = new LabelledIcon({html: holder, className: "hr-marker", iconSize: [20, 20],
+                                 iconAnchor: [10, 10], popupAnchor: [0, -8], label: label});
     var marker = L.marker([t.lat, t.lon], {icon: icon, title: label, alt: label, keyboard: true,
                                            riseOnHover: true});
-    marker.on("add", function () {
-      var node = marker.getElement();
-      if (node) { node.setAttribute("aria-label", label); node.setAttribute("role", "button"); }
-    });
     marker.bindPopup(function () { return popupContent(t, config); }, {maxWidth: 320, autoPanPadding: [24, 24]});
     marker.territory = t;
     return marker;
@@ -287,22 +293,10 @@
         var n = cluster.getChildCount();
         var size = n < 10 ? "small" : n < 50 ? "medium" : "large";
         var inner = el("div", {}, [el("span", {text: String(n)})]);
-        return L.divIcon({html: inner, className: "marker-cluster marker-cluster-" + size,
-                          iconSize: L.point(40, 40)});
+        return new LabelledIcon({html: inner, className: "marker-cluster marker-cluster-" + size,
+                                 iconSize: L.point(40, 40), label: format(s.cluster, n)});
       }
     });
-    clusters.on("animationend layeradd", labelClusters);
-    map.on("zoomend moveend", labelClusters);
-    function labelClusters() {
-      map.eachLayer(function (layer) {
-        if (layer.getChildCount && layer.getElement && layer.getElement()) {
-          var label = format(s.cluster, layer.getChildCount());
-          layer.getElement().setAttribute("aria-label", label);
-          layer.getElement().setAttribute("title", label);
-          layer.getElement().setAttribute("role", "button");
-        }
-      });
-    }
     map.addLayer(clusters);
     var markers = config.territories.map(function (t) { return markerFor(t, config); });
 
