@@ -119,19 +119,13 @@ async def _page(request: Request, conn: ConnDep, lang: str, embed: bool) -> HTML
 @router.get("/map", response_class=HTMLResponse, summary="The world map (full page)",
             description="Filters as query parameters (`theme`, `section`, `kind`, "
                         "`commitment_kind`), the view as `#zoom/lat/lon`, `lang` en/fr/es.")
-async def map_page(request: Request, conn: ConnDep, lang: Lang = "en", theme: Text = None,
-                   section: Text = None, kind: Text = None, commitment_kind: Text = None
-                   ) -> HTMLResponse:
-    return await _page(request, conn, lang, embed=False)
-
-
 @router.get("/embed", response_class=HTMLResponse, summary="The world map for iframes",
             description="As /map, compact, with wheel zoom off inside a host page (ctrl + wheel "
                         "or two fingers). Framing is allowed by `frame-ancestors` from settings.")
-async def embed_page(request: Request, conn: ConnDep, lang: Lang = "en", theme: Text = None,
-                     section: Text = None, kind: Text = None, commitment_kind: Text = None
-                     ) -> HTMLResponse:
-    return await _page(request, conn, lang, embed=True)
+async def map_page(request: Request, conn: ConnDep, lang: Lang = "en", theme: Text = None,
+                   section: Text = None, kind: Text = None, commitment_kind: Text = None
+                   ) -> HTMLResponse:
+    return await _page(request, conn, lang, embed=request.url.path.endswith("/embed"))
 
 
 def snippet(src: str, title: str, height: int | None = None) -> str:
