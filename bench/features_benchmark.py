@@ -22,6 +22,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import benchdoc
@@ -320,6 +322,18 @@ def report(info: dict, results: list[dict], sizes_only: list[dict], args: argpar
     return "\n".join(lines) + "\n"
 
 
+@contextmanager
+def scratch_views(conn: psycopg.Connection, schema: str, views: dict[str, str]) -> Iterator[None]:
+    """A scratch schema of views for tipg to publish, dropped afterwards even on failure."""
+    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+    try:
+        for name, body in views.items():
+            conn.execute(f"CREATE VIEW {schema}.{name} AS {body}")
+        yield
+    finally:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def main() -> None:
     args = parse_args()
     args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
@@ -328,11 +342,8 @@ def main() -> None:
     tipg_python = ensure_tipg()
     loads = [benchdoc.load_average()]
     servers: list[tuple[str, subprocess.Popen, Path]] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn, scratch_views(conn, SCHEMA, VIEWS):
         try:
-            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
-            for name, body in VIEWS.items():
-                conn.execute(f"CREATE VIEW {SCHEMA}.{name} AS {body}")
             servers.append(start("ours", [args.geo_service, "serve"], {"DATABASE_URL": dsn}, ROOT))
             servers.append(start("uncached", [args.geo_service, "serve"],
                                  {"DATABASE_URL": dsn, "GEO_RESPONSE_CACHE_MB": "0"}, ROOT))
@@ -350,7 +361,6 @@ def main() -> None:
         finally:
             for _, proc, _ in servers:
                 stop(proc)
-            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     loads.append(benchdoc.load_average())
     info, finer = machine_info(dsn, tipg_python)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")

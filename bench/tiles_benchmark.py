@@ -41,6 +41,7 @@ from features_benchmark import (
     WORK,
     ensure_tipg,
     machine_info,
+    scratch_views,
     start,
     stop,
     wait_ready,
@@ -518,16 +519,12 @@ def main() -> None:
     tipg_python = ensure_tipg()
     loads = [benchdoc.load_average()]
     servers: list[tuple[str, subprocess.Popen, Path]] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn, scratch_views(conn, SCHEMA, VIEWS):
         try:
-            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
-            for name, body in VIEWS.items():
-                conn.execute(f"CREATE VIEW {SCHEMA}.{name} AS {body}")
             out = run(args, dsn, tipg_python, servers)
         finally:
             for _, proc, _ in servers:
                 stop(proc)
-            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     loads.append(benchdoc.load_average())
     problems = server_errors([log for _, _, log in servers])
     info, _ = machine_info(dsn, tipg_python)

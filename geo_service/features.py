@@ -499,12 +499,14 @@ async def item(conn: AsyncConnection, collection: Collection, feature_id: str, q
     return row[0]
 
 
+DATA_VERSION_SQL = ("SELECT (SELECT coalesce(max(id), 0) FROM data_sources) || '.' || "
+                    "(SELECT coalesce(max(id), 0) FROM imports) || '.' || "
+                    "(SELECT coalesce(max(id), 0) FROM history)")
+
+
 async def data_version(conn: AsyncConnection) -> str:
     """Changes with every load and import: part of every ETag."""
-    row = await (await conn.execute(
-        "SELECT (SELECT coalesce(max(id), 0) FROM data_sources) || '.' || "
-        "(SELECT coalesce(max(id), 0) FROM imports) || '.' || "
-        "(SELECT coalesce(max(id), 0) FROM history)")).fetchone()
+    row = await (await conn.execute(DATA_VERSION_SQL)).fetchone()
     return row[0] if row else "0"
 
 

@@ -25,7 +25,7 @@ import shapely
 from shapely.geometry import box
 
 from geo_service import i18n
-from geo_service.features import ClientError
+from geo_service.features import DATA_VERSION_SQL, ClientError
 from geo_service.load.prepare import ISO3166_2
 
 matplotlib.use("agg")
@@ -231,10 +231,7 @@ def load_scene(dsn: str, request: MapRequest) -> tuple[Scene, str]:
     lang = request.lang
     with psycopg.connect(dsn) as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        version = conn.execute(
-            "SELECT (SELECT coalesce(max(id), 0) FROM data_sources) || '.' || "
-            "(SELECT coalesce(max(id), 0) FROM imports) || '.' || "
-            "(SELECT coalesce(max(id), 0) FROM history)").fetchone()[0]
+        version = conn.execute(DATA_VERSION_SQL).fetchone()[0]
         kind, region_name, focus, subdivision = _region(conn, request.region, lang)
         themes = {r[0] for r in conn.execute("SELECT slug FROM rights_themes")}
         sections = {r[0] for r in conn.execute("SELECT slug FROM uclg_sections")}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from geo_service.features import _TERRITORY_PROPS
+from geo_service.load.prepare import TIERS
 
 # Bump when tile content changes for the same data (layers, attributes, SQL): archives built by
 # another renderer version are then rebuilt by `tiles build` and not served meanwhile.
@@ -186,8 +187,6 @@ def trim(tile: bytes, limit: int = MAX_TILE_BYTES) -> bytes:
 
 def coarser(tier: int | None) -> int | None:
     """The next coarser tier (None is full resolution); 1 is the coarsest."""
-    from geo_service.load.prepare import TIERS
-
     order = sorted(TIERS, key=lambda t: TIERS[t][0])  # finest first
     if tier is None:
         return order[0]

@@ -3,7 +3,6 @@ in git without outputs."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,4 +41,3 @@ def test_notebook_runs(server: str, path: Path, tmp_path: Path, monkeypatch) -> 
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
-    assert os.environ["GEO_SERVICE_URL"] == server
