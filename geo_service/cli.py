@@ -24,7 +24,14 @@ from rich.table import Table
 
 from geo_service import db
 from geo_service.campaign.initiatives import import_initiatives
-from geo_service.campaign.members import ImportResult, import_members, report_json, set_override
+from geo_service.campaign.members import (
+    ImportResult,
+    RematchResult,
+    import_members,
+    rematch,
+    report_json,
+    set_override,
+)
 from geo_service.campaign.sample import load_sample
 from geo_service.campaign.stats import stats_sync
 from geo_service.embedded import EmbeddedError, redact
@@ -36,6 +43,7 @@ from geo_service.load.pipeline import (
     Reporter,
     load_defaults,
     load_target,
+    remove_source,
 )
 from geo_service.manifests import all_manifests
 from geo_service.settings import Settings
@@ -156,8 +164,8 @@ class RichReporter(Reporter):
         err.print(f"[yellow]note:[/] {message}", highlight=False)
 
 
-def _report_problems(exc: LoadError) -> typer.Exit:
-    err.print(f"[bold red]load refused[/] ({len(exc.problems)} problem(s)); nothing was changed:")
+def _report_problems(exc: LoadError, what: str = "load") -> typer.Exit:
+    err.print(f"[bold red]{what} refused[/] ({len(exc.problems)} problem(s)); nothing was changed:")
     for problem in exc.problems[:200]:
         err.print(f"  - {problem}", highlight=False, markup=False)
     if len(exc.problems) > 200:
@@ -180,17 +188,66 @@ def boundaries_load(
     strict: Annotated[bool, typer.Option(help="Reject invalid geometry instead of repairing it.")] = False,
     force: Annotated[bool, typer.Option(help="Reload even when the same input is in place.")] = False,
     derived: Annotated[bool, typer.Option(help="Rebuild datasets derived from this one.")] = True,
+    title: Annotated[str | None, typer.Option(help="Title to record (files; default: file name).")] = None,
+    licence: Annotated[str | None, typer.Option(
+        help="Licence of the file's data, e.g. 'CC BY 4.0' (files; shown in credit lines).")] = None,
+    attribution: Annotated[str | None, typer.Option(
+        help="Attribution the licence asks for (files; shown in credit lines).")] = None,
 ) -> None:
-    """Load a dataset: validate everything, then swap it in one transaction (or change nothing)."""
+    """Load a dataset: validate everything, then swap it in one transaction (or change nothing).
+
+    Territories already placed are not moved: run `geo-service members rematch --dry-run` to see
+    who would sit on the new boundaries, then without --dry-run to apply."""
     dsn = _dsn(_settings())
     options = LoadOptions(level=level, country=country, code_field=code_field,
                           name_field=name_field, layer=layer, encoding=encoding, source=source,
-                          strict=strict, force=force, derived=derived)
+                          strict=strict, force=force, derived=derived, title=title,
+                          licence=licence, attribution=attribution)
     try:
         result = load_target(_settings(), dsn, target, options, RichReporter())
     except LoadError as exc:
         raise _report_problems(exc) from exc
     _say_result(result)
+    if not result.skipped:
+        err.print("[yellow]note:[/] territories are not moved by a load; see who would be with "
+                  "`geo-service members rematch --dry-run`", highlight=False)
+
+
+@boundaries_app.command("remove")
+def boundaries_remove(
+    source: Annotated[str, typer.Argument(help="Source name, as `boundaries status` lists it.")],
+    level: Annotated[str | None, typer.Option(help="Only this level of the source.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would go and who would move; "
+                                               "write nothing.")] = False,
+) -> None:
+    """Remove a source's boundaries in one transaction; territories placed on them are matched
+    again (most fall back to a gazetteer point). Refused while another source's boundaries
+    have their parent in it or a manual override pins a territory to it."""
+    try:
+        result = remove_source(_dsn(_settings()), source, level=level, dry_run=dry_run)
+    except LoadError as exc:
+        raise _report_problems(exc, "removal") from exc
+    _say_changes(result.rematched)
+    verb = "would remove (dry run, nothing written)" if dry_run else "removed"
+    counts = ", ".join(f"{n:,} {lv}" for lv, n in result.removed.items())
+    out.print(f"{source}: {verb} {counts}; {len(result.rematched)} territories "
+              f"{'would move' if dry_run else 'moved'}", highlight=False)
+
+
+def _say_changes(changes: list[dict]) -> None:
+    if not changes:
+        return
+    table = Table("id", "name", "before", "after")
+    for change in changes:
+        table.add_row(change["id"], change["name"], _where(change["before"]),
+                      _where(change["after"]))
+    out.print(table)
+
+
+def _where(placement: dict) -> str:
+    if placement["boundary_code"]:
+        return f"{placement['boundary_level']} {placement['boundary_code']} ({placement['match_method']})"
+    return f"{placement['match_outcome']} ({placement['match_method'] or 'no method'})"
 
 
 def _say_result(result: LoadResult) -> None:
@@ -322,6 +379,29 @@ def members_override(
     except LoadError as exc:
         raise _report_problems(exc) from exc
     out.print(message, highlight=False)
+
+
+@members_app.command("rematch")
+def members_rematch(
+    country: Annotated[list[str] | None, typer.Option(
+        help="Only territories of this ISO 3166-1 alpha-2 country (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show who would move; write nothing.")] = False,
+    report: Annotated[Path | None, typer.Option(
+        help="Write the changes here as JSON (id, name, before, after).")] = None,
+) -> None:
+    """Match stored territories again against the boundaries now in place (after loading your
+    own boundaries). Manual overrides and given coordinates are kept; every change keeps the
+    previous version in history."""
+    try:
+        result: RematchResult = rematch(_dsn(_settings()), countries=country, dry_run=dry_run)
+    except LoadError as exc:
+        raise _report_problems(exc, "re-match") from exc
+    if report:
+        report.write_text(json.dumps(result.changes, ensure_ascii=False, indent=2))
+    _say_changes(result.changes)
+    verb = "would move (dry run, nothing written)" if dry_run else "moved"
+    out.print(f"{result.checked} territories checked; {len(result.changes)} {verb}",
+              highlight=False)
 
 
 @members_app.command("list")

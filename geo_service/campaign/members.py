@@ -367,6 +367,20 @@ def report_json(result: ImportResult) -> str:
 
 
 
+def _store_placement(conn: psycopg.Connection, territory_id: str, old: dict[str, Any],
+                     match: Match, override: str | None, import_id: int | None) -> None:
+    """Where a territory sits, written with its previous version kept in history."""
+    keep_history(conn, "territories", territory_id, "update", old, import_id)
+    conn.execute(
+        "UPDATE territories SET override_boundary_code = %s, boundary_level = %s, "
+        "boundary_code = %s, location = ST_SetSRID(ST_MakePoint(%s, %s), 4326), "
+        "match_outcome = %s, match_method = %s, match_score = %s, match_candidates = %s, "
+        "import_id = coalesce(%s, import_id), updated_at = now() WHERE id = %s",
+        (override, match.boundary_level, match.boundary_code, match.lon, match.lat,
+         match.outcome, match.method, match.score, Jsonb(match.candidates), import_id,
+         territory_id))
+
+
 def set_override(dsn: str, territory_id: str, boundary_code: str | None) -> str:
     """Pin a territory to a boundary (or clear the pin and match again), keeping history."""
     with psycopg.connect(dsn) as conn, conn.transaction():
@@ -379,13 +393,82 @@ def set_override(dsn: str, territory_id: str, boundary_code: str | None) -> str:
         if boundary_code and match.outcome != "matched":
             raise LoadError([RowProblem("territories", territory_id, "boundary_code",
                                         f"{boundary_code!r} gives {match.outcome}, not one boundary")])
-        keep_history(conn, "territories", territory_id, "update", old, None)
-        conn.execute(
-            "UPDATE territories SET override_boundary_code = %s, boundary_level = %s, "
-            "boundary_code = %s, location = ST_SetSRID(ST_MakePoint(%s, %s), 4326), "
-            "match_outcome = %s, match_method = %s, match_score = %s, match_candidates = %s, "
-            "updated_at = now() WHERE id = %s",
-            (boundary_code, match.boundary_level, match.boundary_code, match.lon, match.lat,
-             match.outcome, match.method, match.score, Jsonb(match.candidates), territory_id))
+        _store_placement(conn, territory_id, old, match, boundary_code, None)
     where = f"{match.boundary_level} {match.boundary_code}" if match.boundary_code else match.outcome
     return f"{territory_id}: {where} ({match.method or 'no method'})"
+
+
+# what a re-match compares: the placement, not the territory's own data
+PLACEMENT = ("match_outcome", "match_method", "boundary_level", "boundary_code", "match_score",
+             "lon", "lat")
+
+
+def _placement(values: dict[str, Any]) -> dict[str, Any]:
+    found = {k: values.get(k) for k in PLACEMENT}
+    for axis in ("lon", "lat"):  # the same point read back from PostGIS
+        found[axis] = None if found[axis] is None else round(float(found[axis]), 7)
+    return found
+
+
+@dataclass
+class RematchResult:
+    checked: int
+    changes: list[dict[str, Any]]
+    dry_run: bool
+    import_id: int | None = None
+
+
+def rematch_in(conn: psycopg.Connection, *, countries: list[str] | None = None,
+               ids: list[str] | None = None, origin: str = "rematch") -> RematchResult:
+    """Match stored territories again against the boundaries and gazetteer now in place (inside
+    the caller's transaction). Manual overrides and given coordinates are kept as inputs; a
+    territory whose placement changes keeps its previous version in history."""
+    rows = conn.execute(
+        "SELECT id FROM territories WHERE (%s::text[] IS NULL OR iso3166_1 = ANY(%s)) "
+        "AND (%s::text[] IS NULL OR id = ANY(%s)) ORDER BY iso3166_1, name, id",
+        (countries, countries, ids, ids)).fetchall()
+    import_id = conn.execute(
+        "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
+        "('rematch', %s, '', %s) RETURNING id",
+        (origin, Jsonb({"countries": countries, "ids": ids}))).fetchone()[0]
+    matcher = Matcher(conn)
+    changes: list[dict[str, Any]] = []
+    for (territory_id,) in rows:
+        old = _current(conn, territory_id)
+        assert old is not None
+        given = old["match_method"] == "coordinates"
+        match = matcher.match(name=old["name"], country=old["iso3166_1"], kind=old["kind"],
+                              local_name=old["local_name"],
+                              boundary_code=old["override_boundary_code"],
+                              lon=old["lon"] if given else None, lat=old["lat"] if given else None)
+        before = _placement(old)
+        after = _placement({"match_outcome": match.outcome, "match_method": match.method,
+                            "boundary_level": match.boundary_level,
+                            "boundary_code": match.boundary_code, "match_score": match.score,
+                            "lon": match.lon, "lat": match.lat})
+        if before == after:
+            continue
+        _store_placement(conn, territory_id, old, match, old["override_boundary_code"], import_id)
+        changes.append({"id": territory_id, "name": old["name"], "country": old["iso3166_1"],
+                        "kind": old["kind"], "before": before, "after": after})
+    conn.execute("UPDATE imports SET counts = %s WHERE id = %s",
+                 (Jsonb({"checked": len(rows), "changed": len(changes)}), import_id))
+    return RematchResult(len(rows), changes, False, import_id)
+
+
+def rematch(dsn: str, *, countries: list[str] | None = None, dry_run: bool = False
+            ) -> RematchResult:
+    """Re-match territories (all, or those of some countries) in one transaction; a dry run
+    reports the changes and writes nothing."""
+    countries = [c.upper() for c in countries] if countries else None
+    for code in countries or []:
+        if not valid_country(code):
+            raise LoadError([Problem("--country", None, "country",
+                                     f"{code!r} is not an ISO 3166-1 alpha-2 country code")])
+    with psycopg.connect(dsn) as conn, conn.transaction() as tx:
+        result = rematch_in(conn, countries=countries)
+        if dry_run:
+            raise psycopg.Rollback(tx)
+    if dry_run:
+        return RematchResult(result.checked, result.changes, True, None)
+    return result

@@ -17,7 +17,9 @@ import numpy as np
 import psycopg
 import pycountry
 import shapely
+from psycopg.types.json import Jsonb
 
+from geo_service.campaign.members import rematch_in
 from geo_service.errors import LoadError, Problem
 from geo_service.load import store
 from geo_service.load.prepare import BoundaryRows, generalize, label_points, prepare
@@ -60,6 +62,9 @@ class LoadOptions:
     strict: bool = False
     force: bool = False
     derived: bool = True  # rebuild datasets derived from the one loaded (countries)
+    title: str | None = None  # what a file's own data says of itself (files only)
+    licence: str | None = None
+    attribution: str | None = None
 
 
 @dataclass
@@ -306,9 +311,12 @@ def load_file(dsn: str, path: Path, options: LoadOptions, reporter: Reporter) ->
                       name=options.name_field or _guess(layer, ("name", "shapeName", "NAME")))
     source = options.source or path.stem
     opts = {k: v for k, v in asdict(options).items() if k not in ("force", "derived")}
-    manifest = Manifest(id=source, title=path.name, level=level,  # type: ignore[arg-type]
-                        version=time.strftime("%Y-%m-%d"), licence="see the file's origin",
-                        attribution="see the file's origin", source={"kind": "url"})
+    manifest = Manifest(id=source, title=options.title or path.name,
+                        level=level,  # type: ignore[arg-type]
+                        version=time.strftime("%Y-%m-%d"),
+                        licence=options.licence or "see the file's origin",
+                        attribution=options.attribution or "see the file's origin",
+                        source={"kind": "url"})
     record = _record(manifest, str(path), file_sha256(path), opts)
     if _skip(dsn, record, options.force):
         return LoadResult(source, level, 0, True, time.perf_counter() - started)
@@ -348,6 +356,74 @@ def load_target(settings: Settings, dsn: str, target: str, options: LoadOptions,
         raise LoadError([Problem(target, None, None,
                                  f"no such file, and not a manifest id (known: {known})")])
     return load_file(dsn, path, options, reporter)
+
+
+@dataclass
+class RemoveResult:
+    source: str
+    removed: dict[str, int]  # features per level
+    rematched: list[dict[str, Any]]
+    dry_run: bool
+
+
+def remove_source(dsn: str, source: str, *, level: str | None = None, dry_run: bool = False
+                  ) -> RemoveResult:
+    """Take a source's boundaries out in one transaction and match again the territories that
+    sat on them. Refused (nothing changed) while other boundaries name them as parents or a
+    manual override pins a territory to one of them."""
+    with psycopg.connect(dsn) as conn, conn.transaction() as tx:
+        removed = dict(conn.execute(
+            "SELECT level, count(*) FROM boundaries WHERE source = %s "
+            "AND (%s::text IS NULL OR level = %s) GROUP BY level ORDER BY level",
+            (source, level, level)).fetchall())
+        listed = [r for r in store.status_in(conn) if r["level"] != "place"]
+        # a record whose rows another load has since replaced: its removal tidies the status
+        removed |= {r["level"]: 0 for r in listed
+                    if r["source"] == source and r["level"] not in removed
+                    and level in (None, r["level"])}
+        if not removed:
+            known = ", ".join(sorted({r["source"] for r in listed}))
+            at = f" at level {level}" if level else ""
+            raise LoadError([Problem(source, None, "source", f"no boundaries from this source{at}"
+                                                             f" (sources in place: {known})")])
+        gone = ("SELECT level, code FROM boundaries WHERE source = %(source)s "
+                "AND (%(level)s::text IS NULL OR level = %(level)s)")
+        args = {"source": source, "level": level}
+        problems = [
+            Problem(source, None, "source",
+                    f"{count:,} {child_level} boundaries of {child!r} have their parent here: "
+                    f"remove {child!r} first")
+            for child, child_level, count in conn.execute(
+                f"SELECT c.source, c.level, count(*) FROM boundaries c JOIN ({gone}) g "
+                "ON g.level = 'region' AND c.parent_code = g.code "
+                "WHERE c.source <> %(source)s GROUP BY 1, 2 ORDER BY 1", args).fetchall()]
+        problems += [
+            Problem(source, None, "source",
+                    f"territory {territory!r} is pinned to {code} by a manual override: "
+                    f"clear it first (geo-service members override {territory} --clear)")
+            for territory, code in conn.execute(
+                f"SELECT t.id, t.override_boundary_code FROM territories t JOIN ({gone}) g "
+                "ON g.level = t.boundary_level AND g.code = t.boundary_code "
+                "WHERE t.override_boundary_code IS NOT NULL ORDER BY t.id", args).fetchall()]
+        if problems:
+            raise LoadError(problems)
+        placed = [r[0] for r in conn.execute(
+            f"SELECT t.id FROM territories t JOIN ({gone}) g ON g.level = t.boundary_level "
+            "AND g.code = t.boundary_code", args).fetchall()]
+        conn.execute(
+            "DELETE FROM boundaries WHERE source = %s AND (%s::text IS NULL OR level = %s)",
+            (source, level, level))
+        for removed_level, count in removed.items():  # the removal is part of the record
+            conn.execute(
+                "INSERT INTO data_sources (source, level, title, origin, checksum, features, "
+                "details) VALUES (%s, %s, 'removed', 'geo-service boundaries remove', "
+                "'removed', 0, %s)",
+                (source, removed_level, Jsonb({"removed": count})))
+        changes = rematch_in(conn, ids=placed, origin=f"boundaries remove {source}").changes \
+                if placed else []
+        if dry_run:
+            raise psycopg.Rollback(tx)
+    return RemoveResult(source, removed, changes, dry_run)
 
 
 def load_defaults(settings: Settings, dsn: str, reporter: Reporter, force: bool = False

@@ -244,14 +244,20 @@ def write_places(dsn: str, places: list[dict[str, Any]], record: SourceRecord,
     return source_id
 
 
-def status(dsn: str) -> list[dict[str, Any]]:
-    """Per source and level: features, version and load time of the data in place."""
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT ON (source, level) source, level, features, version, loaded_at "
-            "FROM data_sources ORDER BY source, level, id DESC"
-        ).fetchall()
+def status_in(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Per source and level: features, version and load time of the data in place (a source
+    whose last record is its removal is not in place)."""
+    rows = conn.execute(
+        "SELECT source, level, features, version, loaded_at FROM ("
+        "SELECT DISTINCT ON (source, level) * FROM data_sources ORDER BY source, level, id DESC"
+        ") latest WHERE NOT details ? 'removed' ORDER BY source, level"
+    ).fetchall()
     return [
         {"source": s, "level": lv, "features": f, "version": v, "loaded_at": t.isoformat()}
         for s, lv, f, v, t in rows
     ]
+
+
+def status(dsn: str) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn) as conn:
+        return status_in(conn)
