@@ -297,9 +297,11 @@ def load_scene(dsn: str, request: MapRequest) -> tuple[Scene, str]:
             extent = _frame([shapely.from_wkb(bytes(geom))])
         else:
             extent = _frame(list(countries[countries["code"].isin(focus)].geometry))
-        sources = conn.execute(  # the sources of the boundaries on the map, and their licences
+        sources = conn.execute(  # the sources of the boundaries on the map, and their licences:
+            # the country and region layers behind, and the shapes of the territories shown
             "SELECT attribution, licence FROM data_sources WHERE id IN (SELECT DISTINCT "
-            "data_source_id FROM boundaries) ORDER BY id").fetchall()
+            "data_source_id FROM boundaries WHERE level IN ('country', 'region') "
+            "OR id = ANY(%s)) ORDER BY id", ([r[6] for r in rows if r[6] is not None],)).fetchall()
         stamp = conn.execute(
             "SELECT greatest((SELECT max(loaded_at) FROM data_sources), "
             "(SELECT max(imported_at) FROM imports))::date").fetchone()[0]

@@ -68,6 +68,8 @@ def test_svg_keeps_title_legend_and_credit_as_text(dsn) -> None:
     assert "Europe's human rights cities" in texts and "Sample data" in texts
     assert "Legend" in texts and "Campaign signatory" in texts and "Municipality" in texts
     assert "Natural Earth" in joined and "data version" in joined  # the credit line
+    # it credits what is drawn: no Korean municipality is on a map of Europe
+    assert "National Geographic Information Institute" not in joined
     french = " ".join(svg_texts(draw(dsn, "svg", region="FR", lang="fr")))
     assert "Légende" in french and "version des données" in french and "France" in french
 
