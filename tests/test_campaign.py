@@ -12,6 +12,7 @@ from openpyxl import Workbook
 from typer.testing import CliRunner
 
 from geo_service.api import create_app
+from geo_service.campaign.initiatives import import_initiatives
 from geo_service.campaign.matching import normalize
 from geo_service.campaign.sample import load_sample
 from geo_service.cli import app
@@ -70,9 +71,13 @@ def test_sample_territories_each_have_a_place_and_sources(sample, database_url: 
     assert wrong == []
 
 
-def test_initiatives_of_unknown_places_are_reported_not_invented(sample, database_url) -> None:
-    initiatives = dict(sample)["initiatives"]
-    assert initiatives.counts["inserted"] == 145 and initiatives.counts["invalid"] == 4
+def test_initiatives_of_unknown_places_are_reported_not_invented(sample, settings,
+                                                                   database_url) -> None:
+    # the report of the sample's import, or (if another module imported it first) a dry run's
+    initiatives = dict(sample)["initiatives"] or import_initiatives(
+        database_url, settings.sample_dir / "initiatives.csv", dry_run=True, skip_invalid=True)
+    assert initiatives.counts["inserted"] + initiatives.counts["unchanged"] == 145
+    assert initiatives.counts["invalid"] == 4
     skipped = sorted(p.message.split("'")[1] for p in initiatives.problems)
     assert skipped == ["Madrid", "Municipio B (Montevideo)", "New York City", "San Francisco"]
     assert rows(database_url, "SELECT count(*) FROM territories WHERE name = 'Madrid'") == [(0,)]

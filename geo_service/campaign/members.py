@@ -369,16 +369,16 @@ def report_json(result: ImportResult) -> str:
 
 def _store_placement(conn: psycopg.Connection, territory_id: str, old: dict[str, Any],
                      match: Match, override: str | None, import_id: int | None) -> None:
-    """Where a territory sits, written with its previous version kept in history."""
+    """Where a territory sits, written with its previous version kept in history (under
+    `import_id`; the row's own import_id stays the file it came from)."""
     keep_history(conn, "territories", territory_id, "update", old, import_id)
     conn.execute(
         "UPDATE territories SET override_boundary_code = %s, boundary_level = %s, "
         "boundary_code = %s, location = ST_SetSRID(ST_MakePoint(%s, %s), 4326), "
         "match_outcome = %s, match_method = %s, match_score = %s, match_candidates = %s, "
-        "import_id = coalesce(%s, import_id), updated_at = now() WHERE id = %s",
+        "updated_at = now() WHERE id = %s",
         (override, match.boundary_level, match.boundary_code, match.lon, match.lat,
-         match.outcome, match.method, match.score, Jsonb(match.candidates), import_id,
-         territory_id))
+         match.outcome, match.method, match.score, Jsonb(match.candidates), territory_id))
 
 
 def set_override(dsn: str, territory_id: str, boundary_code: str | None) -> str:

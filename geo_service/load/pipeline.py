@@ -393,9 +393,10 @@ def remove_source(dsn: str, source: str, *, level: str | None = None, dry_run: b
             Problem(source, None, "source",
                     f"{count:,} {child_level} boundaries of {child!r} have their parent here: "
                     f"remove {child!r} first")
-            for child, child_level, count in conn.execute(
+            for child, child_level, count in conn.execute(  # a region's parent is a country
                 f"SELECT c.source, c.level, count(*) FROM boundaries c JOIN ({gone}) g "
-                "ON g.level = 'region' AND c.parent_code = g.code "
+                "ON c.parent_code = g.code AND g.level = CASE c.level WHEN 'region' THEN "
+                "'country' WHEN 'municipality' THEN 'region' END "
                 "WHERE c.source <> %(source)s GROUP BY 1, 2 ORDER BY 1", args).fetchall()]
         problems += [
             Problem(source, None, "source",
