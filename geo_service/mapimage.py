@@ -424,7 +424,10 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
                         ax.scatter(xs[chosen], ys[chosen], s=size, marker=MARKERS[shape],
                                    c=colour, edgecolors=colours["marker_edge"],
                                    linewidths=0.5 * scale / 7.5, zorder=5)
-        legend = _legend(ax, lang, text_size * 0.75, colours, size) if request.legend else None
+        legend = _legend(ax, lang, text_size * 0.75, colours, size,
+                         {t["commitment_kind"] for t in scene.territories},
+                         {t["kind"] for t in scene.territories}) \
+            if request.legend and scene.territories else None
         if legend is not None and points is not None:
             _place_legend(figure, ax, legend, xs, ys, math.sqrt(size) * request.dpi / 72)
         if points is not None and request.labels:
@@ -554,14 +557,18 @@ def _labels(figure: Figure, ax: Any, xs: Any, ys: Any, names: list[str], size: f
     return labels
 
 
-def _legend(ax: Any, lang: str, size: float, colours: dict[str, str], marker_size: float) -> Any:
+def _legend(ax: Any, lang: str, size: float, colours: dict[str, str], marker_size: float,
+            commitments: set[str], kinds: set[str]) -> Any:
+    """The colours and shapes of the members on this map (and only those), in a fixed order."""
     side = math.sqrt(marker_size)
     handles = [Line2D([], [], linestyle="none", marker="o", markersize=side * 0.8,
                       markerfacecolor=colour, markeredgecolor=colours["marker_edge"],
-                      label=i18n.COMMITMENTS[key][lang]) for key, colour in i18n.COLOURS.items()]
+                      label=i18n.COMMITMENTS[key][lang]) for key, colour in i18n.COLOURS.items()
+               if key in commitments]
     handles += [Line2D([], [], linestyle="none", marker=MARKERS[shape], markersize=side * 0.8,
                        markerfacecolor="none", markeredgecolor=colours["text"],
-                       label=i18n.KINDS[key][lang]) for key, shape in i18n.SHAPES.items()]
+                       label=i18n.KINDS[key][lang]) for key, shape in i18n.SHAPES.items()
+                if key in kinds]
     legend = ax.legend(handles=handles, loc="lower left", fontsize=size * 0.8, frameon=True,
                        title=i18n.STRINGS["legend"][lang], title_fontsize=size * 0.9,
                        labelcolor=colours["text"], facecolor=colours["land"],

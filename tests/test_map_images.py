@@ -71,6 +71,10 @@ def test_svg_keeps_title_legend_and_credit_as_text(dsn) -> None:
     assert "Natural Earth" in joined and "data version" in joined  # the credit line
     # it credits what is drawn: no Korean municipality is on a map of Europe
     assert "National Geographic Information Institute" not in joined
+    # the legend explains what is on the map: Korea's three members are two commitments, one kind
+    korea = svg_texts(draw(dsn, "svg", region="KR"))
+    assert {"Human rights ordinance", "Declared human rights city", "Metropolitan area"} <= set(korea)
+    assert not {"Campaign signatory", "Municipality", "Region or province"} & set(korea)
     french = " ".join(svg_texts(draw(dsn, "svg", region="FR", lang="fr")))
     assert "Légende" in french and "version des données" in french and "France" in french
 
@@ -203,7 +207,8 @@ def test_legend_goes_where_it_hides_no_member(crowded, expected: str) -> None:
     elif crowded == "left":  # both left corners taken
         xs, ys = [5.0, 10.0, 5.0, 10.0], [5.0, 10.0, 90.0, 95.0]
     ax.scatter(xs, ys, s=40)
-    legend = mapimage._legend(ax, "en", 8.0, mapimage.THEMES[False], 40)
+    legend = mapimage._legend(ax, "en", 8.0, mapimage.THEMES[False], 40,
+                              set(mapimage.i18n.COLOURS), set(mapimage.i18n.SHAPES))
     mapimage._place_legend(figure, ax, legend, xs, ys, 8.0)
     box = legend.get_window_extent(figure.canvas.get_renderer())
     spots = ax.transData.transform(list(zip(xs, ys, strict=True)))
