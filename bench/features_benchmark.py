@@ -334,33 +334,45 @@ def scratch_views(conn: psycopg.Connection, schema: str, views: dict[str, str]) 
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-def main() -> None:
-    args = parse_args()
-    args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
-    dsn = benchdoc.database_url(args.geo_service)
+Servers = list[tuple[str, subprocess.Popen, Path]]
+
+
+@contextmanager
+def beside_tipg(geo_service: str, schema: str, views: dict[str, str]
+                ) -> Iterator[tuple[str, Path, Servers]]:
+    """The database URL, tipg's Python and a list for the servers a benchmark starts: tipg's
+    scratch views exist, and the servers run, until the block ends."""
+    dsn = benchdoc.database_url(geo_service)
     WORK.mkdir(parents=True, exist_ok=True)
     tipg_python = ensure_tipg()
-    loads = [benchdoc.load_average()]
-    servers: list[tuple[str, subprocess.Popen, Path]] = []
-    with psycopg.connect(dsn, autocommit=True) as conn, scratch_views(conn, SCHEMA, VIEWS):
+    servers: Servers = []
+    with psycopg.connect(dsn, autocommit=True) as conn, scratch_views(conn, schema, views):
         try:
-            servers.append(start("ours", [args.geo_service, "serve"], {"DATABASE_URL": dsn}, ROOT))
-            servers.append(start("uncached", [args.geo_service, "serve"],
-                                 {"DATABASE_URL": dsn, "GEO_RESPONSE_CACHE_MB": "0"}, ROOT))
-            servers.append(start(  # cwd bench/.work: tipg reads a .env from its cwd
-                "tipg", [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
-                         "--workers", "1"],  # access log on, as ours
-                {"DATABASE_URL": dsn, "TIPG_DB_SCHEMAS": json.dumps([SCHEMA]),
-                 "TIPG_CATALOG_TTL": "0"}, WORK))
-            for server in servers:
-                wait_ready(*server)
-            results = [bench_query(label, paths, [s[0] for s in servers], args)
-                       for label, *paths in QUERIES]
-            sizes_only = [size_query(label, paths, [s[0] for s in servers])
-                          for label, *paths in SIZES]
+            yield dsn, tipg_python, servers
         finally:
             for _, proc, _ in servers:
                 stop(proc)
+
+
+def main() -> None:
+    args = parse_args()
+    args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
+    with beside_tipg(args.geo_service, SCHEMA, VIEWS) as (dsn, tipg_python, servers):
+        loads = [benchdoc.load_average()]
+        servers.append(start("ours", [args.geo_service, "serve"], {"DATABASE_URL": dsn}, ROOT))
+        servers.append(start("uncached", [args.geo_service, "serve"],
+                             {"DATABASE_URL": dsn, "GEO_RESPONSE_CACHE_MB": "0"}, ROOT))
+        servers.append(start(  # cwd bench/.work: tipg reads a .env from its cwd
+            "tipg", [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
+                     "--workers", "1"],  # access log on, as ours
+            {"DATABASE_URL": dsn, "TIPG_DB_SCHEMAS": json.dumps([SCHEMA]),
+             "TIPG_CATALOG_TTL": "0"}, WORK))
+        for server in servers:
+            wait_ready(*server)
+        results = [bench_query(label, paths, [s[0] for s in servers], args)
+                   for label, *paths in QUERIES]
+        sizes_only = [size_query(label, paths, [s[0] for s in servers])
+                      for label, *paths in SIZES]
     loads.append(benchdoc.load_average())
     info, finer = machine_info(dsn, tipg_python)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")

@@ -39,11 +39,9 @@ from features_benchmark import (
     DOCS,
     ROOT,
     WORK,
-    ensure_tipg,
+    beside_tipg,
     machine_info,
-    scratch_views,
     start,
-    stop,
     wait_ready,
 )
 
@@ -514,17 +512,9 @@ def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM as on Ctrl-C
     began = time.perf_counter()
-    dsn = benchdoc.database_url(args.geo_service)
-    WORK.mkdir(parents=True, exist_ok=True)
-    tipg_python = ensure_tipg()
-    loads = [benchdoc.load_average()]
-    servers: list[tuple[str, subprocess.Popen, Path]] = []
-    with psycopg.connect(dsn, autocommit=True) as conn, scratch_views(conn, SCHEMA, VIEWS):
-        try:
-            out = run(args, dsn, tipg_python, servers)
-        finally:
-            for _, proc, _ in servers:
-                stop(proc)
+    with beside_tipg(args.geo_service, SCHEMA, VIEWS) as (dsn, tipg_python, servers):
+        loads = [benchdoc.load_average()]
+        out = run(args, dsn, tipg_python, servers)
     loads.append(benchdoc.load_average())
     problems = server_errors([log for _, _, log in servers])
     info, _ = machine_info(dsn, tipg_python)
