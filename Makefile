@@ -54,22 +54,24 @@ $(STAMPS)/system: Makefile
 
 system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv, Noto fonts)
 	@missing=""; \
-	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || missing="$$missing postgis"; \
-	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgres"; \
+	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_VERSION)-postgis-3"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_VERSION)"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	ls /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf >/dev/null 2>&1 || missing="$$missing fonts-noto-core"; \
 	ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
-	if [ "$$(id -u)" = 0 ]; then command -v runuser >/dev/null || missing="$$missing runuser"; fi; \
-	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing venv"; \
+	if [ "$$(id -u)" = 0 ]; then command -v runuser >/dev/null || missing="$$missing util-linux"; fi; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	for p in $(filter gdal-bin,$(APT_PACKAGES)); do command -v ogr2ogr >/dev/null || missing="$$missing $$p"; done; \
 	for p in $(filter chromium,$(APT_PACKAGES)); do command -v chromium >/dev/null || missing="$$missing $$p"; done; \
+	for p in $(filter fonts-liberation,$(APT_PACKAGES)); do ls /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "system packages: present"; exit 0; fi; \
-	echo "system packages missing:$$missing; installing $(APT_PACKAGES)"; \
+	echo "system packages missing, installing:$$missing"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; \
 	elif command -v sudo >/dev/null; then SUDO="sudo"; \
-	else echo "run as root or install: apt-get install $(APT_PACKAGES)" >&2; exit 1; fi; \
+	else echo "run as root or install: apt-get install$$missing" >&2; exit 1; fi; \
 	$$SUDO apt-get update -qq && \
-	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) util-linux
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
 
 # headless Chromium for the map page tests (Debian's; Playwright drives it, never downloads one)
 $(STAMPS)/browser:
