@@ -35,3 +35,27 @@ class LoadError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class ClientError(ValueError):
+    """A request the client must change (a bad parameter, an unknown region): a 400."""
+
+
+class NotFound(LookupError):
+    """An unknown collection, feature, tileset or page: a 404."""
+
+
+# How each error reaches an HTTP client: status and title of its problem details (RFC 9457).
+# The web layer registers one handler per entry; nothing else decides a status code.
+HTTP_STATUS: dict[type[Exception], tuple[int, str]] = {
+    ClientError: (400, "Bad Request"),
+    NotFound: (404, "Not Found"),
+}
+
+
+def http_status(exc: Exception) -> tuple[int, str]:
+    """The status and title of an error in HTTP_STATUS (or of its nearest listed base class)."""
+    for kind in type(exc).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    raise KeyError(type(exc).__name__)

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import PoolTimeout
 
-from geo_service.api import create_app
 from geo_service.settings import Settings
+from geo_service.web.app import create_app
 
 pytestmark = pytest.mark.usefixtures("default_data")
 

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from openpyxl import Workbook
 from typer.testing import CliRunner
 
-from geo_service.api import create_app
 from geo_service.campaign.initiatives import import_initiatives
 from geo_service.campaign.matching import normalize
 from geo_service.campaign.sample import load_sample
 from geo_service.cli import app
+from geo_service.web.app import create_app
 
 from .conftest import SHARED_DATA
 

@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.validators import OpenAPIV30SpecValidator
 
-from geo_service.api import create_app
 from geo_service.campaign.sample import load_sample
-from geo_service.features import COLLECTIONS
+from geo_service.query.collections import COLLECTIONS
+from geo_service.web.app import create_app
 
 CORE = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core"
 GEOJSON = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson"

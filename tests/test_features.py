@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from geo_service.api import create_app
 from geo_service.campaign.sample import load_sample
+from geo_service.web.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from geo_service import mapimage
-from geo_service.api import create_app
 from geo_service.campaign.sample import load_sample
-from geo_service.features import ClientError
+from geo_service.errors import ClientError
+from geo_service.render import mapimage
+from geo_service.web.app import create_app
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 

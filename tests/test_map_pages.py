@@ -297,7 +297,7 @@ def test_an_optional_basemap_is_allowed_only_when_set(settings, database_url, de
     settings, its host is allowed for images and the page is told to draw it."""
     from fastapi.testclient import TestClient
 
-    from geo_service.api import create_app
+    from geo_service.web.app import create_app
 
     with TestClient(create_app(settings)) as client:
         page = client.get("/map")

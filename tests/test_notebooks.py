@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from nbclient import NotebookClient
 
+from geo_service.campaign.members import remove_boundaries
 from geo_service.campaign.sample import load_sample
 from geo_service.errors import LoadError
-from geo_service.load.pipeline import remove_source
 from tests.conftest import counts, live_server
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -56,7 +56,7 @@ def test_notebook_runs(server: str, path: Path, database_url: str, monkeypatch) 
                        resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
     finally:
         try:  # a notebook stopped half-way must not leave its boundaries to the other tests
-            left = remove_source(database_url, OWN_SOURCE)
+            left = remove_boundaries(database_url, OWN_SOURCE)
         except LoadError:
             left = None
     assert left is None, f"{path.name} left {OWN_SOURCE} loaded"

@@ -12,7 +12,7 @@ import pytest
 from owslib.ogcapi.features import Features
 
 from geo_service.campaign.sample import load_sample
-from geo_service.features import COLLECTIONS
+from geo_service.query.collections import COLLECTIONS
 from tests.conftest import live_server
 
 EXPECTED_COUNTS = {

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from geo_service.campaign.matching import Match, Matcher
 from geo_service.campaign.tabular import Table, read_table
 from geo_service.errors import LoadError, Problem, RowProblem
+from geo_service.load.pipeline import RemoveResult, remove_source
 from geo_service.manifests import file_sha256
 
 KIND_ALIASES = {
@@ -222,6 +223,16 @@ class ImportResult:
     problems: list[Problem] = field(default_factory=list)
 
 
+def open_import(conn: psycopg.Connection, kind: str, file_name: str, checksum: str,
+                options: dict[str, Any]) -> int:
+    """Record an import (its counts are set when it ends) and return its id."""
+    row = conn.execute(
+        "INSERT INTO imports (kind, file_name, checksum, options) VALUES (%s, %s, %s, %s) "
+        "RETURNING id", (kind, file_name, checksum, Jsonb(options))).fetchone()
+    assert row is not None  # INSERT ... RETURNING gives its one row
+    return int(row[0])
+
+
 def _current(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT to_jsonb(t) - 'location' || jsonb_build_object('lon', ST_X(location), "
@@ -250,25 +261,21 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
         counts = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "invalid": 0,
                   "removed": 0}
         with conn.transaction() as tx:
-            import_id = conn.execute(
-                "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
-                "('members', %s, %s, %s) RETURNING id",
-                (path.name, file_sha256(path), Jsonb({"dry_run": dry_run,
-                                                      "skip_invalid": skip_invalid,
-                                                      "prune": prune})),
-            ).fetchone()[0]
+            import_id = open_import(conn, "members", path.name, file_sha256(path),
+                                    {"dry_run": dry_run, "skip_invalid": skip_invalid,
+                                     "prune": prune})
             for member in rows:
                 if member.errors:
                     counts["invalid"] += 1
                     continue
-                _place(conn, matcher, member)
+                match = _place(conn, matcher, member)
                 if member.errors:
                     counts["invalid"] += 1
                     problems.append(RowProblem(table.file, member.row, "name", member.errors[-1]))
                     continue
                 member.outcome = _upsert(conn, member, import_id)
                 counts[member.outcome] += 1
-                counts[member.match.outcome] = counts.get(member.match.outcome, 0) + 1
+                counts[match.outcome] = counts.get(match.outcome, 0) + 1
             if problems and not skip_invalid:
                 raise LoadError(problems)
             if prune:
@@ -301,19 +308,21 @@ def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
     return len(gone)
 
 
-def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> None:
+def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> Match:
+    """Match a row (errors noted on it); returns the match, also kept on the row."""
     v = member.values
     if not v["boundary_code"]:  # a manual override set earlier survives re-imports
         stored = conn.execute("SELECT override_boundary_code FROM territories WHERE id = %s",
                               (member.key,)).fetchone()
         v["boundary_code"] = stored[0] if stored else None
-    member.match = matcher.match(name=v["name"], country=v["iso3166_1"], kind=v["kind"],
-                                 local_name=v["local_name"], boundary_code=v["boundary_code"],
-                                 lon=v["lon"], lat=v["lat"])
-    if v["boundary_code"] and member.match.outcome == "unmatched":
+    match = member.match = matcher.match(
+        name=v["name"], country=v["iso3166_1"], kind=v["kind"], local_name=v["local_name"],
+        boundary_code=v["boundary_code"], lon=v["lon"], lat=v["lat"])
+    if v["boundary_code"] and match.outcome == "unmatched":
         member.errors.append(f"boundary_code {v['boundary_code']!r} matches no boundary")
-    elif member.match.lon is None:
+    elif match.lon is None:
         member.errors.append(f"no location: {v['iso3166_1']} has no boundary to fall back on")
+    return match
 
 
 def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
@@ -404,7 +413,7 @@ PLACEMENT = ("match_outcome", "match_method", "boundary_level", "boundary_code",
 
 
 def _placement(values: dict[str, Any]) -> dict[str, Any]:
-    found = {k: values.get(k) for k in PLACEMENT}
+    found: dict[str, Any] = {k: values.get(k) for k in PLACEMENT}
     for axis in ("lon", "lat"):  # the same point read back from PostGIS
         found[axis] = None if found[axis] is None else round(float(found[axis]), 7)
     return found
@@ -427,10 +436,7 @@ def rematch_in(conn: psycopg.Connection, *, countries: list[str] | None = None,
         "SELECT id FROM territories WHERE (%s::text[] IS NULL OR iso3166_1 = ANY(%s)) "
         "AND (%s::text[] IS NULL OR id = ANY(%s)) ORDER BY iso3166_1, name, id",
         (countries, countries, ids, ids)).fetchall()
-    import_id = conn.execute(
-        "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
-        "('rematch', %s, '', %s) RETURNING id",
-        (origin, Jsonb({"countries": countries, "ids": ids}))).fetchone()[0]
+    import_id = open_import(conn, "rematch", origin, "", {"countries": countries, "ids": ids})
     matcher = Matcher(conn)
     changes: list[dict[str, Any]] = []
     for (territory_id,) in rows:
@@ -472,3 +478,14 @@ def rematch(dsn: str, *, countries: list[str] | None = None, dry_run: bool = Fal
     if dry_run:
         return RematchResult(result.checked, result.changes, True, None)
     return result
+
+
+def _rematch_ids(conn: psycopg.Connection, ids: list[str], origin: str) -> list[dict[str, Any]]:
+    return rematch_in(conn, ids=ids, origin=origin).changes
+
+
+def remove_boundaries(dsn: str, source: str, *, level: str | None = None, dry_run: bool = False
+                      ) -> RemoveResult:
+    """Remove a boundary source in one transaction, matching again the territories that sat on
+    it (see geo_service.load.pipeline.remove_source)."""
+    return remove_source(dsn, source, rematch=_rematch_ids, level=level, dry_run=dry_run)

@@ -13,27 +13,20 @@ import psycopg
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from geo_service import (
-    __version__,
-    cache,
-    db,
-    features,
-    images_api,
-    ogc,
-    pages,
-    query,
-    tiles_api,
-    tilestore,
-)
-from geo_service.campaign.stats import stats_async
-from geo_service.ogc import ConnDep
-from geo_service.openapi30 import openapi_30
+from geo_service import __version__, db
+from geo_service.errors import HTTP_STATUS, http_status
+from geo_service.query import service, stats
+from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
+from geo_service.web import cache, images, ogc, pages, tiles
+from geo_service.web.http import ConnDep
+from geo_service.web.openapi30 import openapi_30
 
 PROBLEM = "application/problem+json"
 logger = logging.getLogger("geo_service")
@@ -64,8 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
         async with pool.connection() as conn:
-            identity = await tilestore.database_identity(conn)
-        app.state.archives = tilestore.Archives(settings.tiles_dir, identity)
+            identity = await service.database_identity(conn)
+        app.state.archives = Archives(settings.tiles_dir, identity)
         try:
             yield
         finally:
@@ -85,9 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
 
-    @app.exception_handler(features.ClientError)
-    async def client_error(_: Request, exc: features.ClientError) -> JSONResponse:
-        return problem(400, "Bad Request", str(exc))
+    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+        status, title = http_status(exc)
+        return problem(status, title, str(exc))
+
+    for error in HTTP_STATUS:
+        app.add_exception_handler(error, domain_error)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -97,10 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response = problem(503, "Database unavailable", type(exc).__name__)
         response.headers["Retry-After"] = "5"
         return response
-
-    @app.exception_handler(features.NotFound)
-    async def not_found(_: Request, exc: features.NotFound) -> JSONResponse:
-        return problem(404, "Not Found", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -114,9 +106,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health(request: Request) -> Response:
         try:
             async with asyncio.timeout(settings.health_timeout_ms / 1000):
-                async with request.app.state.pool.connection() as conn:
-                    await conn.execute(f"SET statement_timeout = {int(settings.health_timeout_ms)}")
-                    info = await query.health(conn)
+                async with request.app.state.pool.connection() as conn, conn.transaction():
+                    # LOCAL: the limit ends with this transaction, not with the pooled connection
+                    await conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                        sql.Literal(int(settings.health_timeout_ms))))
+                    info = await service.health(conn)
         except Exception as exc:  # the point of /health is to report any database failure
             return problem(503, "Database unavailable", type(exc).__name__)
         body = {"status": "ok", "service_version": __version__,
@@ -130,12 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         include_engagement: Annotated[bool, Query(
             description="Count engagement-only rows (not human rights territories) too")] = False,
     ) -> JSONResponse:
-        return JSONResponse(await stats_async(conn, include_engagement))
+        return JSONResponse(await stats.stats(conn, include_engagement))
 
     app.include_router(ogc.router)
-    app.include_router(tiles_api.router)
+    app.include_router(tiles.router)
     app.include_router(pages.router)
-    app.include_router(images_api.router)
+    app.include_router(images.router)
     app.state.settings = settings
     app.state.asset_version = pages.asset_version()
     pages.mount_static(app, settings)

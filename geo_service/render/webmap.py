@@ -19,9 +19,9 @@ import folium
 from branca.element import Element, Figure, MacroElement
 from folium.elements import JSCSSMixin
 from folium.template import Template
-from psycopg import AsyncConnection
 
-from geo_service import i18n, tiles
+from geo_service.query import tiles
+from geo_service.render import i18n
 
 VENDOR = "/static/vendor"
 ASSET_VERSIONS = {"leaflet": "1.9.4", "markercluster": "1.5.3", "vectorgrid": "1.3.0",
@@ -161,44 +161,6 @@ class PageRequest:
     lang: str
     embed: bool
     filters: dict[str, str]
-
-
-async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
-    """Everything the page shows, in `lang`: territories with their initiatives, and the labels
-    of themes and sections."""
-    cursor = await conn.execute(
-        """
-        SELECT json_build_object(
-          'id', t.id, 'name', coalesce(CASE %(lang)s WHEN 'fr' THEN b.name_fr
-                                                    WHEN 'es' THEN b.name_es END, t.name),
-          'local_name', t.local_name, 'kind', t.kind, 'commitment_kind', t.commitment_kind,
-          'commitment', t.commitment, 'year', t.year, 'sections', t.sections,
-          'country', t.iso3166_1,
-          'country_name', coalesce(CASE %(lang)s WHEN 'fr' THEN c.name_fr WHEN 'es' THEN c.name_es
-                                                 ELSE c.name_en END, c.name, t.iso3166_1),
-          'lat', round(ST_Y(t.location)::numeric, 5), 'lon', round(ST_X(t.location)::numeric, 5),
-          'placed', t.match_outcome, 'boundary', t.boundary_code IS NOT NULL,
-          'sources', t.sources, 'confidence', t.confidence, 'website', t.website,
-          'themes', (SELECT coalesce(json_agg(DISTINCT it.theme_slug), '[]') FROM initiatives i
-                     JOIN initiative_themes it ON it.initiative_id = i.id
-                     WHERE i.territory_id = t.id),
-          'initiatives', (SELECT coalesce(json_agg(json_build_object(
-                              'title', i.title, 'year', i.year_started, 'source', i.source)
-                              ORDER BY i.year_started NULLS LAST, i.title), '[]')
-                          FROM initiatives i WHERE i.territory_id = t.id))
-        FROM territories t
-        LEFT JOIN boundaries b ON b.level = t.boundary_level AND b.code = t.boundary_code
-        LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1
-        WHERE t.commitment_kind <> 'engagement-only'
-        ORDER BY t.name, t.id
-        """, {"lang": lang})
-    territories = [row[0] for row in await cursor.fetchall()]
-    name = {"en": "name_en", "fr": "name_fr", "es": "name_es"}[lang]
-    themes = dict(await (await conn.execute(
-        f"SELECT slug, {name} FROM rights_themes ORDER BY {name}")).fetchall())
-    sections = dict(await (await conn.execute(
-        f"SELECT slug, {name} FROM uclg_sections ORDER BY {name}")).fetchall())
-    return {"territories": territories, "themes": themes, "sections": sections}
 
 
 def render_page(request: PageRequest, data: dict[str, Any], *, version: str, base: str,

@@ -17,12 +17,14 @@ from pygeofilter import ast, values
 from pygeofilter.parsers.cql2_json import parse as parse_json
 from pygeofilter.parsers.cql2_text import parse as parse_text
 
-from geo_service.features import ClientError, Collection
+from geo_service.errors import ClientError
+from geo_service.query.collections import Collection
 
-COMPARISONS = {ast.Equal: "=", ast.NotEqual: "<>", ast.LessThan: "<", ast.LessEqual: "<=",
-               ast.GreaterThan: ">", ast.GreaterEqual: ">="}
-SPATIAL = {ast.GeometryIntersects: "ST_Intersects", ast.GeometryWithin: "ST_Within",
-           ast.GeometryContains: "ST_Contains", ast.GeometryDisjoint: "ST_Disjoint"}
+COMPARISONS = {ast.Equal: sql.SQL("="), ast.NotEqual: sql.SQL("<>"), ast.LessThan: sql.SQL("<"),
+               ast.LessEqual: sql.SQL("<="), ast.GreaterThan: sql.SQL(">"),
+               ast.GreaterEqual: sql.SQL(">=")}
+SPATIAL = {ast.GeometryIntersects: sql.SQL("ST_Intersects"), ast.GeometryWithin: sql.SQL("ST_Within"),
+           ast.GeometryContains: sql.SQL("ST_Contains"), ast.GeometryDisjoint: sql.SQL("ST_Disjoint")}
 SCALAR_TYPES = ("string", "integer", "number")
 
 
@@ -40,9 +42,8 @@ def parse(text: str, lang: str | None) -> ast.Node:
 
 
 class _Translator:
-    def __init__(self, collection: Collection, geometry_sql: str) -> None:
+    def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self.geometry_sql = geometry_sql
 
     def property(self, node: Any) -> sql.Composable:
         if not isinstance(node, ast.Attribute):
@@ -52,7 +53,7 @@ class _Translator:
             raise ClientError(f"unknown property {name!r} in filter; see queryables")
         if self.collection.types.get(name, "string") not in SCALAR_TYPES:
             raise ClientError(f"property {name!r} is a list: not usable in this comparison")
-        return sql.SQL(self.collection.properties[name].replace("{{}}", "{}"))
+        return self.collection.properties[name]
 
     def value(self, node: Any, name: str) -> sql.Composable:
         kind = self.collection.types.get(name, "string")
@@ -90,7 +91,7 @@ class _Translator:
         if type(node) in COMPARISONS:
             name = getattr(node.lhs, "name", "")
             return sql.SQL("({} {} {})").format(self.property(node.lhs),
-                                                sql.SQL(COMPARISONS[type(node)]),
+                                                COMPARISONS[type(node)],
                                                 self.value(node.rhs, name))
         if isinstance(node, ast.Like):
             word = "NOT ILIKE" if node.not_ else "ILIKE" if node.nocase else \
@@ -114,15 +115,15 @@ class _Translator:
         if type(node) in SPATIAL:
             if not (isinstance(node.lhs, ast.Attribute) and node.lhs.name == "geometry"):
                 raise ClientError("spatial predicates apply to the property 'geometry'")
-            if not self.geometry_sql:
+            if self.collection.spatial is None:
                 raise ClientError(f"collection {self.collection.id} has no geometry to filter on")
-            return sql.SQL("{}({}, {})").format(sql.SQL(SPATIAL[type(node)]),
-                                                sql.SQL(self.geometry_sql), self.geometry(node.rhs))
+            return sql.SQL("{}({}, {})").format(SPATIAL[type(node)],
+                                                self.collection.spatial, self.geometry(node.rhs))
         if isinstance(node, bool):
             return sql.SQL("TRUE" if node else "FALSE")
         raise ClientError(f"filter uses {type(node).__name__}, which this service does not support")
 
 
-def to_sql(node: ast.Node, collection: Collection, geometry_sql: str) -> sql.Composable:
+def to_sql(node: ast.Node, collection: Collection) -> sql.Composable:
     """The WHERE condition of a parsed filter."""
-    return _Translator(collection, geometry_sql)(node)
+    return _Translator(collection)(node)
