@@ -25,14 +25,13 @@ from rich.table import Table
 from geo_service import db
 from geo_service.campaign.initiatives import import_initiatives
 from geo_service.campaign.members import (
-    ImportResult,
     RematchResult,
     import_members,
     rematch,
     remove_boundaries,
-    report_json,
     set_override,
 )
+from geo_service.campaign.rows import ImportResult, report_json
 from geo_service.campaign.sample import load_sample
 from geo_service.embedded import EmbeddedError, redact
 from geo_service.errors import LoadError

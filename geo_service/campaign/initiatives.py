@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from geo_service.campaign.members import (
+from geo_service.campaign.rows import (
     CONFIDENCE,
     ImportResult,
     keep_history,

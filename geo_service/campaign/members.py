@@ -11,17 +11,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pycountry
 from psycopg.types.json import Jsonb
 
 from geo_service.campaign.matching import Match, Matcher
+from geo_service.campaign.rows import (
+    CONFIDENCE,
+    ImportResult,
+    keep_history,
+    open_import,
+    parse_year,
+    slug,
+    split_list,
+    valid_url,
+)
 from geo_service.campaign.tabular import Table, read_table
 from geo_service.errors import LoadError, Problem, RowProblem
 from geo_service.load.pipeline import RemoveResult, remove_source
@@ -37,7 +45,6 @@ KIND_ALIASES = {
 }
 COMMITMENT_KINDS = ("campaign-signatory", "declared", "charter", "ordinance", "grassroots-pdhre",
                     "other-commitment", "engagement-only")
-CONFIDENCE = ("high", "medium", "low")
 COLUMNS = {  # our field -> accepted column names
     "id": ("id",), "name": ("name",), "local_name": ("local_name",),
     "country": ("country_iso2", "country"), "kind": ("level", "kind"),
@@ -54,44 +61,13 @@ STORED = ("name", "local_name", "kind", "iso3166_1", "sections", "commitment_kin
           "match_candidates", "override_boundary_code", "lon", "lat")
 
 
-def slug(text: str) -> str:
-    """Lower case, accents dropped, anything but letters and digits becomes '-' (Hangul stays)."""
-    decomposed = unicodedata.normalize("NFKD", normalize_key(text))
-    plain = unicodedata.normalize("NFC", "".join(c for c in decomposed
-                                                 if unicodedata.category(c) != "Mn"))
-    return re.sub(r"[^a-z0-9\u0080-\uffff]+", "-", plain).strip("-")
-
-
-def normalize_key(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 def territory_key(name: str, country: str, kind: str) -> str:
     """The stable key of a territory without an explicit id: country, kind and name."""
     return f"{country.lower()}-{kind}-{slug(name)}"
 
 
-def split_list(value: str) -> list[str]:
-    return [part.strip() for part in re.split(r"\s+;\s+|;|\n", value) if part.strip()]
-
-
-def valid_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and "." in parts.netloc and " " not in url
-
-
 def valid_country(code: str) -> bool:
     return code == "XK" or pycountry.countries.get(alpha_2=code) is not None
-
-
-def parse_year(value: str, problems: list[Problem], file: str, row: int, column: str) -> int | None:
-    if not value:
-        return None
-    this_year = dt.date.today().year
-    if not re.fullmatch(r"\d{4}", value) or not 1800 <= int(value) <= this_year + 1:
-        problems.append(RowProblem(file, row, column, f"{value!r} is not a year (1800 to {this_year + 1})"))
-        return None
-    return int(value)
 
 
 def _column_names(table: Table) -> dict[str, str]:
@@ -213,26 +189,6 @@ def _report_entry(member: MemberRow) -> dict[str, Any]:
     }
 
 
-@dataclass
-class ImportResult:
-    counts: dict[str, int]
-    report: list[dict[str, Any]]
-    notes: list[str]
-    dry_run: bool
-    import_id: int | None = None
-    problems: list[Problem] = field(default_factory=list)
-
-
-def open_import(conn: psycopg.Connection, kind: str, file_name: str, checksum: str,
-                options: dict[str, Any]) -> int:
-    """Record an import (its counts are set when it ends) and return its id."""
-    row = conn.execute(
-        "INSERT INTO imports (kind, file_name, checksum, options) VALUES (%s, %s, %s, %s) "
-        "RETURNING id", (kind, file_name, checksum, Jsonb(options))).fetchone()
-    assert row is not None  # INSERT ... RETURNING gives its one row
-    return int(row[0])
-
-
 def _current(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT to_jsonb(t) - 'location' || jsonb_build_object('lon', ST_X(location), "
@@ -285,14 +241,6 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
                 raise psycopg.Rollback(tx)
     return ImportResult(counts, [_report_entry(m) for m in rows], table.notes, dry_run,
                         None if dry_run else import_id, problems)
-
-
-def keep_history(conn: psycopg.Connection, table: str, row_id: str, operation: str,
-                 previous: dict[str, Any] | None, import_id: int | None) -> None:
-    """The version of a row an import (or an override) is about to change or remove."""
-    conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
-                 "VALUES (%s, %s, %s, %s, %s)",
-                 (table, row_id, operation, Jsonb(previous), import_id))
 
 
 def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
@@ -369,10 +317,6 @@ def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
         {**new, "id": member.key, "match_candidates": Jsonb(m.candidates), "import_id": import_id},
     )
     return "updated" if old is not None else "inserted"
-
-
-def report_json(result: ImportResult) -> str:
-    return json.dumps(result.report, ensure_ascii=False, indent=2, default=str)
 
 
 

@@ -168,7 +168,7 @@ def _properties_sql(c: Collection, q: ItemsQuery) -> sql.Composable:
 
 
 def _order(c: Collection, q: ItemsQuery) -> sql.Composable:
-    terms = [sql.SQL("{} {} NULLS LAST").format(c.properties[name],
+    terms: list[sql.Composable] = [sql.SQL("{} {} NULLS LAST").format(c.properties[name],
                                                 sql.SQL("DESC" if descending else "ASC"))
              for name, descending in q.sortby]
     terms.append(c.id_sql)
@@ -242,7 +242,7 @@ async def rows(conn: AsyncConnection, c: Collection, q: ItemsQuery, as_wkt: bool
     names = [n for n in names if n != "id"]  # the id column comes first anyway
     geometry = c.geometry(q.geometry, q.tier)
     point = c.geometry("point", None) if "point" in c.geometries else None
-    columns = [sql.SQL("{} AS id").format(c.id_sql)]
+    columns: list[sql.Composable] = [sql.SQL("{} AS id").format(c.id_sql)]
     columns += [sql.SQL("{} AS {}").format(c.properties[n], sql.Identifier(n)) for n in names]
     if geometry is not None and as_wkt:
         columns.append(sql.SQL("ST_AsText({}, {})").format(geometry, sql.Literal(q.precision)))

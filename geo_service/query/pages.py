@@ -10,7 +10,7 @@ from psycopg import AsyncConnection, sql
 from geo_service.query import vocabulary as v
 
 
-def _territories_sql(lang: str) -> sql.Composable:
+def _territories_sql(lang: str) -> sql.Composed:
     country_name = v.name_in(lang, "c", sql.SQL("c.name"), sql.SQL("t.iso3166_1"))
     return sql.SQL(
         "SELECT json_build_object("
@@ -36,7 +36,7 @@ async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
     """Everything the page shows, in `lang`: territories with their initiatives, and the labels
     of themes and sections."""
     territories = [row[0] for row in await (await conn.execute(_territories_sql(lang))).fetchall()]
-    labels = {}
+    labels: dict[str, dict[str, str]] = {}
     for table in ("rights_themes", "uclg_sections"):
         name = v.name_in(lang, "x")
         labels[table] = dict(await (await conn.execute(

@@ -35,7 +35,7 @@ STAT_QUERIES: dict[str, sql.SQL] = {
 }
 
 
-def queries(include_engagement: bool) -> dict[str, sql.Composable]:
+def queries(include_engagement: bool) -> dict[str, sql.Composed]:
     shown = shown_territory(include_engagement)
     return {name: q.format(shown=shown) for name, q in STAT_QUERIES.items()}
 

@@ -190,7 +190,7 @@ def _mvt_sql(layer: Layer, lang: str) -> sql.Composable:
         sql.Literal(layer.name), sql.Literal(EXTENT), columns, _rows_name(layer))
 
 
-def tile_sql(tileset: str, langs: tuple[str, ...], z: int, tier: int | None) -> sql.Composable:
+def tile_sql(tileset: str, langs: tuple[str, ...], z: int, tier: int | None) -> sql.Composed:
     """One statement: per language, the tile's bytes with its layers concatenated. Geometry is
     computed once for all languages. Placeholders %(z)s %(x)s %(y)s."""
     layers = [LAYERS[name] for name in TILESETS[tileset] if LAYERS[name].minzoom <= z]

@@ -32,7 +32,7 @@ from geo_service.render import i18n
 
 matplotlib.use("agg")
 from matplotlib import pyplot as plt
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
@@ -324,9 +324,8 @@ def _clip_box(scene: Scene) -> Any:
 def draw(scene: Scene, request: MapRequest) -> bytes:
     colours = THEMES[request.dark]
     lang = request.lang
-    rc = {"font.family": FONTS, "svg.fonttype": "none", "pdf.fonttype": 42,
-          "svg.hashsalt": "geo-service", "path.simplify": True}
-    with plt.rc_context(rc):
+    with plt.rc_context({"font.family": FONTS, "svg.fonttype": "none", "pdf.fonttype": 42,
+                         "svg.hashsalt": "geo-service", "path.simplify": True}):
         figure = Figure(figsize=(request.width / request.dpi, request.height / request.dpi),
                         dpi=request.dpi)
         FigureCanvasAgg(figure)  # label placement measures text with it
@@ -424,11 +423,18 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         return _save(figure, request)
 
 
+def _renderer(figure: Figure) -> RendererAgg:
+    """The Agg renderer text is measured with (draw() gives every figure an Agg canvas)."""
+    canvas = figure.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    return canvas.get_renderer()
+
+
 def _wrap(figure: Figure, text: str, size: float, width_px: float) -> list[str]:
     """Words into lines no wider than `width_px` once drawn (measured, not guessed from a
     character count: the credit line must never run off the image). Each word is measured once
     (text layout costs about 0.05 ms a character) and 1% is kept spare for kerning."""
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     font = FontProperties(family=FONTS, size=size)
     measured: dict[str, float] = {}
 
@@ -455,7 +461,7 @@ def _place_legend(figure: Figure, ax: Any, legend: Any, xs: Any, ys: Any, marker
                   ) -> None:
     """The legend goes to the corner of the map that hides the fewest members (the lower left
     when it hides none: the framing leaves free space there)."""
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     spots = ax.transData.transform(list(zip(xs, ys, strict=True)))
     best: tuple[int, str] | None = None
     for corner in ("lower left", "lower right", "upper left", "upper right"):
@@ -472,7 +478,7 @@ def _place_legend(figure: Figure, ax: Any, legend: Any, xs: Any, ys: Any, marker
 
 def _shrink_to_width(figure: Figure, text: Any, width_px: float) -> None:
     """Make a long title smaller until it fits the image's width (down to half its size)."""
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     size = text.get_fontsize()
     for _ in range(12):
         if text.get_window_extent(renderer).width <= width_px or text.get_fontsize() < size / 2:
@@ -502,7 +508,7 @@ def _labels(figure: Figure, ax: Any, xs: Any, ys: Any, names: list[str], size: f
     map is no place for them."""
     if len(names) > 60:
         return []
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     half = marker_px / 2
     placed: list[Any] = [Bbox.from_extents(x - half, y - half, x + half, y + half)
                          for x, y in ax.transData.transform(list(zip(xs, ys, strict=True)))]

@@ -217,7 +217,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     if not found["en"]:
         raise ValueError("no data to tile: load boundaries or members first")
     directory.mkdir(parents=True, exist_ok=True)
-    sizes = {}
+    sizes: dict[str, int] = {}
     for lang in LANGS:
         path = archive_path(directory, lang)
         _write(path, found[lang], database, version, max_zoom, lang)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import folium
 from branca.element import Element, Figure, MacroElement
@@ -79,8 +79,6 @@ class Page(Figure):
 class LocalMap(folium.Map):
     """folium.Map with Leaflet from our pinned package and a viewport that lets people zoom."""
 
-    default_js: ClassVar = [("leaflet", f"{VENDOR}/leaflet/leaflet.js?v={_v('leaflet')}")]
-    default_css: ClassVar = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css?v={_v('leaflet')}")]
     _template = Template(
         """
         {% macro header(this, kwargs) %}
@@ -107,6 +105,8 @@ class LocalMap(folium.Map):
 
     def __init__(self, aria_label: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.default_js = [("leaflet", f"{VENDOR}/leaflet/leaflet.js?v={_v('leaflet')}")]
+        self.default_css = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css?v={_v('leaflet')}")]
         self.aria_label = html.escape(aria_label)
 
 
@@ -114,25 +114,6 @@ class MovementLayers(JSCSSMixin, MacroElement):
     """Base layer, territories, legend, search, filters, list, hash and gestures: our own
     element, configured by a JSON block and run by static/map.js."""
 
-    default_js: ClassVar = [
-        ("markercluster", f"{VENDOR}/leaflet.markercluster/leaflet.markercluster.js"
-                          f"?v={_v('markercluster')}"),
-        ("vectorgrid", f"{VENDOR}/leaflet.vectorgrid/Leaflet.VectorGrid.bundled.min.js"
-                       f"?v={_v('vectorgrid')}"),
-        ("gesture", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.js"
-                    f"?v={_v('gesture')}"),
-        ("hash", f"{VENDOR}/leaflet-hash/leaflet-hash.js?v={_v('hash')}"),
-        ("hrmap", "/static/map.js?v={version}"),
-    ]
-    default_css: ClassVar = [
-        ("markercluster_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.css"
-                              f"?v={_v('markercluster')}"),
-        ("markercluster_default_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.Default.css"
-                                      f"?v={_v('markercluster')}"),
-        ("gesture_css", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.css"
-                        f"?v={_v('gesture')}"),
-        ("hrmap_css", "/static/map.css?v={version}"),
-    ]
     _template = Template(
         """
         {% macro html(this, kwargs) %}
@@ -150,10 +131,25 @@ class MovementLayers(JSCSSMixin, MacroElement):
         super().__init__()
         self._name = "MovementLayers"
         self.config_json = json_for_script(config)
-        self.default_js = [(n, u.replace("{version}", asset_version))  # type: ignore[misc]
-                           for n, u in MovementLayers.default_js]
-        self.default_css = [(n, u.replace("{version}", asset_version))  # type: ignore[misc]
-                            for n, u in MovementLayers.default_css]
+        self.default_js = [
+            ("markercluster", f"{VENDOR}/leaflet.markercluster/leaflet.markercluster.js"
+                              f"?v={_v('markercluster')}"),
+            ("vectorgrid", f"{VENDOR}/leaflet.vectorgrid/Leaflet.VectorGrid.bundled.min.js"
+                           f"?v={_v('vectorgrid')}"),
+            ("gesture", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.js"
+                        f"?v={_v('gesture')}"),
+            ("hash", f"{VENDOR}/leaflet-hash/leaflet-hash.js?v={_v('hash')}"),
+            ("hrmap", f"/static/map.js?v={asset_version}"),
+        ]
+        self.default_css = [
+            ("markercluster_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.css"
+                                  f"?v={_v('markercluster')}"),
+            ("markercluster_default_css", f"{VENDOR}/leaflet.markercluster/"
+                                          f"MarkerCluster.Default.css?v={_v('markercluster')}"),
+            ("gesture_css", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.css"
+                            f"?v={_v('gesture')}"),
+            ("hrmap_css", f"/static/map.css?v={asset_version}"),
+        ]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -25,7 +26,7 @@ from geo_service.query import service, stats
 from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
 from geo_service.web import cache, images, ogc, pages, tiles
-from geo_service.web.http import ConnDep
+from geo_service.web.http import ConnDep, NoParams, Params
 from geo_service.web.openapi30 import openapi_30
 
 PROBLEM = "application/problem+json"
@@ -37,6 +38,11 @@ def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
     if detail:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class StatsParams(Params):
+    include_engagement: bool = Field(
+        False, description="Count engagement-only rows (not human rights territories) too")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return problem(400, "Invalid request parameter", details)
 
     @app.get("/health", tags=["service"], summary="Database reachability, versions and counts")
-    async def health(request: Request) -> Response:
+    async def health(request: Request, params: Annotated[NoParams, Query()]) -> Response:
         try:
             async with asyncio.timeout(settings.health_timeout_ms / 1000):
                 async with request.app.state.pool.connection() as conn, conn.transaction():
@@ -119,12 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/stats", tags=["campaign"],
              summary="Campaign progress: totals against 10, 100, 1000 and breakdowns")
-    async def campaign_stats(
-        conn: ConnDep,
-        include_engagement: Annotated[bool, Query(
-            description="Count engagement-only rows (not human rights territories) too")] = False,
-    ) -> JSONResponse:
-        return JSONResponse(await stats.stats(conn, include_engagement))
+    async def campaign_stats(conn: ConnDep, params: Annotated[StatsParams, Query()]
+                             ) -> JSONResponse:
+        return JSONResponse(await stats.stats(conn, params.include_engagement))
 
     app.include_router(ogc.router)
     app.include_router(tiles.router)

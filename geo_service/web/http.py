@@ -1,17 +1,18 @@
-"""What every router shares: the pooled connection, the base URL, the check for parameters a
-route does not take, and conditional requests (ETag, 304) with the response cache."""
+"""What every router shares: the pooled connection, the base URL, the base of the parameter
+models (unknown parameters are refused), and conditional requests (ETag, 304) with the response
+cache."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 from psycopg import AsyncConnection
+from pydantic import BaseModel, ConfigDict, Field
 
-from geo_service.errors import ClientError
 from geo_service.web import cache
 
 CACHE = "public, max-age=60"
@@ -32,12 +33,21 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def only_params(request: Request, allowed: set[str]) -> None:
-    """A ClientError naming any query parameter the route does not take (for the few routes
-    whose parameters are not a model: the model's extra="forbid" does this for the others)."""
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown:
-        raise ClientError(f"unknown query parameter(s): {', '.join(unknown)}")
+class Params(BaseModel):
+    """A route's query parameters: anything else is refused (400)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FormatParams(Params):
+    f: Literal["json", "geojson"] | None = Field(None, description="json (the only format)")
+
+
+FormatQuery = Annotated[FormatParams, Query()]
+
+
+class NoParams(Params):
+    """A route that takes no query parameters."""
 
 
 def etag(key: str) -> str:

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from geo_service.domain import tier_for_zoom
 from geo_service.errors import ClientError
@@ -20,7 +20,16 @@ from geo_service.query.collections import COLLECTIONS, Collection
 from geo_service.query.features import CRS84, ItemsQuery
 from geo_service.query.service import data_version
 from geo_service.render import export
-from geo_service.web.http import CACHE, JSON, ConnDep, base_url, cached, conditional
+from geo_service.web.http import (
+    CACHE,
+    JSON,
+    ConnDep,
+    FormatQuery,
+    Params,
+    base_url,
+    cached,
+    conditional,
+)
 
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -41,19 +50,6 @@ GPKG = "application/geopackage+sqlite3"
 router = APIRouter(tags=["OGC API – Features"])
 CollectionId = Annotated[str, Path(description="Collection id, see /collections",
                                    examples=["regions"])]
-
-
-class Params(BaseModel):
-    """A route's query parameters: anything else is refused (400)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class FormatParams(Params):
-    f: Literal["json", "geojson"] | None = Field(None, description="json (the only format)")
-
-
-FormatQuery = Annotated[FormatParams, Query()]
 
 
 class FeatureParams(Params):

@@ -8,7 +8,7 @@ import html
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -189,7 +189,7 @@ async def oembed(request: Request, params: Annotated[OembedParams, Query()]) -> 
     parts = urlsplit(url)
     if f"{parts.scheme}://{parts.netloc}" != base or parts.path not in ("/map", "/embed"):
         raise NotFound(f"{url!r} is not a map of this service ({base}/map or /embed)")
-    query = dict(q.split("=", 1) if "=" in q else (q, "") for q in parts.query.split("&") if q)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
     lang = query.get("lang", "en") if query.get("lang") in i18n.LANGS else "en"
     width, height = EMBED_SIZE
     if maxwidth and maxwidth < width:

@@ -19,15 +19,20 @@ from geo_service.query.service import data_version
 from geo_service.render import tiles as tile_store
 from geo_service.render.i18n import Lang
 from geo_service.web import cache
-from geo_service.web.http import CACHE, IMMUTABLE, ConnDep, base_url, cached, conditional
-from geo_service.web.ogc import FormatQuery, Params
+from geo_service.web.http import (
+    CACHE,
+    IMMUTABLE,
+    ConnDep,
+    FormatQuery,
+    NoParams,
+    Params,
+    base_url,
+    cached,
+    conditional,
+)
 
 MVT = "application/vnd.mapbox-vector-tile"
 router = APIRouter(tags=["Vector tiles"])
-
-
-class NoParams(Params):
-    """A route that takes no query parameters."""
 
 
 class LangParams(Params):
