@@ -22,7 +22,15 @@ import geopandas as gpd
 import matplotlib
 import shapely
 from psycopg import AsyncConnection
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from shapely.geometry import box
 
 from geo_service.errors import ClientError
@@ -137,18 +145,12 @@ class MapParams(BaseModel):
     height: int | None = Field(None, ge=MIN_PIXELS, le=MAX_PIXELS, description="pixels, 200–10000")
     dpi: int | None = Field(None, ge=MIN_DPI, le=MAX_DPI, description="50–600")
 
-    @field_validator("kind")
+    @field_validator("kind", "commitment_kind")
     @classmethod
-    def _kind(cls, value: str | None) -> str | None:
-        if value and value not in i18n.KINDS:
-            raise ValueError(f"one of {', '.join(i18n.KINDS)}")
-        return value
-
-    @field_validator("commitment_kind")
-    @classmethod
-    def _commitment(cls, value: str | None) -> str | None:
-        if value and value not in i18n.COMMITMENTS:
-            raise ValueError(f"one of {', '.join(i18n.COMMITMENTS)}")
+    def _known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        table = i18n.KINDS if info.field_name == "kind" else i18n.COMMITMENTS
+        if value and value not in table:
+            raise ValueError(f"one of {', '.join(table)}")
         return value
 
 
