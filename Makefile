@@ -41,6 +41,7 @@ db-stop: setup ## Stop the embedded PostGIS
 
 bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), map page weight, map images; writes docs/benchmarks.md
 	@command -v ogr2ogr >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES=gdal-bin system-deps
+	$(GEO) db upgrade
 	$(GEO) load-defaults
 	$(BIN)/python bench/load_benchmark.py
 	$(BIN)/python bench/features_benchmark.py
