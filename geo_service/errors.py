@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -46,11 +49,17 @@ class NotFound(LookupError):
 
 
 # How each error reaches an HTTP client: status and title of its problem details (RFC 9457).
-# The web layer registers one handler per entry; nothing else decides a status code.
+# The web layer registers one handler for all of them (and maps FastAPI's own parameter
+# validation to 400 and Starlette's HTTP errors to their status). The database being down or
+# out of connections is a 503 the client may retry; its detail is only the error's type, as
+# its message can name hosts.
 HTTP_STATUS: dict[type[Exception], tuple[int, str]] = {
     ClientError: (400, "Bad Request"),
     NotFound: (404, "Not Found"),
+    psycopg.OperationalError: (503, "Database unavailable"),
+    PoolTimeout: (503, "Database unavailable"),
 }
+RETRY_AFTER_S = 5  # what a 503 tells the client to wait
 
 
 def http_status(exc: Exception) -> tuple[int, str]:

@@ -9,19 +9,18 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from geo_service import __version__, db
-from geo_service.errors import HTTP_STATUS, http_status
+from geo_service.errors import HTTP_STATUS, RETRY_AFTER_S, http_status
 from geo_service.query import service, stats
 from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
@@ -84,21 +83,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
 
-    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
         status, title = http_status(exc)
-        return problem(status, title, str(exc))
+        if status != 503:
+            return problem(status, title, str(exc))
+        logger.warning("database unavailable: %s", exc)
+        response = problem(status, title, type(exc).__name__)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
 
     for error in HTTP_STATUS:
-        app.add_exception_handler(error, domain_error)
-
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        """The database is down or out of connections: a 503 the client may retry, not a 500."""
-        logger.warning("database unavailable: %s", exc)
-        response = problem(503, "Database unavailable", type(exc).__name__)
-        response.headers["Retry-After"] = "5"
-        return response
+        app.add_exception_handler(error, known_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
