@@ -25,6 +25,8 @@ COMPARISONS = {ast.Equal: sql.SQL("="), ast.NotEqual: sql.SQL("<>"), ast.LessTha
                ast.GreaterEqual: sql.SQL(">=")}
 SPATIAL = {ast.GeometryIntersects: sql.SQL("ST_Intersects"), ast.GeometryWithin: sql.SQL("ST_Within"),
            ast.GeometryContains: sql.SQL("ST_Contains"), ast.GeometryDisjoint: sql.SQL("ST_Disjoint")}
+LIKE = {(False, False): sql.SQL("LIKE"), (False, True): sql.SQL("ILIKE"),  # (not, nocase)
+        (True, False): sql.SQL("NOT LIKE"), (True, True): sql.SQL("NOT ILIKE")}
 SCALAR_TYPES = ("string", "integer", "number")
 
 
@@ -33,12 +35,27 @@ def parse(text: str, lang: str | None) -> ast.Node:
     lang = lang or ("cql2-json" if text.lstrip().startswith("{") else "cql2-text")
     try:
         if lang == "cql2-json":
-            return parse_json(json.loads(text))
+            return parse_json(_bbox_as_polygon(json.loads(text)))
         if lang == "cql2-text":
             return parse_text(text)
     except Exception as exc:  # the parsers raise many kinds of errors; all are the client's
         raise ClientError(f"filter does not parse as {lang}: {exc}".splitlines()[0]) from None
     raise ClientError("filter-lang must be cql2-text or cql2-json")
+
+
+def _bbox_as_polygon(node: Any) -> Any:
+    """CQL2-JSON `{"bbox": [west, south, east, north]}` as a GeoJSON polygon: pygeofilter 0.4.0
+    reads a JSON bbox's numbers in the wrong order (its issue 163), the text BBOX() rightly."""
+    if isinstance(node, list):
+        return [_bbox_as_polygon(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    numbers = node.get("bbox")
+    if set(node) == {"bbox"} and isinstance(numbers, list) and len(numbers) in (4, 6) and all(
+            isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+        west, south, east, north = numbers if len(numbers) == 4 else [numbers[i] for i in (0, 1, 3, 4)]
+        return shapely.geometry.mapping(shapely.geometry.box(west, south, east, north))
+    return {key: _bbox_as_polygon(value) for key, value in node.items()}
 
 
 class _Translator:
@@ -94,11 +111,10 @@ class _Translator:
                                                 COMPARISONS[type(node)],
                                                 self.value(node.rhs, name))
         if isinstance(node, ast.Like):
-            word = "NOT ILIKE" if node.not_ else "ILIKE" if node.nocase else \
-                "NOT LIKE" if node.not_ else "LIKE"
             pattern = node.pattern  # CQL2 and SQL share % and _ as wildcards and \ as escape
-            return sql.SQL("({}::text {} {})").format(self.property(node.lhs), sql.SQL(word),
-                                                       sql.Literal(pattern))
+            return sql.SQL("({}::text {} {})").format(
+                self.property(node.lhs), LIKE[bool(node.not_), bool(node.nocase)],
+                sql.Literal(pattern))
         if isinstance(node, ast.In):
             name = getattr(node.lhs, "name", "")
             options = sql.SQL(", ").join(self.value(v, name) for v in node.sub_nodes)
