@@ -11,14 +11,6 @@ from psycopg_pool import PoolTimeout
 from geo_service.settings import Settings
 from geo_service.web.app import create_app
 
-pytestmark = pytest.mark.usefixtures("default_data")
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings):
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
 
 def test_health_reports_database_versions_and_counts(client: TestClient) -> None:
     response = client.get("/health")

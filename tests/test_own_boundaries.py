@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from geo_service.campaign.members import rematch, remove_boundaries, set_override
-from geo_service.campaign.sample import load_sample
 from geo_service.cli import app
 from geo_service.errors import LoadError
 from geo_service.load.store import status
@@ -31,11 +30,6 @@ PROVINCE_08 = {
 }
 PLACEMENT = ("match_outcome, match_method, boundary_level, boundary_code, match_score, "
              "match_candidates, override_boundary_code, ST_AsText(location)")
-
-
-@pytest.fixture(scope="module")
-def sample(settings, database_url: str, default_data) -> list:
-    return load_sample(settings, database_url)
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,11 @@ from fastapi.testclient import TestClient
 from shapely.geometry import shape
 
 from geo_service.campaign.members import set_override
-from geo_service.campaign.sample import load_sample
 from geo_service.domain import tier_for_zoom
 from geo_service.query import tiles
 from geo_service.render import tiles as tilestore
-from geo_service.web.app import create_app
 
 ARCHIVE_ZOOM = 3
-
-
-@pytest.fixture(scope="module")
-def client(settings, database_url: str, default_data):
-    load_sample(settings, database_url)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
