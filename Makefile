@@ -23,12 +23,13 @@ run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default 
 	$(GEO) tiles build
 	$(GEO) serve
 
-test: setup $(STAMPS)/browser ## Lint, then run the test suite against a throwaway database in a real PostGIS
-	$(BIN)/ruff check .
+test: setup $(STAMPS)/browser lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS
 	$(BIN)/pytest
 
-lint: setup ## Ruff only
+lint: setup ## Ruff, mypy over geo_service/, and the import-linter layer contracts (pyproject.toml)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 setup: $(STAMPS)/system $(STAMPS)/venv $(STAMPS)/npm
 
@@ -40,6 +41,7 @@ db-stop: setup ## Stop the embedded PostGIS
 
 bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), map page weight, map images; writes docs/benchmarks.md
 	@command -v ogr2ogr >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES=gdal-bin system-deps
+	$(GEO) db upgrade
 	$(GEO) load-defaults
 	$(BIN)/python bench/load_benchmark.py
 	$(BIN)/python bench/features_benchmark.py

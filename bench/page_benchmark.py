@@ -22,34 +22,20 @@ and the browser closes, even on failure.
 """
 
 import argparse
-import datetime as dt
 import importlib.metadata
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import harness  # bench/ is not a package: Python puts the script's folder on sys.path
 import httpx
 from playwright.sync_api import Browser, Route, sync_playwright
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchdoc  # the bench folder is not a package: found via sys.path
-from features_benchmark import (
-    DOCS,
-    ROOT,
-    WORK,
-    start,
-    stop,
-    wait_ready,
-)
 
 START, END = "<!-- bench:page:start -->", "<!-- bench:page:end -->"
 PAGES = (("/map", 1280, 800), ("/embed", 640, 480), ("/map?lang=fr", 1280, 800))
@@ -92,7 +78,7 @@ ACCESS = re.compile(r'"(?:GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d{3})')
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=benchdoc.HelpFormatter,
+        description=__doc__, formatter_class=harness.HelpFormatter,
         epilog="Needs the default data loaded (`make bench` runs `geo-service load-defaults` first) "
                "and Debian's chromium (`make test` installs it). Server log: "
                "bench/.work/features-page.log. Example, a quick check that writes elsewhere: "
@@ -100,9 +86,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--loads", type=int, default=10, help="cold loads per page")
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed loads per page first, with other hosts blocked by a route")
-    p.add_argument("--output", type=Path, default=DOCS, help="Markdown file to write the section to")
-    p.add_argument("--geo-service", default=str(Path(sys.executable).with_name("geo-service")),
-                   help="our CLI")
+    p.add_argument("--output", type=Path, default=harness.DOCS,
+                   help="Markdown file to write the section to")
+    p.add_argument("--geo-service", default=harness.GEO_SERVICE, help="our CLI")
     p.add_argument("--chromium", default=shutil.which("chromium"), help="the browser to drive")
     args = p.parse_args()
     if not args.chromium:
@@ -246,14 +232,7 @@ def summarize(path: str, loads: list[dict], warm: list[dict], tile_plain: dict[s
 
 
 def machine(chromium: str) -> dict[str, str]:
-    cpu, mem, osr = (m.group(1).strip() if m else "unknown" for m in (
-        re.search(rx, Path(path).read_text(), re.M) for path, rx in (
-            ("/proc/cpuinfo", r"^model name\s*:\s*(.+)$"), ("/proc/meminfo", r"^MemTotal:\s+(\d+)"),
-            ("/etc/os-release", r'^PRETTY_NAME="?([^"\n]+)'))))
-    return {
-        "CPUs (nproc)": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-        "CPU model": cpu, "Memory": f"{int(mem) / 1024**2:.1f} GiB" if mem.isdigit() else mem,
-        "OS": f"{osr} ({platform.machine()})",
+    return harness.host() | {
         "Browser": f"Chromium {chromium} (Debian's, headless), driven by Playwright "
                    f"{importlib.metadata.version('playwright')}",
         "Server": f"geo-service on Python {platform.python_version()}, one uvicorn worker, HTTP/1.1",
@@ -305,8 +284,7 @@ def report(info: dict, pages: list[dict], args: argparse.Namespace, when: str, l
              "cache off, which would send the map's repeated tile fetches to the server again), the "
              "browser being pointed at a closed proxy port for every host but loopback, and count them "
              "from the request events. KB = 1,000 bytes.", "",
-             "| Machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in info.items()),
-             f"| Load average 1/5/15 min, start → end (other work skews timings) | {loads} |", "",
+             *harness.machine_table(info, loads),
              "| Measure | " + " | ".join(f"`{c}`" for c in cols) + " |",
              "|---|" + "---:|" * len(cols),
              row("Viewport", [view[c] for c in cols]),
@@ -441,25 +419,23 @@ def run(args: argparse.Namespace, base: str, log: Path) -> tuple[list[dict], str
 
 def main() -> None:
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM as on Ctrl-C
+    harness.exit_on_sigterm()
     began = time.perf_counter()
-    dsn = benchdoc.database_url(args.geo_service)
-    WORK.mkdir(parents=True, exist_ok=True)
-    loads = [benchdoc.load_average()]
-    base, proc, log = start("page", [args.geo_service, "serve"], {"DATABASE_URL": dsn}, ROOT)
+    dsn = harness.database_url(args.geo_service)
+    harness.WORK.mkdir(parents=True, exist_ok=True)
+    loads = [harness.load_average()]
+    base, proc, log = harness.start("page", [args.geo_service, "serve"], {"DATABASE_URL": dsn},
+                                    harness.ROOT)
     try:
-        wait_ready(base, proc, log)
+        harness.wait_ready(base, proc, log)
         pages, version = run(args, base, log)
     finally:
-        stop(proc)
-    loads.append(benchdoc.load_average())
-    text = log.read_text(errors="replace")
-    problems = len(re.findall(r'HTTP/1\.1" 5\d\d', text)) + text.count("Traceback")
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
-    section = report(machine(version), pages, args, when, " → ".join(loads),
+        harness.stop(proc)
+    loads.append(harness.load_average())
+    problems = harness.server_problems(log)
+    section = report(machine(version), pages, args, harness.measured_at(), " → ".join(loads),
                      (time.perf_counter() - began) / 60, problems)
-    benchdoc.write_section(args.output, section, START, END)
-    print(section)
+    harness.publish(args.output, section, START, END)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,10 @@ the shipped server. Servers stop and the schema goes, even on failure.
 
 import argparse
 import asyncio
-import datetime as dt
 import gzip
 import json
 import math
 import os
-import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -27,28 +24,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import harness  # bench/ is not a package: Python puts the script's folder on sys.path
 import httpx
 import psycopg
 from mapbox_vector_tile.Mapbox import vector_tile_pb2
 
-from geo_service import features, tiles, tilestore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchdoc  # the bench folder is not a package: found via sys.path
-from features_benchmark import (
-    DOCS,
-    ROOT,
-    WORK,
-    beside_tipg,
-    machine_info,
-    start,
-    wait_ready,
-)
+from geo_service.query import tiles
+from geo_service.query.service import data_version, database_identity
+from geo_service.render.tiles import DEFAULT_ARCHIVE_ZOOM, Archives
 
 START, END = "<!-- bench:tiles:start -->", "<!-- bench:tiles:end -->"
 SCHEMA = "bench_tipg_tiles"
-EMPTY_DIR = WORK / "tiles-empty"  # no archive in it: the uncached server renders every tile
-ARCHIVE_DIR = WORK / "tiles-archive"  # the shipped server's archive (kept: a rebuild is a no-op)
+EMPTY_DIR = harness.WORK / "tiles-empty"  # no archive in it: the uncached server renders every tile
+ARCHIVE_DIR = harness.WORK / "tiles-archive"  # the shipped server's archive (kept: a rebuild is a no-op)
 VIEWS = {  # the attributes of our layers (names in English, as ?lang=en), over the same rows
     "countries": "SELECT b.code, coalesce(b.name_en, b.name) AS name, b.geom FROM boundaries b "
                  "WHERE b.level = 'country'",
@@ -71,7 +59,7 @@ Job = tuple[str, int, int, int]  # tileset, z, x, y
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=benchdoc.HelpFormatter,
+        description=__doc__, formatter_class=harness.HelpFormatter,
         epilog="Needs the default data loaded (`make bench` runs `geo-service load-defaults` first) "
                "and network access once, to install tipg. Server logs: bench/.work/"
                "features-tiles-{uncached,shipped,tipg}.log. Example, a quick check that writes "
@@ -83,9 +71,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=100, help="concurrent clients in the load test")
     p.add_argument("--inprocess-reps", type=int, default=200,
                    help="passes over the z0-z6 sample when reading the archive in-process")
-    p.add_argument("--output", type=Path, default=DOCS, help="Markdown file to write the section to")
-    p.add_argument("--geo-service", default=str(Path(sys.executable).with_name("geo-service")),
-                   help="our CLI")
+    p.add_argument("--output", type=Path, default=harness.DOCS,
+                   help="Markdown file to write the section to")
+    p.add_argument("--geo-service", default=harness.GEO_SERVICE, help="our CLI")
     return p.parse_args()
 
 
@@ -217,7 +205,7 @@ def build_archive(geo: str, dsn: str) -> str:
     """`geo-service tiles build` into ARCHIVE_DIR: what it printed and how long it took."""
     ARCHIVE_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    done = subprocess.run([geo, "tiles", "build"], capture_output=True, text=True, cwd=ROOT,
+    done = subprocess.run([geo, "tiles", "build"], capture_output=True, text=True, cwd=harness.ROOT,
                           env={**os.environ, "DATABASE_URL": dsn, "GEO_TILES_DIR": str(ARCHIVE_DIR)})
     if done.returncode:
         sys.exit(f"tiles build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -229,10 +217,10 @@ def in_process(dsn: str, sample_tiles: list[tuple[int, int, int]], reps: int) ->
 
     async def current() -> tuple[str, str]:  # as the server's lifespan and tile route get them
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            return await features.data_version(conn), await tilestore.database_identity(conn)
+            return await data_version(conn), await database_identity(conn)
 
     version, database = asyncio.run(current())
-    archives = tilestore.Archives(ARCHIVE_DIR, database)
+    archives = Archives(ARCHIVE_DIR, database)
     t0 = time.perf_counter_ns()
     archive = archives.current("en", version)
     opened = (time.perf_counter_ns() - t0) / 1e6
@@ -259,17 +247,18 @@ def run(args: argparse.Namespace, dsn: str, tipg_python: Path, servers: list) ->
     EMPTY_DIR.mkdir(parents=True, exist_ok=True)
     if list(EMPTY_DIR.glob("*.pmtiles")):
         sys.exit(f"{EMPTY_DIR} must hold no archive")
-    servers.append(start("tiles-uncached", [args.geo_service, "serve"],
-                         env | {"GEO_TILE_CACHE_MB": "0", "GEO_TILES_DIR": str(EMPTY_DIR)}, ROOT))
-    servers.append(start("tiles-shipped", [args.geo_service, "serve"],
-                         env | {"GEO_TILES_DIR": str(ARCHIVE_DIR)}, ROOT))
-    servers.append(start(  # cwd bench/.work: tipg reads a .env from its cwd
+    ours = [args.geo_service, "serve"]
+    servers.append(harness.start("tiles-uncached", ours, env | {
+        "GEO_TILE_CACHE_MB": "0", "GEO_TILES_DIR": str(EMPTY_DIR)}, harness.ROOT))
+    servers.append(harness.start("tiles-shipped", ours, env | {"GEO_TILES_DIR": str(ARCHIVE_DIR)},
+                                 harness.ROOT))
+    servers.append(harness.start(  # cwd bench/.work: tipg reads a .env from its cwd
         "tiles-tipg", [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
                        "--workers", "1"],
         env | {"TIPG_DB_SCHEMAS": json.dumps([SCHEMA]), "TIPG_CATALOG_TTL": "0",
-               "TIPG_SET_MVT_LAYERNAME": "true"}, WORK))
+               "TIPG_SET_MVT_LAYERNAME": "true"}, harness.WORK))
     for server in servers:
-        wait_ready(*server)
+        harness.wait_ready(*server)
     bases = dict(zip(SERVERS, (s[0] for s in servers), strict=True))
     clients = {who: httpx.Client(base_url=base, timeout=300) for who, base in bases.items()}
     jobs: list[Job] = [(ts, *t) for ts in TILESETS for t in sample(tiles.LAYERS[ts].minzoom, MAX_Z)]
@@ -286,7 +275,7 @@ def run(args: argparse.Namespace, dsn: str, tipg_python: Path, servers: list) ->
         # timings at concurrency 1, the servers taking turns tile by tile, their order rotating
         times: dict[tuple[str, Job], list[float]] = {}
         statuses: Counter[tuple[str, int]] = Counter()
-        archive_jobs = [j for j in map_jobs if j[1] <= tilestore.DEFAULT_ARCHIVE_ZOOM]
+        archive_jobs = [j for j in map_jobs if j[1] <= DEFAULT_ARCHIVE_ZOOM]
         for r in range(args.rounds):
             t0 = time.perf_counter()
             for i, job in enumerate(jobs):
@@ -320,11 +309,7 @@ def run(args: argparse.Namespace, dsn: str, tipg_python: Path, servers: list) ->
 
 def server_errors(logs: list[Path]) -> dict[str, int]:
     """5xx responses and tracebacks in each server's log (in the order of SERVERS)."""
-    out = {}
-    for who, log in zip(SERVERS, logs, strict=False):
-        text = log.read_text(errors="replace") if log.exists() else ""
-        out[WHO[who]] = len(re.findall(r'HTTP/1\.1" 5\d\d', text)) + text.count("Traceback")
-    return out
+    return {WHO[who]: harness.server_problems(log) for who, log in zip(SERVERS, logs, strict=False)}
 
 
 # ------------------------------------------------------------------------------------ report
@@ -372,10 +357,9 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
              f"Timings: {args.rounds} rounds over the sample, each tile requested from each server "
              "in turn (the order rotating) with `Accept-Encoding: gzip` at concurrency 1 over a "
              "kept-alive connection, the body read to the end; latency is measured by the client.",
-             "", "| Machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in info.items()),
-             f"| Load average 1/5/15 min, start → end (other work skews timings) | {loads} |", "",
+             "", *harness.machine_table(info, loads),
              "Archive for the shipped server (`geo-service tiles build` with `GEO_TILES_DIR="
-             f"{ARCHIVE_DIR.relative_to(ROOT)}`): {out['build']}", ""]
+             f"{ARCHIVE_DIR.relative_to(harness.ROOT)}`): {out['build']}", ""]
     if broken:
         edge = all(x in (0, (1 << z) - 1) for _, z, x, _ in broken)
         also = all(not insp["shipped", j]["codes"] for j in broken)
@@ -415,7 +399,7 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
     ip = out["inprocess"]
     archive_http = flat("archive", out["archive_jobs"])
     lines += ["### Prebuilt archive", "",
-              f"In-process, in the benchmark's own Python: `tilestore.Archives(dir, database)"
+              f"In-process, in the benchmark's own Python: `geo_service.render.tiles.Archives(dir, database)"
               f".current(\"en\", "
               f"version)` then `.get(z, x, y)` (the gzipped tile bytes as the server sends them) "
               f"for the {ip['tiles']} `map` tiles of the sample at z0–z{ip['max_zoom']} "
@@ -425,7 +409,7 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
               f"`current()`: mapping the file and reading its directory) took {ip['open_ms']:.0f} ms, "
               "once per process and data version.", "",
               f"Over HTTP, the shipped server's `map` tiles of the sample at z0–z"
-              f"{tilestore.DEFAULT_ARCHIVE_ZOOM} (served straight from the archive), "
+              f"{DEFAULT_ARCHIVE_ZOOM} (served straight from the archive), "
               f"{len(archive_http)} requests at concurrency 1: median {pct(archive_http, 50):.1f} ms, "
               f"p95 {pct(archive_http, 95):.1f} ms.", ""]
 
@@ -510,19 +494,17 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
 
 def main() -> None:
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM as on Ctrl-C
+    harness.exit_on_sigterm()
     began = time.perf_counter()
-    with beside_tipg(args.geo_service, SCHEMA, VIEWS) as (dsn, tipg_python, servers):
-        loads = [benchdoc.load_average()]
+    with harness.beside_tipg(args.geo_service, SCHEMA, VIEWS) as (dsn, tipg_python, servers):
+        loads = [harness.load_average()]
         out = run(args, dsn, tipg_python, servers)
-    loads.append(benchdoc.load_average())
+    loads.append(harness.load_average())
     problems = server_errors([log for _, _, log in servers])
-    info, _ = machine_info(dsn, tipg_python)
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
-    section = report(info, out, args, when, " → ".join(loads), (time.perf_counter() - began) / 60,
-                     problems)
-    benchdoc.write_section(args.output, section, START, END)
-    print(section)
+    info, _ = harness.machine_info(dsn, tipg_python)
+    section = report(info, out, args, harness.measured_at(), " → ".join(loads),
+                     (time.perf_counter() - began) / 60, problems)
+    harness.publish(args.output, section, START, END)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg
 import typer
@@ -25,15 +25,14 @@ from rich.table import Table
 from geo_service import db
 from geo_service.campaign.initiatives import import_initiatives
 from geo_service.campaign.members import (
-    ImportResult,
     RematchResult,
     import_members,
     rematch,
-    report_json,
+    remove_boundaries,
     set_override,
 )
+from geo_service.campaign.rows import ImportResult, report_json
 from geo_service.campaign.sample import load_sample
-from geo_service.campaign.stats import stats_sync
 from geo_service.embedded import EmbeddedError, redact
 from geo_service.errors import LoadError
 from geo_service.load import store
@@ -43,7 +42,6 @@ from geo_service.load.pipeline import (
     Reporter,
     load_defaults,
     load_target,
-    remove_source,
 )
 from geo_service.manifests import all_manifests
 from geo_service.settings import Settings
@@ -108,6 +106,7 @@ def db_stop() -> None:
 def db_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Say which database is in use and whether the embedded cluster runs."""
     settings = _settings()
+    info: dict[str, str | bool | int | None]
     if not settings.embedded:
         info = {"mode": "external", "url": redact(db.database_url(settings, start=False))}
     else:
@@ -224,7 +223,7 @@ def boundaries_remove(
     again (most fall back to a gazetteer point). Refused while another source's boundaries
     have their parent in it or a manual override pins a territory to it."""
     try:
-        result = remove_source(_dsn(_settings()), source, level=level, dry_run=dry_run)
+        result = remove_boundaries(_dsn(_settings()), source, level=level, dry_run=dry_run)
     except LoadError as exc:
         raise _report_problems(exc, "removal") from exc
     _say_changes(result.rematched)
@@ -438,8 +437,15 @@ def stats(
         help="Count engagement-only rows too (not human rights territories).")] = False,
 ) -> None:
     """Campaign progress against 10, 100 and 1000, by section, kind, commitment, theme, year."""
-    with psycopg.connect(_dsn(_settings())) as conn:
-        result = stats_sync(conn, include_engagement)
+    import asyncio
+
+    from geo_service.query.stats import stats as read_stats
+
+    async def read() -> dict[str, Any]:
+        async with await psycopg.AsyncConnection.connect(_dsn(_settings())) as conn:
+            return await read_stats(conn, include_engagement)
+
+    result = asyncio.run(read())
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return
@@ -492,7 +498,7 @@ def tiles_build(
     renders live otherwise; a no-op when they are already current."""
     import asyncio
 
-    from geo_service import tilestore
+    from geo_service.render import tiles as tilestore
 
     settings = _settings()
     dsn = _dsn(settings)
@@ -543,8 +549,8 @@ def export_image(
     dark: Annotated[bool, typer.Option(help="Dark colours.")] = False,
 ) -> None:
     """Draw a presentation map (PNG, SVG or PDF) for slides and print, as GET /export/map.FORMAT."""
-    from geo_service import mapimage
-    from geo_service.features import ClientError
+    from geo_service.errors import ClientError
+    from geo_service.render import mapimage
 
     chosen = fmt or (out_path.suffix.lstrip(".").lower() if out_path and out_path.suffix else "png")
     params = {k: v for k, v in {
@@ -573,7 +579,7 @@ def serve(
     """Serve the map and the API."""
     import uvicorn
 
-    from geo_service.api import create_app
+    from geo_service.web.app import create_app
 
     settings = _settings()
     settings = settings.model_copy(update={"host": host or settings.host,

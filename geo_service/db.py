@@ -39,10 +39,15 @@ def sqlalchemy_url(dsn: str) -> URL:
     if "://" in dsn:
         return make_url("postgresql+psycopg://" + dsn.split("://", 1)[1])
     info = conninfo_to_dict(dsn)
+
+    def part(key: str) -> str | None:
+        value = info.get(key)
+        return None if value is None else str(value)
+
+    port = info.get("port")
     return URL.create(
-        "postgresql+psycopg", username=info.get("user"), password=info.get("password"),
-        host=info.get("host"), port=int(info["port"]) if info.get("port") else None,
-        database=info.get("dbname"),
+        "postgresql+psycopg", username=part("user"), password=part("password"),
+        host=part("host"), port=int(port) if port else None, database=part("dbname"),
     )
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from psycopg import sql
+
 SUPERUSER = "geo"
 DATABASE = "geo_service"
 FALLBACK_ROOT = Path("/var/lib/geo-service")
@@ -280,22 +282,24 @@ class EmbeddedCluster:
             self._ensure_database(bindir)
         return self.status()
 
-    def _psql(self, bindir: Path, sql: str, database: str = "postgres") -> str:
+    def _psql(self, bindir: Path, statement: sql.Composable, database: str = "postgres") -> str:
+        """Run one statement with psql as the superuser (the server may have no database yet)."""
         psql = bindir / "psql"
         if not psql.exists():
             psql = Path(shutil.which("psql") or "psql")
         args = [
             str(psql), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
             "-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER,
-            "-d", database, "-c", sql,
+            "-d", database, "-c", statement.as_string(),
         ]
         return self._run(args).stdout.strip()
 
     def _ensure_database(self, bindir: Path) -> None:
-        exists = self._psql(bindir, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        exists = self._psql(bindir, sql.SQL("SELECT 1 FROM pg_database WHERE datname = {}")
+                            .format(sql.Literal(DATABASE)))
         if exists != "1":
-            self._psql(bindir, f"CREATE DATABASE {DATABASE}")
-        self._psql(bindir, "CREATE EXTENSION IF NOT EXISTS postgis", DATABASE)
+            self._psql(bindir, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        self._psql(bindir, sql.SQL("CREATE EXTENSION IF NOT EXISTS postgis"), DATABASE)
 
     def stop(self) -> bool:
         """Stop the server; returns False when it was not running."""

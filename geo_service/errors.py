@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -35,3 +38,33 @@ class LoadError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class ClientError(ValueError):
+    """A request the client must change (a bad parameter, an unknown region): a 400."""
+
+
+class NotFound(LookupError):
+    """An unknown collection, feature, tileset or page: a 404."""
+
+
+# How each error reaches an HTTP client: status and title of its problem details (RFC 9457).
+# The web layer registers one handler for all of them (and maps FastAPI's own parameter
+# validation to 400 and Starlette's HTTP errors to their status). The database being down or
+# out of connections is a 503 the client may retry; its detail is only the error's type, as
+# its message can name hosts.
+HTTP_STATUS: dict[type[Exception], tuple[int, str]] = {
+    ClientError: (400, "Bad Request"),
+    NotFound: (404, "Not Found"),
+    psycopg.OperationalError: (503, "Database unavailable"),
+    PoolTimeout: (503, "Database unavailable"),
+}
+RETRY_AFTER_S = 5  # what a 503 tells the client to wait
+
+
+def http_status(exc: Exception) -> tuple[int, str]:
+    """The status and title of an error in HTTP_STATUS (or of its nearest listed base class)."""
+    for kind in type(exc).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    raise KeyError(type(exc).__name__)

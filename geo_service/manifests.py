@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from geo_service.errors import LoadError, Problem
 from geo_service.settings import Settings
 
-Level = Literal["country", "region", "municipality", "place"]
-BOUNDARY_LEVELS: tuple[str, ...] = ("country", "region", "municipality")
+BoundaryLevel = Literal["country", "region", "municipality"]
+Level = Literal[BoundaryLevel, "place"]
+BOUNDARY_LEVELS: tuple[BoundaryLevel, ...] = ("country", "region", "municipality")
 
 
 class _Strict(BaseModel):

@@ -1,5 +1,12 @@
 """Tests run against a real PostGIS: a throwaway database created in the project's embedded
-cluster (or in the server GEO_TEST_DATABASE_URL names), migrated once and dropped at the end."""
+cluster (or in the server GEO_TEST_DATABASE_URL names), migrated once and dropped at the end.
+
+The one fixture set every module shares: `database_url` and `settings` (the session's database),
+`default_data` (the default datasets) and `sample` (those plus the sample campaign data), loaded
+once per session; `client` (the app in-process) and `server` (the service in its own process),
+one per module, so each module starts with fresh caches and app state. Tests that change data
+put it back themselves. Pure logic is tested without any of these (tests/test_units.py).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +24,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from psycopg import sql
 
 from geo_service import db
+from geo_service.campaign.sample import load_sample
 from geo_service.load.pipeline import Reporter, load_defaults
 from geo_service.settings import Settings
+from geo_service.web.app import create_app
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -66,6 +76,35 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 def default_data(settings: Settings, database_url: str) -> list:
     """The default datasets, loaded once per session (the slow part of the suite)."""
     return load_defaults(settings, database_url, Reporter())
+
+
+@pytest.fixture(scope="session")
+def sample(settings: Settings, database_url: str, default_data: list) -> list:
+    """The default datasets and the sample campaign data (data/sample), loaded once per session:
+    load_sample's report of what it imported (files it found imported already report None)."""
+    return load_sample(settings, database_url)
+
+
+@pytest.fixture(scope="session")
+def sample_dsn(sample: list, database_url: str) -> str:
+    """The session database's URL, once the defaults and the sample are in it."""
+    return database_url
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, sample: list) -> Iterator[TestClient]:
+    """The app in-process over the sample data; one per module (its caches start empty, and
+    tests counting cache hits count only their module's requests)."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, database_url: str, sample: list) -> Iterator[str]:
+    """The service in its own process on a loopback port over the sample data, as a browser,
+    QGIS or GDAL would reach it; one per module."""
+    with live_server(settings, database_url) as url:
+        yield url
 
 
 @pytest.fixture()

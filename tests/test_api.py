@@ -8,16 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import PoolTimeout
 
-from geo_service.api import create_app
 from geo_service.settings import Settings
-
-pytestmark = pytest.mark.usefixtures("default_data")
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings):
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
+from geo_service.web.app import create_app
 
 
 def test_health_reports_database_versions_and_counts(client: TestClient) -> None:

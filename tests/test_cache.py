@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import random
 
-from geo_service.cache import BodyCache, make_entry
+from geo_service.web.cache import BodyCache, make_entry
 
 
 def test_lru_by_bytes_and_gzip_form() -> None:

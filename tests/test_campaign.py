@@ -7,25 +7,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 from openpyxl import Workbook
 from typer.testing import CliRunner
 
-from geo_service.api import create_app
 from geo_service.campaign.initiatives import import_initiatives
 from geo_service.campaign.matching import normalize
-from geo_service.campaign.sample import load_sample
 from geo_service.cli import app
 
 from .conftest import SHARED_DATA
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HEADER = "name,country_iso2,level,year,commitment_kind,commitment,source,confidence"
-
-
-@pytest.fixture(scope="module")
-def sample(settings, database_url: str, default_data) -> list:
-    return load_sample(settings, database_url)
 
 
 def rows(dsn: str, query: str, *params: object) -> list[tuple]:
@@ -260,11 +252,10 @@ def test_xlsx_with_several_sheets_says_which_is_read(sample, env_db: str, tmp_pa
     assert "updated 1" in output  # same key as the sample's Graz: an update, not a duplicate
 
 
-def test_stats_api_and_cli(sample, settings, env_db: str) -> None:
-    with TestClient(create_app(settings)) as client:
-        body = client.get("/api/stats").json()
-        everything = client.get("/api/stats", params={"include_engagement": True}).json()
-        assert client.get("/api/stats", params={"include_engagement": "maybe"}).status_code == 400
+def test_stats_api_and_cli(client, env_db: str) -> None:
+    body = client.get("/api/stats").json()
+    everything = client.get("/api/stats", params={"include_engagement": True}).json()
+    assert client.get("/api/stats", params={"include_engagement": "maybe"}).status_code == 400
     assert everything["territories"] - body["territories"] == 17
     assert [m["target"] for m in body["milestones"]] == [10, 100, 1000]
     assert body["milestones"][0]["reached"] is True

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import pytest
 import shapely.geometry
-from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.validators import OpenAPIV30SpecValidator
 
-from geo_service.api import create_app
-from geo_service.campaign.sample import load_sample
-from geo_service.features import COLLECTIONS
+from geo_service.query.collections import COLLECTIONS
 
 CORE = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core"
 GEOJSON = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson"
 OAS30 = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30"
-
-
-@pytest.fixture(scope="module")
-def client(settings, database_url: str, default_data):
-    load_sample(settings, database_url)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def local(href: str) -> str:

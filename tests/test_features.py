@@ -9,16 +9,6 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from geo_service.api import create_app
-from geo_service.campaign.sample import load_sample
-
-
-@pytest.fixture(scope="module")
-def client(settings, database_url: str, default_data):
-    load_sample(settings, database_url)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
 
 def get(client: TestClient, url: str, **params) -> dict:
     response = client.get(url, params=params)

@@ -10,27 +10,12 @@ import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from geo_service import mapimage
-from geo_service.api import create_app
-from geo_service.campaign.sample import load_sample
-from geo_service.features import ClientError
+from geo_service.errors import ClientError
+from geo_service.render import mapimage
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture(scope="module")
-def dsn(settings, database_url: str, default_data) -> str:
-    load_sample(settings, database_url)
-    return database_url
-
-
-@pytest.fixture(scope="module")
-def client(settings, dsn):
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def draw(dsn: str, fmt: str = "png", **params) -> bytes:
@@ -43,17 +28,17 @@ def svg_texts(data: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize("preset", ["slide-16x9", "slide-4x3", "square", "slide-4k"])
-def test_png_presets_have_exact_sizes_and_dpi(dsn, preset: str) -> None:
+def test_png_presets_have_exact_sizes_and_dpi(sample_dsn, preset: str) -> None:
     width, height, dpi = mapimage.PRESETS[preset]
-    image = Image.open(io.BytesIO(draw(dsn, "png", preset=preset)))
+    image = Image.open(io.BytesIO(draw(sample_dsn, "png", preset=preset)))
     assert image.size == (width, height)
     assert tuple(round(v) for v in image.info["dpi"]) == (dpi, dpi)
 
 
-def test_custom_size_and_a4_pdf_page(dsn) -> None:
-    image = Image.open(io.BytesIO(draw(dsn, "png", region="KR", width=800, height=600, dpi=100)))
+def test_custom_size_and_a4_pdf_page(sample_dsn) -> None:
+    image = Image.open(io.BytesIO(draw(sample_dsn, "png", region="KR", width=800, height=600, dpi=100)))
     assert image.size == (800, 600) and round(image.info["dpi"][0]) == 100
-    pdf = draw(dsn, "pdf", region="europe", preset="a4-landscape")
+    pdf = draw(sample_dsn, "pdf", region="europe", preset="a4-landscape")
     box = re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf)
     assert box, "no page size in the PDF"
     width_mm, height_mm = (float(v) / 72 * 25.4 for v in box.groups())
@@ -61,8 +46,8 @@ def test_custom_size_and_a4_pdf_page(dsn) -> None:
     assert b"/FontFile2" in pdf  # fonts embedded
 
 
-def test_svg_keeps_title_legend_and_credit_as_text(dsn) -> None:
-    data = draw(dsn, "svg", region="europe", title="Europe's human rights cities",
+def test_svg_keeps_title_legend_and_credit_as_text(sample_dsn) -> None:
+    data = draw(sample_dsn, "svg", region="europe", title="Europe's human rights cities",
                 subtitle="Sample data", lang="en")
     texts = svg_texts(data)
     joined = " ".join(texts)
@@ -72,34 +57,34 @@ def test_svg_keeps_title_legend_and_credit_as_text(dsn) -> None:
     # it credits what is drawn: no Korean municipality is on a map of Europe
     assert "National Geographic Information Institute" not in joined
     # the legend explains what is on the map: Korea's three members are two commitments, one kind
-    korea = svg_texts(draw(dsn, "svg", region="KR"))
+    korea = svg_texts(draw(sample_dsn, "svg", region="KR"))
     assert {"Human rights ordinance", "Declared human rights city", "Metropolitan area"} <= set(korea)
     assert not {"Campaign signatory", "Municipality", "Region or province"} & set(korea)
-    french = " ".join(svg_texts(draw(dsn, "svg", region="FR", lang="fr")))
+    french = " ".join(svg_texts(draw(sample_dsn, "svg", region="FR", lang="fr")))
     assert "Légende" in french and "version des données" in french and "France" in french
 
 
-def test_hangul_renders_with_a_font_that_has_it(dsn) -> None:
+def test_hangul_renders_with_a_font_that_has_it(sample_dsn) -> None:
     """A Korean title: the PDF embeds Noto Sans CJK for it and matplotlib reports no missing
     glyph (which it would draw as a box)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Glyph ... missing from font(s)" is a UserWarning
-        pdf = draw(dsn, "pdf", region="KR-11", title="서울특별시 인권 도시", labels="on")
-        png = draw(dsn, "png", region="KR", title="대한민국 인권 도시")
+        pdf = draw(sample_dsn, "pdf", region="KR-11", title="서울특별시 인권 도시", labels="on")
+        png = draw(sample_dsn, "png", region="KR", title="대한민국 인권 도시")
     assert b"NotoSansCJK" in pdf
     assert Image.open(io.BytesIO(png)).size == (1920, 1080)
-    texts = svg_texts(draw(dsn, "svg", region="KR", title="대한민국 인권 도시"))
+    texts = svg_texts(draw(sample_dsn, "svg", region="KR", title="대한민국 인권 도시"))
     assert "대한민국 인권 도시" in texts
 
 
 @pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
-def test_same_request_same_bytes(dsn, fmt: str) -> None:
-    first = draw(dsn, fmt, region="asia-pacific", labels="on", dark="on")
-    assert draw(dsn, fmt, region="asia-pacific", labels="on", dark="on") == first
+def test_same_request_same_bytes(sample_dsn, fmt: str) -> None:
+    first = draw(sample_dsn, fmt, region="asia-pacific", labels="on", dark="on")
+    assert draw(sample_dsn, fmt, region="asia-pacific", labels="on", dark="on") == first
 
 
-def test_transparent_png_has_no_background(dsn) -> None:
-    image = Image.open(io.BytesIO(draw(dsn, "png", region="KR", transparent="on",
+def test_transparent_png_has_no_background(sample_dsn) -> None:
+    image = Image.open(io.BytesIO(draw(sample_dsn, "png", region="KR", transparent="on",
                                        width=400, height=300, dpi=72)))
     assert image.mode == "RGBA" and image.getpixel((2, 2))[3] == 0
 
@@ -110,9 +95,9 @@ def test_transparent_png_has_no_background(dsn) -> None:
     ({"dpi": "5"}, "outside"), ({"preset": "square", "width": "500"}, "not both"),
     ({"legend": "maybe"}, "on/off"), ({"kind": "village"}, "kind"), ({"zoom": "3"}, "unknown"),
 ])
-def test_bad_parameters_are_client_errors(dsn, params: dict, message: str) -> None:
+def test_bad_parameters_are_client_errors(sample_dsn, params: dict, message: str) -> None:
     with pytest.raises(ClientError, match=message):
-        mapimage.render(dsn, mapimage.parse(params, "png"))
+        mapimage.render(sample_dsn, mapimage.parse(params, "png"))
 
 
 def test_http_endpoint_formats_cache_and_errors(client) -> None:

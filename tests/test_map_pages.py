@@ -18,20 +18,12 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from geo_service.campaign.members import import_members
-from geo_service.campaign.sample import load_sample
-from tests.conftest import free_port, live_server
+from tests.conftest import free_port
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 XSS = "<img src=x onerror=alert(1)> \"Quote\" 'Town'"
 WEIGHT_BUDGET = 300_000  # bytes on the wire (gzip) before tiles
-
-
-@pytest.fixture(scope="module")
-def server(settings, database_url: str, default_data) -> Iterator[str]:
-    load_sample(settings, database_url)
-    with live_server(settings, database_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -292,22 +284,21 @@ def test_embed_headers_and_oembed(server: str) -> None:
             assert 400 <= error.code < 500, (bad, error.code)
 
 
-def test_an_optional_basemap_is_allowed_only_when_set(settings, database_url, default_data) -> None:
+def test_an_optional_basemap_is_allowed_only_when_set(client, settings) -> None:
     """Off by default (the CSP allows images from this host only); when a provider is set in
     settings, its host is allowed for images and the page is told to draw it."""
     from fastapi.testclient import TestClient
 
-    from geo_service.api import create_app
+    from geo_service.web.app import create_app
 
-    with TestClient(create_app(settings)) as client:
-        page = client.get("/map")
-        assert "img-src 'self' data: blob:;" in page.headers["content-security-policy"]
-        assert '"basemap":null' in page.text
+    page = client.get("/map")
+    assert "img-src 'self' data: blob:;" in page.headers["content-security-policy"]
+    assert '"basemap":null' in page.text
     chosen = settings.model_copy(update={
         "basemap_url": "https://tiles.example.org/{z}/{x}/{y}.png",
         "basemap_attribution": "© Example", "frame_ancestors": "'self' https://city.example"})
-    with TestClient(create_app(chosen)) as client:
-        page = client.get("/embed")
+    with TestClient(create_app(chosen)) as with_basemap:
+        page = with_basemap.get("/embed")
         policy = page.headers["content-security-policy"]
         assert "img-src 'self' data: blob: https://tiles.example.org;" in policy
         assert "frame-ancestors 'self' https://city.example" in policy

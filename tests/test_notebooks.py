@@ -3,7 +3,6 @@ in git without outputs. The one that loads its own boundaries leaves the databas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -11,10 +10,9 @@ import psycopg
 import pytest
 from nbclient import NotebookClient
 
-from geo_service.campaign.sample import load_sample
+from geo_service.campaign.members import remove_boundaries
 from geo_service.errors import LoadError
-from geo_service.load.pipeline import remove_source
-from tests.conftest import counts, live_server
+from tests.conftest import counts
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -27,13 +25,6 @@ def placements(dsn: str) -> list[tuple]:
             "SELECT id, match_outcome, match_method, boundary_level, boundary_code, "
             "round(ST_X(location)::numeric, 6), round(ST_Y(location)::numeric, 6) "
             "FROM territories ORDER BY id").fetchall()
-
-
-@pytest.fixture(scope="module")
-def server(settings, database_url: str, default_data) -> Iterator[str]:
-    load_sample(settings, database_url)
-    with live_server(settings, database_url) as url:
-        yield url
 
 
 def test_there_are_notebooks_without_outputs() -> None:
@@ -56,7 +47,7 @@ def test_notebook_runs(server: str, path: Path, database_url: str, monkeypatch) 
                        resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
     finally:
         try:  # a notebook stopped half-way must not leave its boundaries to the other tests
-            left = remove_source(database_url, OWN_SOURCE)
+            left = remove_boundaries(database_url, OWN_SOURCE)
         except LoadError:
             left = None
     assert left is None, f"{path.name} left {OWN_SOURCE} loaded"

@@ -3,7 +3,6 @@ following `next` to the end; counts equal the database's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -11,9 +10,7 @@ import pyogrio
 import pytest
 from owslib.ogcapi.features import Features
 
-from geo_service.campaign.sample import load_sample
-from geo_service.features import COLLECTIONS
-from tests.conftest import live_server
+from geo_service.query.collections import COLLECTIONS
 
 EXPECTED_COUNTS = {
     "countries": "SELECT count(*) FROM boundaries WHERE level = 'country'",
@@ -24,14 +21,6 @@ EXPECTED_COUNTS = {
                    "WHERE t.commitment_kind <> 'engagement-only'",
     "uclg-sections": "SELECT count(*) FROM uclg_sections",
 }
-
-
-@pytest.fixture(scope="module")
-def server(settings, database_url: str, default_data) -> Iterator[str]:
-    """The service in its own process on a loopback port, as QGIS or GDAL would reach it."""
-    load_sample(settings, database_url)
-    with live_server(settings, database_url) as url:
-        yield url
 
 
 def count(dsn: str, collection: str) -> int:

@@ -12,13 +12,11 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from geo_service.campaign.members import rematch, set_override
-from geo_service.campaign.sample import load_sample
+from geo_service.campaign.members import rematch, remove_boundaries, set_override
 from geo_service.cli import app
 from geo_service.errors import LoadError
-from geo_service.features import DATA_VERSION_SQL
-from geo_service.load.pipeline import remove_source
 from geo_service.load.store import status
+from geo_service.query.service import DATA_VERSION_SQL
 
 from .conftest import counts
 
@@ -32,11 +30,6 @@ PROVINCE_08 = {
 }
 PLACEMENT = ("match_outcome, match_method, boundary_level, boundary_code, match_score, "
              "match_candidates, override_boundary_code, ST_AsText(location)")
-
-
-@pytest.fixture(scope="module")
-def sample(settings, database_url: str, default_data) -> list:
-    return load_sample(settings, database_url)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +108,7 @@ def _clean_up(dsn: str, source: str) -> None:
     if (source, "municipality") in listed(dsn) or rows(
             dsn, "SELECT count(*) FROM boundaries WHERE source = %s", source)[0][0]:
         try:
-            remove_source(dsn, source)
+            remove_boundaries(dsn, source)
         except LoadError:  # the code under test failed: take the rows out by hand
             with psycopg.connect(dsn) as conn:
                 conn.execute("DELETE FROM boundaries WHERE source = %s", (source,))

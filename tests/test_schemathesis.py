@@ -7,10 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from .test_ogc_clients import server  # noqa: F401 - the live service fixture
 
-
-def test_no_server_error_on_any_generated_request(server: str) -> None:  # noqa: F811
+def test_no_server_error_on_any_generated_request(server: str) -> None:
     schema = schemathesis.openapi.from_url(f"{server}/api")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 8

@@ -13,20 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import shape
 
-from geo_service import tiles, tilestore
-from geo_service.api import create_app
 from geo_service.campaign.members import set_override
-from geo_service.campaign.sample import load_sample
-from geo_service.features import tier_for_zoom
+from geo_service.domain import tier_for_zoom
+from geo_service.query import tiles
+from geo_service.render import tiles as tilestore
 
 ARCHIVE_ZOOM = 3
-
-
-@pytest.fixture(scope="module")
-def client(settings, database_url: str, default_data):
-    load_sample(settings, database_url)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
@@ -158,7 +150,7 @@ def test_a_layer_of_the_map_tile_is_that_layers_tile(client) -> None:
     whole = fetch(client, "map", 5, x, y)
     assert set(decode(whole)) == {"countries", "regions", "territories"}
     for name in ("countries", "regions", "territories", "municipalities"):
-        assert tiles.layer_of(whole, name) == fetch(client, name, 5, x, y)
+        assert tilestore.layer_of(whole, name) == fetch(client, name, 5, x, y)
 
 
 def test_adjacent_regions_share_edges_at_low_zoom(client, database_url) -> None:
@@ -273,11 +265,11 @@ def test_tiles_stay_under_the_size_limit(client) -> None:
         assert len(fetch(client, "map", z, x, y, "es")) <= tiles.MAX_TILE_BYTES
     x, y = tile_xy(10.0, 45.0, 2)
     whole = fetch(client, "map", 2, x, y)
-    territories = tiles.layer_of(whole, "territories")
-    countries = tiles.layer_of(whole, "countries")
-    kept = tiles.trim(whole, limit=len(territories) + len(countries) + 10)
+    territories = tilestore.layer_of(whole, "territories")
+    countries = tilestore.layer_of(whole, "countries")
+    kept = tilestore.trim(whole, limit=len(territories) + len(countries) + 10)
     assert set(decode(kept)) == {"territories", "countries"}
-    assert tiles.trim(whole, limit=len(territories)) == territories
+    assert tilestore.trim(whole, limit=len(territories)) == territories
 
 
 def test_ogc_api_tiles_routes_serve_the_same_tiles(client) -> None:

@@ -14,10 +14,11 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from geo_service.campaign.members import (
+from geo_service.campaign.rows import (
     CONFIDENCE,
     ImportResult,
     keep_history,
+    open_import,
     parse_year,
     slug,
     split_list,
@@ -121,12 +122,8 @@ def import_initiatives(dsn: str, path: Path, *, dry_run: bool = False, skip_inva
         if problems and not skip_invalid:
             raise LoadError(problems)
         with conn.transaction() as tx:
-            import_id = conn.execute(
-                "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
-                "('initiatives', %s, %s, %s) RETURNING id",
-                (path.name, file_sha256(path), Jsonb({"dry_run": dry_run,
-                                                      "skip_invalid": skip_invalid})),
-            ).fetchone()[0]
+            import_id = open_import(conn, "initiatives", path.name, file_sha256(path),
+                                    {"dry_run": dry_run, "skip_invalid": skip_invalid})
             outcomes = {n: _upsert(conn, values, import_id) for n, values in valid}
             for entry in report:
                 if entry["row"] in outcomes:

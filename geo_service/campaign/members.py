@@ -11,19 +11,28 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pycountry
 from psycopg.types.json import Jsonb
 
 from geo_service.campaign.matching import Match, Matcher
+from geo_service.campaign.rows import (
+    CONFIDENCE,
+    ImportResult,
+    keep_history,
+    open_import,
+    parse_year,
+    slug,
+    split_list,
+    valid_url,
+)
 from geo_service.campaign.tabular import Table, read_table
 from geo_service.errors import LoadError, Problem, RowProblem
+from geo_service.load.pipeline import RemoveResult, remove_source
 from geo_service.manifests import file_sha256
 
 KIND_ALIASES = {
@@ -36,7 +45,6 @@ KIND_ALIASES = {
 }
 COMMITMENT_KINDS = ("campaign-signatory", "declared", "charter", "ordinance", "grassroots-pdhre",
                     "other-commitment", "engagement-only")
-CONFIDENCE = ("high", "medium", "low")
 COLUMNS = {  # our field -> accepted column names
     "id": ("id",), "name": ("name",), "local_name": ("local_name",),
     "country": ("country_iso2", "country"), "kind": ("level", "kind"),
@@ -53,44 +61,13 @@ STORED = ("name", "local_name", "kind", "iso3166_1", "sections", "commitment_kin
           "match_candidates", "override_boundary_code", "lon", "lat")
 
 
-def slug(text: str) -> str:
-    """Lower case, accents dropped, anything but letters and digits becomes '-' (Hangul stays)."""
-    decomposed = unicodedata.normalize("NFKD", normalize_key(text))
-    plain = unicodedata.normalize("NFC", "".join(c for c in decomposed
-                                                 if unicodedata.category(c) != "Mn"))
-    return re.sub(r"[^a-z0-9\u0080-\uffff]+", "-", plain).strip("-")
-
-
-def normalize_key(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 def territory_key(name: str, country: str, kind: str) -> str:
     """The stable key of a territory without an explicit id: country, kind and name."""
     return f"{country.lower()}-{kind}-{slug(name)}"
 
 
-def split_list(value: str) -> list[str]:
-    return [part.strip() for part in re.split(r"\s+;\s+|;|\n", value) if part.strip()]
-
-
-def valid_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and "." in parts.netloc and " " not in url
-
-
 def valid_country(code: str) -> bool:
     return code == "XK" or pycountry.countries.get(alpha_2=code) is not None
-
-
-def parse_year(value: str, problems: list[Problem], file: str, row: int, column: str) -> int | None:
-    if not value:
-        return None
-    this_year = dt.date.today().year
-    if not re.fullmatch(r"\d{4}", value) or not 1800 <= int(value) <= this_year + 1:
-        problems.append(RowProblem(file, row, column, f"{value!r} is not a year (1800 to {this_year + 1})"))
-        return None
-    return int(value)
 
 
 def _column_names(table: Table) -> dict[str, str]:
@@ -212,16 +189,6 @@ def _report_entry(member: MemberRow) -> dict[str, Any]:
     }
 
 
-@dataclass
-class ImportResult:
-    counts: dict[str, int]
-    report: list[dict[str, Any]]
-    notes: list[str]
-    dry_run: bool
-    import_id: int | None = None
-    problems: list[Problem] = field(default_factory=list)
-
-
 def _current(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT to_jsonb(t) - 'location' || jsonb_build_object('lon', ST_X(location), "
@@ -250,25 +217,21 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
         counts = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "invalid": 0,
                   "removed": 0}
         with conn.transaction() as tx:
-            import_id = conn.execute(
-                "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
-                "('members', %s, %s, %s) RETURNING id",
-                (path.name, file_sha256(path), Jsonb({"dry_run": dry_run,
-                                                      "skip_invalid": skip_invalid,
-                                                      "prune": prune})),
-            ).fetchone()[0]
+            import_id = open_import(conn, "members", path.name, file_sha256(path),
+                                    {"dry_run": dry_run, "skip_invalid": skip_invalid,
+                                     "prune": prune})
             for member in rows:
                 if member.errors:
                     counts["invalid"] += 1
                     continue
-                _place(conn, matcher, member)
+                match = _place(conn, matcher, member)
                 if member.errors:
                     counts["invalid"] += 1
                     problems.append(RowProblem(table.file, member.row, "name", member.errors[-1]))
                     continue
                 member.outcome = _upsert(conn, member, import_id)
                 counts[member.outcome] += 1
-                counts[member.match.outcome] = counts.get(member.match.outcome, 0) + 1
+                counts[match.outcome] = counts.get(match.outcome, 0) + 1
             if problems and not skip_invalid:
                 raise LoadError(problems)
             if prune:
@@ -278,14 +241,6 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
                 raise psycopg.Rollback(tx)
     return ImportResult(counts, [_report_entry(m) for m in rows], table.notes, dry_run,
                         None if dry_run else import_id, problems)
-
-
-def keep_history(conn: psycopg.Connection, table: str, row_id: str, operation: str,
-                 previous: dict[str, Any] | None, import_id: int | None) -> None:
-    """The version of a row an import (or an override) is about to change or remove."""
-    conn.execute("INSERT INTO history (table_name, row_id, operation, previous, import_id) "
-                 "VALUES (%s, %s, %s, %s, %s)",
-                 (table, row_id, operation, Jsonb(previous), import_id))
 
 
 def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
@@ -301,19 +256,21 @@ def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
     return len(gone)
 
 
-def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> None:
+def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> Match:
+    """Match a row (errors noted on it); returns the match, also kept on the row."""
     v = member.values
     if not v["boundary_code"]:  # a manual override set earlier survives re-imports
         stored = conn.execute("SELECT override_boundary_code FROM territories WHERE id = %s",
                               (member.key,)).fetchone()
         v["boundary_code"] = stored[0] if stored else None
-    member.match = matcher.match(name=v["name"], country=v["iso3166_1"], kind=v["kind"],
-                                 local_name=v["local_name"], boundary_code=v["boundary_code"],
-                                 lon=v["lon"], lat=v["lat"])
-    if v["boundary_code"] and member.match.outcome == "unmatched":
+    match = member.match = matcher.match(
+        name=v["name"], country=v["iso3166_1"], kind=v["kind"], local_name=v["local_name"],
+        boundary_code=v["boundary_code"], lon=v["lon"], lat=v["lat"])
+    if v["boundary_code"] and match.outcome == "unmatched":
         member.errors.append(f"boundary_code {v['boundary_code']!r} matches no boundary")
-    elif member.match.lon is None:
+    elif match.lon is None:
         member.errors.append(f"no location: {v['iso3166_1']} has no boundary to fall back on")
+    return match
 
 
 def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
@@ -362,10 +319,6 @@ def _upsert(conn: psycopg.Connection, member: MemberRow, import_id: int) -> str:
     return "updated" if old is not None else "inserted"
 
 
-def report_json(result: ImportResult) -> str:
-    return json.dumps(result.report, ensure_ascii=False, indent=2, default=str)
-
-
 
 def _store_placement(conn: psycopg.Connection, territory_id: str, old: dict[str, Any],
                      match: Match, override: str | None, import_id: int | None) -> None:
@@ -404,7 +357,7 @@ PLACEMENT = ("match_outcome", "match_method", "boundary_level", "boundary_code",
 
 
 def _placement(values: dict[str, Any]) -> dict[str, Any]:
-    found = {k: values.get(k) for k in PLACEMENT}
+    found: dict[str, Any] = {k: values.get(k) for k in PLACEMENT}
     for axis in ("lon", "lat"):  # the same point read back from PostGIS
         found[axis] = None if found[axis] is None else round(float(found[axis]), 7)
     return found
@@ -427,10 +380,7 @@ def rematch_in(conn: psycopg.Connection, *, countries: list[str] | None = None,
         "SELECT id FROM territories WHERE (%s::text[] IS NULL OR iso3166_1 = ANY(%s)) "
         "AND (%s::text[] IS NULL OR id = ANY(%s)) ORDER BY iso3166_1, name, id",
         (countries, countries, ids, ids)).fetchall()
-    import_id = conn.execute(
-        "INSERT INTO imports (kind, file_name, checksum, options) VALUES "
-        "('rematch', %s, '', %s) RETURNING id",
-        (origin, Jsonb({"countries": countries, "ids": ids}))).fetchone()[0]
+    import_id = open_import(conn, "rematch", origin, "", {"countries": countries, "ids": ids})
     matcher = Matcher(conn)
     changes: list[dict[str, Any]] = []
     for (territory_id,) in rows:
@@ -472,3 +422,14 @@ def rematch(dsn: str, *, countries: list[str] | None = None, dry_run: bool = Fal
     if dry_run:
         return RematchResult(result.checked, result.changes, True, None)
     return result
+
+
+def _rematch_ids(conn: psycopg.Connection, ids: list[str], origin: str) -> list[dict[str, Any]]:
+    return rematch_in(conn, ids=ids, origin=origin).changes
+
+
+def remove_boundaries(dsn: str, source: str, *, level: str | None = None, dry_run: bool = False
+                      ) -> RemoveResult:
+    """Remove a boundary source in one transaction, matching again the territories that sat on
+    it (see geo_service.load.pipeline.remove_source)."""
+    return remove_source(dsn, source, rematch=_rematch_ids, level=level, dry_run=dry_run)

@@ -7,8 +7,9 @@ from pathlib import Path
 import psycopg
 
 from geo_service.campaign.initiatives import import_initiatives
-from geo_service.campaign.members import ImportResult, import_members
+from geo_service.campaign.members import import_members
 from geo_service.campaign.reference import load_reference
+from geo_service.campaign.rows import ImportResult
 from geo_service.manifests import file_sha256
 from geo_service.settings import Settings
 

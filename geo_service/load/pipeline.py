@@ -17,9 +17,9 @@ import numpy as np
 import psycopg
 import pycountry
 import shapely
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from geo_service.campaign.members import rematch_in
 from geo_service.errors import LoadError, Problem
 from geo_service.load import store
 from geo_service.load.prepare import BoundaryRows, generalize, label_points, prepare
@@ -28,6 +28,7 @@ from geo_service.manifests import (
     BOUNDARY_LEVELS,
     FieldMap,
     Manifest,
+    SourceSpec,
     all_manifests,
     default_manifests,
     file_sha256,
@@ -312,11 +313,11 @@ def load_file(dsn: str, path: Path, options: LoadOptions, reporter: Reporter) ->
     source = options.source or path.stem
     opts = {k: v for k, v in asdict(options).items() if k not in ("force", "derived")}
     manifest = Manifest(id=source, title=options.title or path.name,
-                        level=level,  # type: ignore[arg-type]
+                        level=level,
                         version=time.strftime("%Y-%m-%d"),
                         licence=options.licence or "see the file's origin",
                         attribution=options.attribution or "see the file's origin",
-                        source={"kind": "url"})
+                        source=SourceSpec(kind="url"))
     record = _record(manifest, str(path), file_sha256(path), opts)
     if _skip(dsn, record, options.force):
         return LoadResult(source, level, 0, True, time.perf_counter() - started)
@@ -366,13 +367,18 @@ class RemoveResult:
     dry_run: bool
 
 
-def remove_source(dsn: str, source: str, *, level: str | None = None, dry_run: bool = False
-                  ) -> RemoveResult:
-    """Take a source's boundaries out in one transaction and match again the territories that
-    sat on them. Refused (nothing changed) while other boundaries name them as parents or a
-    manual override pins a territory to one of them."""
+# Matches the given territories again on the connection, inside the removal's transaction, and
+# returns what changed (geo_service.campaign supplies it: loading knows nothing of members).
+Rematch = Callable[[psycopg.Connection, list[str], str], list[Any]]
+
+
+def remove_source(dsn: str, source: str, *, rematch: Rematch, level: str | None = None,
+                  dry_run: bool = False) -> RemoveResult:
+    """Take a source's boundaries out in one transaction and match again (with `rematch`) the
+    territories that sat on them. Refused (nothing changed) while other boundaries name them as
+    parents or a manual override pins a territory to one of them."""
     with psycopg.connect(dsn) as conn, conn.transaction() as tx:
-        removed = dict(conn.execute(
+        removed: dict[str, int] = dict(conn.execute(
             "SELECT level, count(*) FROM boundaries WHERE source = %s "
             "AND (%s::text IS NULL OR level = %s) GROUP BY level ORDER BY level",
             (source, level, level)).fetchall())
@@ -386,31 +392,33 @@ def remove_source(dsn: str, source: str, *, level: str | None = None, dry_run: b
             at = f" at level {level}" if level else ""
             raise LoadError([Problem(source, None, "source", f"no boundaries from this source{at}"
                                                              f" (sources in place: {known})")])
-        gone = ("SELECT level, code FROM boundaries WHERE source = %(source)s "
-                "AND (%(level)s::text IS NULL OR level = %(level)s)")
+        gone = sql.SQL("SELECT level, code FROM boundaries WHERE source = %(source)s "
+                       "AND (%(level)s::text IS NULL OR level = %(level)s)")
         args = {"source": source, "level": level}
         problems = [
             Problem(source, None, "source",
                     f"{count:,} {child_level} boundaries of {child!r} have their parent here: "
                     f"remove {child!r} first")
             for child, child_level, count in conn.execute(  # a region's parent is a country
-                f"SELECT c.source, c.level, count(*) FROM boundaries c JOIN ({gone}) g "
-                "ON c.parent_code = g.code AND g.level = CASE c.level WHEN 'region' THEN "
-                "'country' WHEN 'municipality' THEN 'region' END "
-                "WHERE c.source <> %(source)s GROUP BY 1, 2 ORDER BY 1", args).fetchall()]
+                sql.SQL("SELECT c.source, c.level, count(*) FROM boundaries c JOIN ({gone}) g "
+                        "ON c.parent_code = g.code AND g.level = CASE c.level WHEN 'region' THEN "
+                        "'country' WHEN 'municipality' THEN 'region' END "
+                        "WHERE c.source <> %(source)s GROUP BY 1, 2 ORDER BY 1").format(gone=gone),
+                args).fetchall()]
         problems += [
             Problem(source, None, "source",
                     f"territory {territory!r} is pinned to {code} by a manual override: "
                     f"clear it first (geo-service members override {territory} --clear)")
             for territory, code in conn.execute(
-                f"SELECT t.id, t.override_boundary_code FROM territories t JOIN ({gone}) g "
-                "ON g.level = t.boundary_level AND g.code = t.boundary_code "
-                "WHERE t.override_boundary_code IS NOT NULL ORDER BY t.id", args).fetchall()]
+                sql.SQL("SELECT t.id, t.override_boundary_code FROM territories t JOIN ({gone}) g "
+                        "ON g.level = t.boundary_level AND g.code = t.boundary_code "
+                        "WHERE t.override_boundary_code IS NOT NULL ORDER BY t.id").format(gone=gone),
+                args).fetchall()]
         if problems:
             raise LoadError(problems)
         placed = [r[0] for r in conn.execute(
-            f"SELECT t.id FROM territories t JOIN ({gone}) g ON g.level = t.boundary_level "
-            "AND g.code = t.boundary_code", args).fetchall()]
+            sql.SQL("SELECT t.id FROM territories t JOIN ({gone}) g ON g.level = t.boundary_level "
+                    "AND g.code = t.boundary_code").format(gone=gone), args).fetchall()]
         conn.execute(
             "DELETE FROM boundaries WHERE source = %s AND (%s::text IS NULL OR level = %s)",
             (source, level, level))
@@ -420,8 +428,7 @@ def remove_source(dsn: str, source: str, *, level: str | None = None, dry_run: b
                 "details) VALUES (%s, %s, 'removed', 'geo-service boundaries remove', "
                 "'removed', 0, %s)",
                 (source, removed_level, Jsonb({"removed": count})))
-        changes = rematch_in(conn, ids=placed, origin=f"boundaries remove {source}").changes \
-                if placed else []
+        changes = rematch(conn, placed, f"boundaries remove {source}") if placed else []
         if dry_run:
             raise psycopg.Rollback(tx)
     return RemoveResult(source, removed, changes, dry_run)

@@ -14,20 +14,16 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from geo_service.domain import ISO3166_2, TIERS
 from geo_service.errors import LoadError, Problem
 from geo_service.load.read import RawLayer
 from geo_service.manifests import FieldMap
-
-# tier -> (tolerance in degrees, highest web-map zoom it serves). A pixel at zoom z spans about
-# 360 / (256 * 2**z) degrees, so each tolerance is about one pixel at its highest zoom.
-TIERS: dict[int, tuple[float, int]] = {1: (0.1, 3), 2: (0.025, 5), 3: (0.006, 7)}
 
 TEXT_FIELDS = (
     "code", "name", "name_en", "name_fr", "name_es", "name_local",
     "iso3166_1", "iso3166_2", "national_code", "wikidata_id", "parent_code",
 )
 _LANG = re.compile(r"^[a-z]{2,3}$")
-ISO3166_2 = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 _MISSING = {"", "-99"}  # no-data markers in Natural Earth and friends
 
 

@@ -15,8 +15,9 @@ import shapely
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from geo_service.domain import TIERS
 from geo_service.errors import LoadError, Problem
-from geo_service.load.prepare import TIERS, BoundaryRows
+from geo_service.load.prepare import BoundaryRows
 
 Progress = Callable[[int], None]
 
@@ -56,7 +57,7 @@ def already_loaded(conn: psycopg.Connection, record: SourceRecord) -> bool:
         return False
     table = "places" if record.level == "place" else "boundaries"
     present = conn.execute(
-        f"SELECT count(*) FROM {table} WHERE data_source_id = %s",
+        sql.SQL("SELECT count(*) FROM {} WHERE data_source_id = %s").format(sql.Identifier(table)),
         (last["id"],),
     ).fetchone()
     return bool(present and present[0] == last["features"])

@@ -13,15 +13,15 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import folium
 from branca.element import Element, Figure, MacroElement
 from folium.elements import JSCSSMixin
 from folium.template import Template
-from psycopg import AsyncConnection
 
-from geo_service import i18n, tiles
+from geo_service.query import tiles
+from geo_service.render import i18n
 
 VENDOR = "/static/vendor"
 ASSET_VERSIONS = {"leaflet": "1.9.4", "markercluster": "1.5.3", "vectorgrid": "1.3.0",
@@ -79,8 +79,6 @@ class Page(Figure):
 class LocalMap(folium.Map):
     """folium.Map with Leaflet from our pinned package and a viewport that lets people zoom."""
 
-    default_js: ClassVar = [("leaflet", f"{VENDOR}/leaflet/leaflet.js?v={_v('leaflet')}")]
-    default_css: ClassVar = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css?v={_v('leaflet')}")]
     _template = Template(
         """
         {% macro header(this, kwargs) %}
@@ -107,6 +105,8 @@ class LocalMap(folium.Map):
 
     def __init__(self, aria_label: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.default_js = [("leaflet", f"{VENDOR}/leaflet/leaflet.js?v={_v('leaflet')}")]
+        self.default_css = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css?v={_v('leaflet')}")]
         self.aria_label = html.escape(aria_label)
 
 
@@ -114,25 +114,6 @@ class MovementLayers(JSCSSMixin, MacroElement):
     """Base layer, territories, legend, search, filters, list, hash and gestures: our own
     element, configured by a JSON block and run by static/map.js."""
 
-    default_js: ClassVar = [
-        ("markercluster", f"{VENDOR}/leaflet.markercluster/leaflet.markercluster.js"
-                          f"?v={_v('markercluster')}"),
-        ("vectorgrid", f"{VENDOR}/leaflet.vectorgrid/Leaflet.VectorGrid.bundled.min.js"
-                       f"?v={_v('vectorgrid')}"),
-        ("gesture", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.js"
-                    f"?v={_v('gesture')}"),
-        ("hash", f"{VENDOR}/leaflet-hash/leaflet-hash.js?v={_v('hash')}"),
-        ("hrmap", "/static/map.js?v={version}"),
-    ]
-    default_css: ClassVar = [
-        ("markercluster_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.css"
-                              f"?v={_v('markercluster')}"),
-        ("markercluster_default_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.Default.css"
-                                      f"?v={_v('markercluster')}"),
-        ("gesture_css", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.css"
-                        f"?v={_v('gesture')}"),
-        ("hrmap_css", "/static/map.css?v={version}"),
-    ]
     _template = Template(
         """
         {% macro html(this, kwargs) %}
@@ -150,10 +131,25 @@ class MovementLayers(JSCSSMixin, MacroElement):
         super().__init__()
         self._name = "MovementLayers"
         self.config_json = json_for_script(config)
-        self.default_js = [(n, u.replace("{version}", asset_version))  # type: ignore[misc]
-                           for n, u in MovementLayers.default_js]
-        self.default_css = [(n, u.replace("{version}", asset_version))  # type: ignore[misc]
-                            for n, u in MovementLayers.default_css]
+        self.default_js = [
+            ("markercluster", f"{VENDOR}/leaflet.markercluster/leaflet.markercluster.js"
+                              f"?v={_v('markercluster')}"),
+            ("vectorgrid", f"{VENDOR}/leaflet.vectorgrid/Leaflet.VectorGrid.bundled.min.js"
+                           f"?v={_v('vectorgrid')}"),
+            ("gesture", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.js"
+                        f"?v={_v('gesture')}"),
+            ("hash", f"{VENDOR}/leaflet-hash/leaflet-hash.js?v={_v('hash')}"),
+            ("hrmap", f"/static/map.js?v={asset_version}"),
+        ]
+        self.default_css = [
+            ("markercluster_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.css"
+                                  f"?v={_v('markercluster')}"),
+            ("markercluster_default_css", f"{VENDOR}/leaflet.markercluster/"
+                                          f"MarkerCluster.Default.css?v={_v('markercluster')}"),
+            ("gesture_css", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.css"
+                            f"?v={_v('gesture')}"),
+            ("hrmap_css", f"/static/map.css?v={asset_version}"),
+        ]
 
 
 @dataclass(frozen=True)
@@ -161,44 +157,6 @@ class PageRequest:
     lang: str
     embed: bool
     filters: dict[str, str]
-
-
-async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
-    """Everything the page shows, in `lang`: territories with their initiatives, and the labels
-    of themes and sections."""
-    cursor = await conn.execute(
-        """
-        SELECT json_build_object(
-          'id', t.id, 'name', coalesce(CASE %(lang)s WHEN 'fr' THEN b.name_fr
-                                                    WHEN 'es' THEN b.name_es END, t.name),
-          'local_name', t.local_name, 'kind', t.kind, 'commitment_kind', t.commitment_kind,
-          'commitment', t.commitment, 'year', t.year, 'sections', t.sections,
-          'country', t.iso3166_1,
-          'country_name', coalesce(CASE %(lang)s WHEN 'fr' THEN c.name_fr WHEN 'es' THEN c.name_es
-                                                 ELSE c.name_en END, c.name, t.iso3166_1),
-          'lat', round(ST_Y(t.location)::numeric, 5), 'lon', round(ST_X(t.location)::numeric, 5),
-          'placed', t.match_outcome, 'boundary', t.boundary_code IS NOT NULL,
-          'sources', t.sources, 'confidence', t.confidence, 'website', t.website,
-          'themes', (SELECT coalesce(json_agg(DISTINCT it.theme_slug), '[]') FROM initiatives i
-                     JOIN initiative_themes it ON it.initiative_id = i.id
-                     WHERE i.territory_id = t.id),
-          'initiatives', (SELECT coalesce(json_agg(json_build_object(
-                              'title', i.title, 'year', i.year_started, 'source', i.source)
-                              ORDER BY i.year_started NULLS LAST, i.title), '[]')
-                          FROM initiatives i WHERE i.territory_id = t.id))
-        FROM territories t
-        LEFT JOIN boundaries b ON b.level = t.boundary_level AND b.code = t.boundary_code
-        LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1
-        WHERE t.commitment_kind <> 'engagement-only'
-        ORDER BY t.name, t.id
-        """, {"lang": lang})
-    territories = [row[0] for row in await cursor.fetchall()]
-    name = {"en": "name_en", "fr": "name_fr", "es": "name_es"}[lang]
-    themes = dict(await (await conn.execute(
-        f"SELECT slug, {name} FROM rights_themes ORDER BY {name}")).fetchall())
-    sections = dict(await (await conn.execute(
-        f"SELECT slug, {name} FROM uclg_sections ORDER BY {name}")).fetchall())
-    return {"territories": territories, "themes": themes, "sections": sections}
 
 
 def render_page(request: PageRequest, data: dict[str, Any], *, version: str, base: str,

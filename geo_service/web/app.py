@@ -9,31 +9,24 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from geo_service import (
-    __version__,
-    cache,
-    db,
-    features,
-    images_api,
-    ogc,
-    pages,
-    query,
-    tiles_api,
-    tilestore,
-)
-from geo_service.campaign.stats import stats_async
-from geo_service.ogc import ConnDep
-from geo_service.openapi30 import openapi_30
+from geo_service import __version__, db
+from geo_service.errors import HTTP_STATUS, RETRY_AFTER_S, http_status
+from geo_service.query import service, stats
+from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
+from geo_service.web import cache, images, ogc, pages, tiles
+from geo_service.web.http import ConnDep, NoParams, Params
+from geo_service.web.openapi30 import openapi_30
 
 PROBLEM = "application/problem+json"
 logger = logging.getLogger("geo_service")
@@ -44,6 +37,11 @@ def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
     if detail:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class StatsParams(Params):
+    include_engagement: bool = Field(
+        False, description="Count engagement-only rows (not human rights territories) too")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,8 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
         async with pool.connection() as conn:
-            identity = await tilestore.database_identity(conn)
-        app.state.archives = tilestore.Archives(settings.tiles_dir, identity)
+            identity = await service.database_identity(conn)
+        app.state.archives = Archives(settings.tiles_dir, identity)
         try:
             yield
         finally:
@@ -85,22 +83,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
 
-    @app.exception_handler(features.ClientError)
-    async def client_error(_: Request, exc: features.ClientError) -> JSONResponse:
-        return problem(400, "Bad Request", str(exc))
-
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        """The database is down or out of connections: a 503 the client may retry, not a 500."""
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        status, title = http_status(exc)
+        if status != 503:
+            return problem(status, title, str(exc))
         logger.warning("database unavailable: %s", exc)
-        response = problem(503, "Database unavailable", type(exc).__name__)
-        response.headers["Retry-After"] = "5"
+        response = problem(status, title, type(exc).__name__)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
 
-    @app.exception_handler(features.NotFound)
-    async def not_found(_: Request, exc: features.NotFound) -> JSONResponse:
-        return problem(404, "Not Found", str(exc))
+    for error in HTTP_STATUS:
+        app.add_exception_handler(error, known_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,12 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return problem(400, "Invalid request parameter", details)
 
     @app.get("/health", tags=["service"], summary="Database reachability, versions and counts")
-    async def health(request: Request) -> Response:
+    async def health(request: Request, params: Annotated[NoParams, Query()]) -> Response:
         try:
             async with asyncio.timeout(settings.health_timeout_ms / 1000):
-                async with request.app.state.pool.connection() as conn:
-                    await conn.execute(f"SET statement_timeout = {int(settings.health_timeout_ms)}")
-                    info = await query.health(conn)
+                async with request.app.state.pool.connection() as conn, conn.transaction():
+                    # LOCAL: the limit ends with this transaction, not with the pooled connection
+                    await conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                        sql.Literal(int(settings.health_timeout_ms))))
+                    info = await service.health(conn)
         except Exception as exc:  # the point of /health is to report any database failure
             return problem(503, "Database unavailable", type(exc).__name__)
         body = {"status": "ok", "service_version": __version__,
@@ -125,17 +120,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/stats", tags=["campaign"],
              summary="Campaign progress: totals against 10, 100, 1000 and breakdowns")
-    async def campaign_stats(
-        conn: ConnDep,
-        include_engagement: Annotated[bool, Query(
-            description="Count engagement-only rows (not human rights territories) too")] = False,
-    ) -> JSONResponse:
-        return JSONResponse(await stats_async(conn, include_engagement))
+    async def campaign_stats(conn: ConnDep, params: Annotated[StatsParams, Query()]
+                             ) -> JSONResponse:
+        return JSONResponse(await stats.stats(conn, params.include_engagement))
 
     app.include_router(ogc.router)
-    app.include_router(tiles_api.router)
+    app.include_router(tiles.router)
     app.include_router(pages.router)
-    app.include_router(images_api.router)
+    app.include_router(images.router)
     app.state.settings = settings
     app.state.asset_version = pages.asset_version()
     pages.mount_static(app, settings)

@@ -11,39 +11,52 @@ into the files, and SVG ids are salted with a constant.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import geopandas as gpd
 import matplotlib
-import psycopg
 import shapely
+from psycopg import AsyncConnection
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from shapely.geometry import box
 
-from geo_service import i18n
-from geo_service.features import DATA_VERSION_SQL, ClientError
-from geo_service.load.prepare import ISO3166_2
+from geo_service.errors import ClientError
+from geo_service.query import scene as scene_query
+from geo_service.query.scene import SceneFilters, SceneRows
+from geo_service.render import i18n
 
 matplotlib.use("agg")
 from matplotlib import pyplot as plt
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
-PRESETS: dict[str, tuple[int, int, int]] = {  # width px, height px, dpi
+Preset = Literal["slide-16x9", "slide-4k", "slide-4x3", "a4-landscape", "square"]
+PRESETS: dict[Preset, tuple[int, int, int]] = {  # width px, height px, dpi
     "slide-16x9": (1920, 1080, 144),
     "slide-4k": (3840, 2160, 288),
     "slide-4x3": (1600, 1200, 144),
     "a4-landscape": (3508, 2480, 300),  # 297 × 210 mm at 300 dpi
     "square": (1080, 1080, 144),
 }
-DEFAULT_PRESET = "slide-16x9"
+assert set(PRESETS) == set(get_args(Preset))
+DEFAULT_PRESET: Preset = "slide-16x9"
 MIN_PIXELS, MAX_PIXELS = 200, 10_000
 MIN_DPI, MAX_DPI = 50, 600
 FONTS = ["Noto Sans", "Noto Sans CJK KR", "DejaVu Sans"]
@@ -91,71 +104,101 @@ class MapRequest:
         return repr(sorted(asdict(self).items())) + "|" + version
 
 
-def _flag(name: str, value: str | bool | None) -> bool:
+def _flag(value: Any) -> Any:
+    """on/off, true/false, yes/no, 1/0 (or a bool) as a bool."""
     if value is None or isinstance(value, bool):
-        return bool(value)
-    lowered = value.lower()
+        return value
+    lowered = str(value).lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ClientError(f"{name}={value!r}: use on/off (true/false)")
+    raise ValueError("use on/off (true/false)")
 
 
-def _int(name: str, value: Any, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ClientError(f"{name}={value!r} is not an integer") from None
-    if not low <= number <= high:
-        raise ClientError(f"{name}={number} is outside {low}–{high}")
-    return number
+Flag = Annotated[bool | None, BeforeValidator(_flag), Field(description="on/off")]
+
+
+class MapParams(BaseModel):
+    """The parameters of a map image, declared once: GET /export/map.{fmt} takes them as its
+    query (and documents them from here); `geo-service export` passes the same names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str | None = Field(None, max_length=100, description=(
+        "world (default), a UCLG section slug, ISO 3166-1 (FR) or ISO 3166-2 (KR-29)"))
+    theme: str | None = Field(None, max_length=100, description="Rights theme slug")
+    section: str | None = Field(None, max_length=100, description="UCLG section slug")
+    kind: str | None = Field(None, max_length=100, description=", ".join(i18n.KINDS))
+    commitment_kind: str | None = Field(None, max_length=100,
+                                        description=", ".join(i18n.COMMITMENTS))
+    lang: i18n.Lang | None = Field(None, description="Language of the text")
+    title: str | None = Field(None, max_length=200)
+    subtitle: str | None = Field(None, max_length=200)
+    legend: Flag = None
+    labels: Flag = None
+    transparent: Flag = None
+    dark: Flag = None
+    preset: Preset | None = Field(None, description="Size for slides and print (default "
+                                                    "slide-16x9)")
+    width: int | None = Field(None, ge=MIN_PIXELS, le=MAX_PIXELS, description="pixels, 200–10000")
+    height: int | None = Field(None, ge=MIN_PIXELS, le=MAX_PIXELS, description="pixels, 200–10000")
+    dpi: int | None = Field(None, ge=MIN_DPI, le=MAX_DPI, description="50–600")
+
+    @field_validator("kind", "commitment_kind")
+    @classmethod
+    def _known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        table = i18n.KINDS if info.field_name == "kind" else i18n.COMMITMENTS
+        if value and value not in table:
+            raise ValueError(f"one of {', '.join(table)}")
+        return value
+
+
+def client_error(exc: ValidationError) -> ClientError:
+    """Pydantic's findings about parameters, as one ClientError naming each parameter."""
+    unknown = [str(e["loc"][-1]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        return ClientError(f"unknown parameter(s): {', '.join(unknown)}")
+    found = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"])
+        what = error["msg"].removeprefix("Value error, ")
+        if error["type"] in ("greater_than_equal", "less_than_equal"):
+            what = f"is outside the range ({what})"
+        found.append(f"{name}={error.get('input')!r}: {what}")
+    return ClientError("; ".join(found))
+
+
+def request_from(params: MapParams, fmt: str) -> MapRequest:
+    """The image a validated set of parameters asks for (presets or sizes, flags, filters)."""
+    if fmt not in FORMATS:
+        raise ClientError(f"format {fmt!r}: one of {', '.join(FORMATS)}")
+    sizes = {k: getattr(params, k) for k in ("width", "height", "dpi")
+             if getattr(params, k) is not None}
+    if params.preset and sizes:
+        raise ClientError("give a preset or width/height/dpi, not both")
+    width, height, dpi = PRESETS[params.preset or DEFAULT_PRESET]
+    width, height = sizes.get("width", width), sizes.get("height", height)
+    dpi = sizes.get("dpi", 144 if sizes else dpi)
+    filters = {name: value for name in ("theme", "section", "kind", "commitment_kind")
+               if (value := getattr(params, name))}
+    return MapRequest(
+        format=fmt, region=(params.region or "world").strip() or "world",
+        lang=params.lang or "en", title=params.title, subtitle=params.subtitle,
+        legend=params.legend is not False, labels=bool(params.labels),
+        preset=params.preset or (None if sizes else DEFAULT_PRESET), width=width, height=height,
+        dpi=dpi, transparent=bool(params.transparent), dark=bool(params.dark), filters=filters,
+        **filters)
 
 
 def parse(params: dict[str, Any], fmt: str) -> MapRequest:
-    """Check every parameter; anything unknown or out of range is a ClientError (a 400)."""
-    allowed = {"region", "theme", "section", "kind", "commitment_kind", "lang", "title", "subtitle",
-               "legend", "labels", "preset", "width", "height", "dpi", "transparent", "dark"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ClientError(f"unknown parameter(s): {', '.join(unknown)}")
-    if fmt not in FORMATS:
-        raise ClientError(f"format {fmt!r}: one of {', '.join(FORMATS)}")
-    lang = params.get("lang") or "en"
-    if lang not in i18n.LANGS:
-        raise ClientError(f"lang={lang!r}: one of {', '.join(i18n.LANGS)}")
-    preset = params.get("preset")
-    sizes = {k: params.get(k) for k in ("width", "height", "dpi") if params.get(k) is not None}
-    if preset and sizes:
-        raise ClientError("give a preset or width/height/dpi, not both")
-    if preset and preset not in PRESETS:
-        raise ClientError(f"preset={preset!r}: one of {', '.join(PRESETS)}")
-    width, height, dpi = PRESETS[preset or DEFAULT_PRESET]
-    if sizes:
-        width = _int("width", sizes.get("width", width), MIN_PIXELS, MAX_PIXELS)
-        height = _int("height", sizes.get("height", height), MIN_PIXELS, MAX_PIXELS)
-        dpi = _int("dpi", sizes.get("dpi", 144), MIN_DPI, MAX_DPI)
-    filters = {}
-    for name in ("theme", "section", "kind", "commitment_kind"):
-        value = params.get(name)
-        if value:
-            filters[name] = value
-    for name in ("kind", "commitment_kind"):
-        table = i18n.KINDS if name == "kind" else i18n.COMMITMENTS
-        if name in filters and filters[name] not in table:
-            raise ClientError(f"{name}={filters[name]!r}: one of {', '.join(table)}")
-    title, subtitle = params.get("title"), params.get("subtitle")
-    for name, text in (("title", title), ("subtitle", subtitle)):
-        if text is not None and len(text) > 200:
-            raise ClientError(f"{name} is longer than 200 characters")
-    region = (params.get("region") or "world").strip()
-    return MapRequest(
-        format=fmt, region=region, lang=lang, title=title, subtitle=subtitle,
-        legend=_flag("legend", params.get("legend", True)),
-        labels=_flag("labels", params.get("labels", False)), preset=preset or (
-            None if sizes else DEFAULT_PRESET), width=width, height=height, dpi=dpi,
-        transparent=_flag("transparent", params.get("transparent")),
-        dark=_flag("dark", params.get("dark")), filters=filters, **filters)
+    """Check parameters given as a mapping (the command line, scripts); anything unknown or out
+    of range is a ClientError."""
+    try:
+        checked = MapParams.model_validate(params)
+    except ValidationError as exc:
+        raise client_error(exc) from None
+    return request_from(checked, fmt)
 
 
 # ------------------------------------------------------------------------------------ the data
@@ -172,31 +215,6 @@ class Scene:
     polygons: gpd.GeoDataFrame
     extent: tuple[float, float, float, float]  # lon/lat of what to frame
     credit: str
-
-
-def _region(conn: psycopg.Connection, region: str, lang: str) -> tuple[str, str, set[str], Any]:
-    """(kind, name in lang, focus countries, subdivision code or None)."""
-    lowered, upper = region.lower(), region.upper()
-    name_col = {"en": "name_en", "fr": "name_fr", "es": "name_es"}[lang]
-    if lowered == "world":
-        return "world", TEXT["world"][lang], set(), None
-    row = conn.execute(f"SELECT {name_col} FROM uclg_sections WHERE slug = %s", (lowered,)).fetchone()
-    if row:
-        members = {r[0] for r in conn.execute(
-            "SELECT iso3166_1 FROM uclg_section_countries WHERE section_slug = %s", (lowered,))}
-        return "section", row[0], members, None
-    if len(upper) == 2 and upper.isalpha():
-        row = conn.execute(f"SELECT coalesce({name_col}, name) FROM boundaries WHERE level = "
-                           "'country' AND code = %s", (upper,)).fetchone()
-        if row:
-            return "country", row[0], {upper}, None
-    if ISO3166_2.match(upper):
-        row = conn.execute(f"SELECT coalesce({name_col}, name), iso3166_1 FROM boundaries WHERE "
-                           "level = 'region' AND iso3166_2 = %s", (upper,)).fetchone()
-        if row:
-            return "subdivision", row[0], {row[1]}, upper
-    raise ClientError(f"unknown region {region!r}: world, a UCLG section slug (europe), an ISO "
-                      "3166-1 code (FR) or an ISO 3166-2 code (KR-29)")
 
 
 def _frame(geoms: list[Any]) -> tuple[float, float, float, float]:
@@ -216,97 +234,30 @@ def _frame(geoms: list[Any]) -> tuple[float, float, float, float]:
             min(maxy + dy, 89.0))
 
 
-def _shapes(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> gpd.GeoDataFrame:
-    """Rows whose last column is a geometry, as a GeoDataFrame in EPSG:4326."""
-    cursor = conn.execute(query, params)
-    names = [c.name for c in cursor.description or []]
-    rows = cursor.fetchall()
-    data = {name: [r[i] for r in rows] for i, name in enumerate(names[:-1])}
-    return gpd.GeoDataFrame(data, geometry=shapely.from_wkb([bytes(r[-1]) for r in rows]),
-                            crs="EPSG:4326")
+def _frame_of(rows: list[tuple[Any, ...]]) -> gpd.GeoDataFrame:
+    """Rows whose last item is WKB as a GeoDataFrame in EPSG:4326 (the other items as columns
+    `code` and, for regions, `iso3166_2`; territory shapes: `id`, `commitment_kind`)."""
+    names = ["code", "iso3166_2"] if rows and len(rows[0]) == 3 else ["code"]
+    return gpd.GeoDataFrame({name: [r[i] for r in rows] for i, name in enumerate(names)},
+                            geometry=shapely.from_wkb([r[-1] for r in rows]), crs="EPSG:4326")
 
 
-def load_scene(dsn: str, request: MapRequest) -> tuple[Scene, str]:
-    """The scene and the data version it was read at."""
-    lang = request.lang
-    with psycopg.connect(dsn) as conn, conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        version = conn.execute(DATA_VERSION_SQL).fetchone()[0]
-        kind, region_name, focus, subdivision = _region(conn, request.region, lang)
-        themes = {r[0] for r in conn.execute("SELECT slug FROM rights_themes")}
-        sections = {r[0] for r in conn.execute("SELECT slug FROM uclg_sections")}
-        if request.theme and request.theme not in themes:
-            raise ClientError(f"theme={request.theme!r} is not a rights theme slug")
-        if request.section and request.section not in sections:
-            raise ClientError(f"section={request.section!r} is not a UCLG section slug")
-        tier = 1 if kind in ("world", "section") else 2 if kind == "country" else 3
-        countries = _shapes(
-            conn, "SELECT b.code, ST_AsBinary(bt.geom) FROM boundaries b JOIN boundary_tiers bt ON "
-            "bt.boundary_id = b.id AND bt.tier = %(tier)s WHERE b.level = 'country' ORDER BY b.code",
-            {"tier": tier})
-        regions = None
-        if kind in ("country", "subdivision"):
-            regions = _shapes(
-                conn, "SELECT b.code, b.iso3166_2, ST_AsBinary(bt.geom) FROM boundaries b JOIN "
-                "boundary_tiers bt ON bt.boundary_id = b.id AND bt.tier = 3 WHERE b.level = "
-                "'region' AND b.iso3166_1 = ANY(%(focus)s) ORDER BY b.code", {"focus": sorted(focus)})
-        conditions = ["t.commitment_kind <> 'engagement-only'"]
-        params: dict[str, Any] = {"lang": lang}
-        if request.kind:
-            conditions.append("t.kind = %(kind)s")
-            params["kind"] = request.kind
-        if request.commitment_kind:
-            conditions.append("t.commitment_kind = %(commitment_kind)s")
-            params["commitment_kind"] = request.commitment_kind
-        if request.section:
-            conditions.append("%(section)s = ANY(t.sections)")
-            params["section"] = request.section
-        if request.theme:
-            conditions.append("EXISTS (SELECT 1 FROM initiatives i JOIN initiative_themes it ON "
-                              "it.initiative_id = i.id WHERE i.territory_id = t.id AND "
-                              "it.theme_slug = %(theme)s)")
-            params["theme"] = request.theme
-        if kind == "section":
-            conditions.append("%(region)s = ANY(t.sections)")
-            params["region"] = request.region.lower()
-        elif kind == "country":
-            conditions.append("t.iso3166_1 = %(country)s")
-            params["country"] = next(iter(focus))
-        elif kind == "subdivision":
-            conditions.append("ST_Intersects(t.location, (SELECT geom FROM boundaries WHERE "
-                              "level = 'region' AND iso3166_2 = %(sub)s))")
-            params["sub"] = subdivision
-        rows = conn.execute(
-            "SELECT t.id, coalesce(CASE %(lang)s WHEN 'fr' THEN b.name_fr WHEN 'es' THEN "
-            "b.name_es END, t.name), t.kind, t.commitment_kind, ST_X(t.location), "
-            "ST_Y(t.location), b.id FROM territories t LEFT JOIN boundaries b ON "
-            "b.level = t.boundary_level AND b.code = t.boundary_code WHERE "
-            + " AND ".join(conditions) + " ORDER BY t.name, t.id", params).fetchall()
-        territories = [{"id": r[0], "name": r[1], "kind": r[2], "commitment_kind": r[3],
-                        "lon": r[4], "lat": r[5]} for r in rows]
-        polygons = _shapes(
-            conn, "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom) FROM territories t JOIN "
-            "boundaries b ON b.level = t.boundary_level AND b.code = t.boundary_code JOIN "
-            "boundary_tiers bt ON bt.boundary_id = b.id AND bt.tier = %(tier)s WHERE "
-            "t.id = ANY(%(ids)s) ORDER BY t.id", {"tier": tier, "ids": [t["id"] for t in territories]})
-        if kind == "world":
-            extent = (-180.0, -58.0, 180.0, 84.0)
-        elif kind == "subdivision":
-            geom = conn.execute("SELECT ST_AsBinary(geom) FROM boundaries WHERE level = 'region' "
-                                "AND iso3166_2 = %s", (subdivision,)).fetchone()[0]
-            extent = _frame([shapely.from_wkb(bytes(geom))])
-        else:
-            extent = _frame(list(countries[countries["code"].isin(focus)].geometry))
-        sources = conn.execute(  # the sources of the boundaries on the map, and their licences:
-            # the country and region layers behind, and the shapes of the territories shown
-            "SELECT attribution, licence FROM data_sources WHERE id IN (SELECT DISTINCT "
-            "data_source_id FROM boundaries WHERE level IN ('country', 'region') "
-            "OR id = ANY(%s)) ORDER BY id", ([r[6] for r in rows if r[6] is not None],)).fetchall()
-        stamp = conn.execute(
-            "SELECT greatest((SELECT max(loaded_at) FROM data_sources), "
-            "(SELECT max(imported_at) FROM imports))::date").fetchone()[0]
+def scene_from(rows: SceneRows, lang: str) -> Scene:
+    """The rows as frames to draw, the extent to frame and the credit line, in `lang`."""
+    kind = rows.region.kind
+    countries = _frame_of(rows.countries)
+    regions = _frame_of(rows.regions) if rows.regions is not None else None
+    polygons = gpd.GeoDataFrame(
+        {"id": [r[0] for r in rows.polygons], "commitment_kind": [r[1] for r in rows.polygons]},
+        geometry=shapely.from_wkb([r[2] for r in rows.polygons]), crs="EPSG:4326")
+    if kind == "world":
+        extent = (-180.0, -58.0, 180.0, 84.0)
+    elif kind == "subdivision" and rows.subdivision_shape is not None:
+        extent = _frame([shapely.from_wkb(rows.subdivision_shape)])
+    else:
+        extent = _frame(list(countries[countries["code"].isin(rows.focus)].geometry))
     seen: list[str] = []
-    for attribution, licence in sources:
+    for attribution, licence in rows.sources:
         entry = f"{attribution.rstrip('.')} ({licence})" if licence else attribution.rstrip(".")
         if attribution and entry not in seen:
             seen.append(entry)
@@ -314,10 +265,41 @@ def load_scene(dsn: str, request: MapRequest) -> tuple[Scene, str]:
     members = {"en": "members: documented public commitments, each with its source",
                "fr": "membres : engagements publics documentés, chacun avec sa source",
                "es": "miembros: compromisos públicos documentados, cada uno con su fuente"}[lang]
+    stamp = rows.stamp.isoformat() if rows.stamp else "?"
     credit = (f"{TEXT['credit'][lang]}: {attributions} · {members} · "
-              + TEXT["version"][lang].format(v=version, d=stamp.isoformat() if stamp else "?"))
-    return Scene(kind, region_name, focus, countries, regions, territories, polygons, extent,
-                 credit), version
+              + TEXT["version"][lang].format(v=rows.version, d=stamp))
+    name = rows.region_name or TEXT["world"][lang]
+    return Scene(kind, name, rows.focus, countries, regions, rows.territories, polygons, extent,
+                 credit)
+
+
+def filters_of(request: MapRequest) -> SceneFilters:
+    return SceneFilters(theme=request.theme, section=request.section, kind=request.kind,
+                        commitment_kind=request.commitment_kind)
+
+
+async def load(conn: AsyncConnection, request: MapRequest) -> SceneRows:
+    """The rows of the image `request` asks for (one read-only transaction)."""
+    return await scene_query.load(conn, request.region, request.lang, filters_of(request))
+
+
+def draw_rows(rows: SceneRows, request: MapRequest) -> bytes:
+    """The image of rows read by `load` (no database: may run in a worker thread)."""
+    built = scene_from(rows, request.lang)
+    with _LOCK:
+        return draw(built, request)
+
+
+def render(dsn: str, request: MapRequest) -> tuple[bytes, str]:
+    """The image's bytes and the data version they show, on a connection of its own (for the
+    command line and scripts; the web server reads with its pool and draws with draw_rows)."""
+
+    async def read() -> SceneRows:
+        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await load(conn, request)
+
+    rows = asyncio.run(read())
+    return draw_rows(rows, request), rows.version
 
 
 # ----------------------------------------------------------------------------------- projection
@@ -341,19 +323,11 @@ def _clip_box(scene: Scene) -> Any:
 
 
 # -------------------------------------------------------------------------------------- drawing
-def render(dsn: str, request: MapRequest) -> tuple[bytes, str]:
-    """The image's bytes and the data version they show."""
-    scene, version = load_scene(dsn, request)
-    with _LOCK:
-        return draw(scene, request), version
-
-
 def draw(scene: Scene, request: MapRequest) -> bytes:
     colours = THEMES[request.dark]
     lang = request.lang
-    rc = {"font.family": FONTS, "svg.fonttype": "none", "pdf.fonttype": 42,
-          "svg.hashsalt": "geo-service", "path.simplify": True}
-    with plt.rc_context(rc):
+    with plt.rc_context({"font.family": FONTS, "svg.fonttype": "none", "pdf.fonttype": 42,
+                         "svg.hashsalt": "geo-service", "path.simplify": True}):
         figure = Figure(figsize=(request.width / request.dpi, request.height / request.dpi),
                         dpi=request.dpi)
         FigureCanvasAgg(figure)  # label placement measures text with it
@@ -451,11 +425,18 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         return _save(figure, request)
 
 
+def _renderer(figure: Figure) -> RendererAgg:
+    """The Agg renderer text is measured with (draw() gives every figure an Agg canvas)."""
+    canvas = figure.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    return canvas.get_renderer()
+
+
 def _wrap(figure: Figure, text: str, size: float, width_px: float) -> list[str]:
     """Words into lines no wider than `width_px` once drawn (measured, not guessed from a
     character count: the credit line must never run off the image). Each word is measured once
     (text layout costs about 0.05 ms a character) and 1% is kept spare for kerning."""
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     font = FontProperties(family=FONTS, size=size)
     measured: dict[str, float] = {}
 
@@ -482,7 +463,7 @@ def _place_legend(figure: Figure, ax: Any, legend: Any, xs: Any, ys: Any, marker
                   ) -> None:
     """The legend goes to the corner of the map that hides the fewest members (the lower left
     when it hides none: the framing leaves free space there)."""
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     spots = ax.transData.transform(list(zip(xs, ys, strict=True)))
     best: tuple[int, str] | None = None
     for corner in ("lower left", "lower right", "upper left", "upper right"):
@@ -499,7 +480,7 @@ def _place_legend(figure: Figure, ax: Any, legend: Any, xs: Any, ys: Any, marker
 
 def _shrink_to_width(figure: Figure, text: Any, width_px: float) -> None:
     """Make a long title smaller until it fits the image's width (down to half its size)."""
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     size = text.get_fontsize()
     for _ in range(12):
         if text.get_window_extent(renderer).width <= width_px or text.get_fontsize() < size / 2:
@@ -529,7 +510,7 @@ def _labels(figure: Figure, ax: Any, xs: Any, ys: Any, names: list[str], size: f
     map is no place for them."""
     if len(names) > 60:
         return []
-    renderer = figure.canvas.get_renderer()
+    renderer = _renderer(figure)
     half = marker_px / 2
     placed: list[Any] = [Bbox.from_extents(x - half, y - half, x + half, y + half)
                          for x, y in ax.transData.transform(list(zip(xs, ys, strict=True)))]

@@ -7,33 +7,56 @@ from the prebuilt archive when it holds the current version, or from one live SQ
 from __future__ import annotations
 
 import gzip
-import hashlib
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 
-from geo_service import cache, features, tiles, tilestore
-from geo_service.ogc import CACHE, ConnDep, _base, _check_params, _validators
+from geo_service.errors import NotFound
+from geo_service.query import tiles
+from geo_service.query.service import data_version
+from geo_service.render import tiles as tile_store
+from geo_service.render.i18n import Lang
+from geo_service.web import cache
+from geo_service.web.http import (
+    CACHE,
+    IMMUTABLE,
+    ConnDep,
+    FormatQuery,
+    NoParams,
+    Params,
+    base_url,
+    cached,
+    conditional,
+)
 
 MVT = "application/vnd.mapbox-vector-tile"
-IMMUTABLE = "public, max-age=31536000, immutable"
 router = APIRouter(tags=["Vector tiles"])
-Lang = Annotated[Literal["en", "fr", "es"], Query(description="Language of names")]
+
+
+class LangParams(Params):
+    lang: Lang = Field("en", description="Language of names")
+
+
+class TileParams(LangParams):
+    v: str | None = Field(None, max_length=100, description="Data version (from TileJSON); cache "
+                                                            "key only")
+
+
 Tileset = Annotated[str, Path(description="countries, regions, municipalities, territories or map",
                               examples=["map"])]
 
 
 def _tileset(name: str) -> str:
     if name not in tiles.TILESETS:
-        raise features.NotFound(f"no tileset {name!r}: known are {', '.join(tiles.TILESETS)}")
+        raise NotFound(f"no tileset {name!r}: known are {', '.join(tiles.TILESETS)}")
     return name
 
 
 @router.get("/tiles", summary="The tilesets")
-async def tilesets(request: Request) -> JSONResponse:
-    _check_params(request, set())
-    base = _base(request)
+async def tilesets(request: Request, params: Annotated[NoParams, Query()]) -> JSONResponse:
+    base = base_url(request)
     return JSONResponse({"tilesets": [
         {"id": name, "title": tiles.TILESET_TITLES[name], "layers": list(layers),
          "links": [{"href": f"{base}/tiles/{name}.json", "rel": "describedby",
@@ -44,15 +67,17 @@ async def tilesets(request: Request) -> JSONResponse:
 @router.get("/tiles/{tileset}.json", summary="TileJSON 3.0 of a tileset",
             description="The `tiles` URL carries the data version (`v=`), so caches refresh "
                         "after every load or import; `lang` sets the language of names.")
-async def tilejson(request: Request, conn: ConnDep, tileset: Tileset, lang: Lang = "en"
-                   ) -> Response:
+async def tilejson(request: Request, conn: ConnDep, tileset: Tileset,
+                   params: Annotated[LangParams, Query()]) -> Response:
     name = _tileset(tileset)
-    _check_params(request, {"lang"})
-    headers, unchanged, version = await _validators(request, conn, "application/json")
+    lang = params.lang
+    version = await data_version(conn)
+    headers, unchanged = conditional(request, f"{version}|{base_url(request)}|{request.url}",
+                                     {"Cache-Control": CACHE})
     if unchanged:
         return unchanged
     layers = tiles.vector_layers(name)
-    url = f"{_base(request)}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}"
+    url = f"{base_url(request)}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}"
     body = {
         "tilejson": "3.0.0", "name": name, "description": tiles.TILESET_TITLES[name],
         "version": "1.0.0", "attribution": tiles.ATTRIBUTION, "scheme": "xyz", "tiles": [url],
@@ -77,27 +102,25 @@ async def tile(
     z: Annotated[int, Path(description="Zoom, 0–22")],
     x: Annotated[int, Path(description="Column, 0 to 2^z − 1")],
     y: Annotated[int, Path(description="Row from the top, 0 to 2^z − 1")],
-    lang: Lang = "en",
-    v: Annotated[str | None, Query(description="Data version (from TileJSON); cache key only")
-                 ] = None,
+    params: Annotated[TileParams, Query()],
 ) -> Response:
-    return await _serve(request, conn, _tileset(tileset), z, x, y, lang, v)
+    return await _serve(request, conn, _tileset(tileset), z, x, y, params)
 
 
 @router.get("/collections/{collection_id}/tiles", summary="OGC API – Tiles: a layer's tilesets",
             description="The tile routes of OGC API – Tiles for each layer collection (not "
                         "declared in /conformance: not checked against the Tiles test suite).")
-async def collection_tilesets(request: Request, collection_id: Annotated[str, Path()]) -> JSONResponse:
+async def collection_tilesets(request: Request, collection_id: Annotated[str, Path()],
+                              params: FormatQuery) -> JSONResponse:
     name = _tile_collection(collection_id)
-    _check_params(request, {"f"})
     return JSONResponse({"tilesets": [_ogc_tileset(request, name)]})
 
 
 @router.get("/collections/{collection_id}/tiles/WebMercatorQuad",
             summary="OGC API – Tiles: a layer's WebMercatorQuad tileset")
-async def collection_tileset(request: Request, collection_id: Annotated[str, Path()]) -> JSONResponse:
+async def collection_tileset(request: Request, collection_id: Annotated[str, Path()],
+                             params: FormatQuery) -> JSONResponse:
     name = _tile_collection(collection_id)
-    _check_params(request, {"f"})
     return JSONResponse(_ogc_tileset(request, name) | {
         "layers": [{"id": layer["id"], "dataType": "vector", "minTileMatrix": str(layer["minzoom"]),
                     "maxTileMatrix": str(layer["maxzoom"])} for layer in tiles.vector_layers(name)]})
@@ -112,11 +135,10 @@ async def collection_tile(
     tile_matrix: Annotated[int, Path(description="Zoom, 0–22")],
     tile_row: Annotated[int, Path(description="Row (y) from the top")],
     tile_col: Annotated[int, Path(description="Column (x)")],
-    lang: Lang = "en",
-    v: Annotated[str | None, Query(description="Data version; cache key only")] = None,
+    params: Annotated[TileParams, Query()],
 ) -> Response:
     return await _serve(request, conn, _tile_collection(collection_id), tile_matrix, tile_col,
-                        tile_row, lang, v)
+                        tile_row, params)
 
 
 WEB_MERCATOR_QUAD = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
@@ -124,13 +146,13 @@ WEB_MERCATOR_QUAD = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercato
 
 def _tile_collection(collection_id: str) -> str:
     if collection_id not in tiles.LAYERS:
-        raise features.NotFound(f"no tiles for collection {collection_id!r}: tiles exist for "
+        raise NotFound(f"no tiles for collection {collection_id!r}: tiles exist for "
                                 f"{', '.join(tiles.LAYERS)}")
     return collection_id
 
 
-def _ogc_tileset(request: Request, name: str) -> dict:
-    base = f"{_base(request)}/collections/{name}/tiles/WebMercatorQuad"
+def _ogc_tileset(request: Request, name: str) -> dict[str, Any]:
+    base = f"{base_url(request)}/collections/{name}/tiles/WebMercatorQuad"
     return {
         "title": tiles.TILESET_TITLES[name], "dataType": "vector",
         "crs": "http://www.opengis.net/def/crs/EPSG/0/3857", "tileMatrixSetURI": WEB_MERCATOR_QUAD,
@@ -144,20 +166,17 @@ def _ogc_tileset(request: Request, name: str) -> dict:
     }
 
 
-async def _serve(request: Request, conn: ConnDep, name: str, z: int, x: int, y: int, lang: str,
-                 v: str | None) -> Response:
+async def _serve(request: Request, conn: ConnDep, name: str, z: int, x: int, y: int,
+                 params: TileParams) -> Response:
     """One tile: from the archive (map), the cache, or one live statement."""
-    _check_params(request, {"lang", "v"})
-    try:
-        tiles.check_tile(z, x, y)
-    except ValueError as error:
-        raise features.ClientError(str(error)) from None
-    version = await features.data_version(conn)
-    tag = '"' + hashlib.sha256(f"{version}|{name}|{lang}|{z}/{x}/{y}".encode()).hexdigest()[:32] + '"'
-    headers = {"ETag": tag, "Cache-Control": IMMUTABLE if v == version else CACHE,
-               "Vary": "Accept-Encoding"}
-    if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
-        return Response(status_code=304, headers=headers)
+    tiles.check_tile(z, x, y)
+    lang = params.lang
+    version = await data_version(conn)
+    headers, unchanged = conditional(
+        request, f"{version}|{name}|{lang}|{z}/{x}/{y}",
+        {"Cache-Control": IMMUTABLE if params.v == version else CACHE, "Vary": "Accept-Encoding"})
+    if unchanged:
+        return unchanged
     archive = request.app.state.archives.current(lang, version)
     if archive is not None and z <= archive.max_zoom and name == "map":
         packed = archive.get(z, x, y)  # the archive's gzipped bytes, sent as they are
@@ -166,16 +185,12 @@ async def _serve(request: Request, conn: ConnDep, name: str, z: int, x: int, y: 
         if "gzip" in request.headers.get("accept-encoding", ""):
             return cache.gzipped_response(packed, MVT, headers)
         return Response(gzip.decompress(packed), media_type=MVT, headers=headers)
-    store: cache.BodyCache = request.app.state.tile_cache
-    entry = store.get(tag)
-    if entry is None:
+
+    async def make() -> bytes:
         if archive is not None and z <= archive.max_zoom:  # a layer cut out of the map tile
             packed = archive.get(z, x, y)
-            data = tiles.layer_of(gzip.decompress(packed), name) if packed else b""
-        else:
-            data = await tilestore.render(conn, name, lang, z, x, y)
-        entry = await cache.entry_for(data, MVT, level=6)
-        store.put(tag, entry)
-    if not entry.body:
-        return Response(status_code=204, headers=headers)
-    return cache.respond(request, entry, headers)
+            return tile_store.layer_of(gzip.decompress(packed), name) if packed else b""
+        return await tile_store.render(conn, name, lang, z, x, y)
+
+    return await cached(request, request.app.state.tile_cache, headers["ETag"], headers, MVT,
+                        make, level=6, empty=204)

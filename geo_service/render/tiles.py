@@ -1,5 +1,6 @@
 """Where tiles come from: rendered live (one statement, coarser tier when too large), or read from
-the prebuilt PMTiles archives of the `map` tileset, one per language, under `tiles/`.
+the prebuilt PMTiles archives of the `map` tileset, one per language, under `tiles/`; and the
+MVT bytes of a tile cut by layer without decoding.
 
 An archive records the data version it was built from and is used only while that is still the
 current version, so a load or import makes the server fall back to live rendering at once (no
@@ -30,8 +31,10 @@ from pmtiles.tile import (
 from pmtiles.writer import Writer
 from psycopg import AsyncConnection
 
-from geo_service import tiles
-from geo_service.features import data_version, tier_for_zoom
+from geo_service.domain import coarser, tier_for_zoom
+from geo_service.query import tiles
+from geo_service.query.service import data_version, database_identity
+from geo_service.render.i18n import LANGS
 
 DEFAULT_ARCHIVE_ZOOM = 6
 
@@ -48,32 +51,20 @@ async def render_langs(conn: AsyncConnection, tileset: str, langs: tuple[str, ..
     """The tile in each language, from one statement. A tile over MAX_TILE_BYTES is rendered
     again from the next coarser tier; at the coarsest tier, whole layers are kept in order
     (territories first) while they fit."""
-    params = {"z": z, "x": x, "y": y}
     tier = tier_for_zoom(z)
     out: dict[str, bytes] = {}
     while langs:
-        cursor = await conn.execute(tiles.tile_sql(tileset, langs, z, tier), params)
-        row = await cursor.fetchone()
-        assert row is not None
-        last = tiles.coarser(tier) == tier
-        for lang, data in zip(langs, row, strict=True):
+        found = await tiles.tile(conn, tileset, langs, z, x, y, tier)
+        last = coarser(tier) == tier
+        for lang, data in zip(langs, found, strict=True):
             if len(data) <= tiles.MAX_TILE_BYTES or last:
-                out[lang] = tiles.trim(bytes(data)) if len(data) > tiles.MAX_TILE_BYTES else bytes(data)
+                out[lang] = trim(data) if len(data) > tiles.MAX_TILE_BYTES else data
         langs = tuple(lang for lang in langs if lang not in out)
-        tier = tiles.coarser(tier)
+        tier = coarser(tier)
     return out
 
 
 # ------------------------------------------------------------------------------------ archives
-async def database_identity(conn: AsyncConnection) -> str:
-    """Which database this is (cluster id and name): data versions are only counters, so an
-    archive records the database it was built from too."""
-    cursor = await conn.execute(
-        "SELECT (SELECT id FROM service_identity)::text || '/' || current_database()")
-    row = await cursor.fetchone()
-    return str(row[0]) if row else ""
-
-
 def archive_path(directory: Path, lang: str) -> Path:
     return directory / f"map-{lang}.pmtiles"
 
@@ -195,13 +186,12 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
         version = await data_version(conn)
         database = await database_identity(conn)
     if not force:
-        current = [_existing(directory, lang) for lang in tiles.LANGS]
+        current = [_existing(directory, lang) for lang in LANGS]
         if all(a is not None and (a.database, a.version) == (database, version)
                and a.max_zoom >= max_zoom for a in current):
-            return BuildResult(version, max_zoom, len(current[0]), 0.0,  # type: ignore[arg-type]
-                               0, {}, skipped=True)
+            return BuildResult(version, max_zoom, len(current[0] or ()), 0.0, 0, {}, skipped=True)
     jobs = _all_tiles(max_zoom)
-    found: dict[str, dict[int, bytes]] = {lang: {} for lang in tiles.LANGS}
+    found: dict[str, dict[int, bytes]] = {lang: {} for lang in LANGS}
     largest = [0]
     done = [0]
     queue: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
@@ -212,7 +202,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
         async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
             while not queue.empty():
                 z, x, y = queue.get_nowait()
-                rendered = await render_langs(conn, "map", tiles.LANGS, z, x, y)
+                rendered = await render_langs(conn, "map", LANGS, z, x, y)
                 for lang, data in rendered.items():
                     if data:
                         largest[0] = max(largest[0], len(data))
@@ -227,8 +217,8 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     if not found["en"]:
         raise ValueError("no data to tile: load boundaries or members first")
     directory.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    for lang in tiles.LANGS:
+    sizes: dict[str, int] = {}
+    for lang in LANGS:
         path = archive_path(directory, lang)
         _write(path, found[lang], database, version, max_zoom, lang)
         sizes[lang] = path.stat().st_size
@@ -269,3 +259,68 @@ def _write(path: Path, found: dict[int, bytes], database: str, version: str, max
         }
         writer.finalize(header, metadata)
     os.replace(temporary, path)
+
+
+# ------------------------------------------------------------------ MVT bytes without decoding
+TRIM_ORDER = ("territories", "countries", "regions", "municipalities")
+
+
+def trim(tile: bytes, limit: int = tiles.MAX_TILE_BYTES) -> bytes:
+    """Keep whole layers, territories first, while the tile stays within `limit` bytes."""
+    kept = b""
+    for name in TRIM_ORDER:
+        part = layer_of(tile, name)
+        if part and len(kept) + len(part) <= limit:
+            kept += part
+    return kept
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes) -> list[tuple[int, int, int, int]]:
+    """Top-level protobuf fields: (number, wire type, start, end) of each, start..end = whole."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire == 5:
+            pos += 4
+        elif wire == 1:
+            pos += 8
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+        out.append((number, wire, start, pos))
+    return out
+
+
+def layer_of(tile: bytes, name: str) -> bytes:
+    """The single-layer tile `name` cut out of a multi-layer tile (b'' when absent)."""
+    wanted = name.encode()
+    for number, wire, start, end in _fields(tile):
+        if number != 3 or wire != 2:
+            continue
+        _, body_start = _varint(tile, _varint(tile, start)[1])
+        body = tile[body_start:end]
+        for n, w, s, _ in _fields(body):
+            if n == 1 and w == 2:
+                length, value_start = _varint(body, _varint(body, s)[1])
+                if body[value_start:value_start + length] == wanted:
+                    return tile[start:end]
+                break
+    return b""

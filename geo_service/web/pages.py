@@ -8,18 +8,22 @@ import html
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from geo_service import features, i18n, webmap
-from geo_service.ogc import ConnDep, _base
+from geo_service.errors import ClientError, NotFound
+from geo_service.query.pages import page_data
+from geo_service.query.service import data_version
+from geo_service.render import i18n, webmap
 from geo_service.settings import Settings
+from geo_service.web.http import ConnDep, base_url
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent.parent / "static"
 VENDOR_DIRS = {  # URL folder -> folder inside node_modules (only the built files)
     "leaflet": "leaflet/dist",
     "leaflet.markercluster": "leaflet.markercluster/dist",
@@ -29,8 +33,30 @@ VENDOR_DIRS = {  # URL folder -> folder inside node_modules (only the built file
 }
 EMBED_SIZE = (800, 600)
 router = APIRouter(tags=["Map"])
-Lang = Annotated[Literal["en", "fr", "es"], Query(description="Language of the page and names")]
-Text = Annotated[str | None, Query(max_length=100)]
+
+
+class PageParams(BaseModel):
+    """The map's language and filters. Other parameters (a partner's tracking tags, say) are
+    let through: an embed must not break on them."""
+
+    lang: i18n.Lang = Field("en", description="Language of the page and names")
+    theme: str | None = Field(None, max_length=100, description="Rights theme slug")
+    section: str | None = Field(None, max_length=100, description="UCLG section slug")
+    kind: str | None = Field(None, max_length=100, description="Kind of government")
+    commitment_kind: str | None = Field(None, max_length=100, description="Commitment kind")
+
+
+class EmbedCodeParams(PageParams):
+    height: int | None = Field(None, ge=200, le=4000, description="Fixed height in pixels "
+                                                                  "(default: a 4:3 box)")
+    f: Literal["html", "json"] = Field("html", description="html, or json for {html, src}")
+
+
+class OembedParams(BaseModel):
+    url: str = Field(max_length=2000, description="A /map or /embed link")
+    maxwidth: int | None = Field(None, ge=100, le=10000)
+    maxheight: int | None = Field(None, ge=100, le=10000)
+    format: Literal["json"] = Field("json", description="json only")
 
 
 class CachedStatic(StaticFiles):
@@ -62,16 +88,16 @@ def asset_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def _filters(request: Request, data: dict[str, Any]) -> dict[str, str]:
-    """theme, section, kind and commitment_kind from the query; an unknown value is a 400."""
+def _filters(params: PageParams, data: dict[str, Any]) -> dict[str, str]:
+    """theme, section, kind and commitment_kind; an unknown value is a 400."""
     known = {"theme": data["themes"], "section": data["sections"], "kind": i18n.KINDS,
              "commitment_kind": i18n.COMMITMENTS}
     chosen = {}
     for name, values in known.items():
-        value = request.query_params.get(name)
+        value = getattr(params, name)
         if value:
             if value not in values:
-                raise features.ClientError(
+                raise ClientError(
                     f"{name}={value!r} is not known: one of {', '.join(sorted(values))}")
             chosen[name] = value
     return chosen
@@ -90,26 +116,27 @@ def _csp(settings: Settings, nonce: str | None) -> str:
 
 
 async def _page_data(request: Request, conn: ConnDep, lang: str) -> tuple[dict[str, Any], str]:
-    version = await features.data_version(conn)
+    version = await data_version(conn)
     store: dict[tuple[str, str], dict[str, Any]] = request.app.state.page_data
     key = (version, lang)
     if key not in store:
         if len(store) > 12:
             store.clear()
-        store[key] = await webmap.page_data(conn, lang)
+        store[key] = await page_data(conn, lang)
     return store[key], version
 
 
-async def _page(request: Request, conn: ConnDep, lang: str, embed: bool) -> HTMLResponse:
+async def _page(request: Request, conn: ConnDep, params: PageParams, embed: bool) -> HTMLResponse:
     settings: Settings = request.app.state.settings
+    lang = params.lang
     data, version = await _page_data(request, conn, lang)
-    filters = _filters(request, data)
+    filters = _filters(params, data)
     nonce = secrets.token_urlsafe(18)
     basemap = ({"url": settings.basemap_url, "attribution": settings.basemap_attribution or ""}
                if settings.basemap_url else None)
     body = webmap.render_page(
         webmap.PageRequest(lang=lang, embed=embed, filters=filters), data, version=version,
-        base=_base(request), nonce=nonce, asset_version=request.app.state.asset_version,
+        base=base_url(request), nonce=nonce, asset_version=request.app.state.asset_version,
         basemap=basemap)
     return HTMLResponse(body, headers={
         "Content-Security-Policy": _csp(settings, nonce), "Cache-Control": "no-cache",
@@ -122,10 +149,9 @@ async def _page(request: Request, conn: ConnDep, lang: str, embed: bool) -> HTML
 @router.get("/embed", response_class=HTMLResponse, summary="The world map for iframes",
             description="As /map, compact, with wheel zoom off inside a host page (ctrl + wheel "
                         "or two fingers). Framing is allowed by `frame-ancestors` from settings.")
-async def map_page(request: Request, conn: ConnDep, lang: Lang = "en", theme: Text = None,
-                   section: Text = None, kind: Text = None, commitment_kind: Text = None
+async def map_page(request: Request, conn: ConnDep, params: Annotated[PageParams, Query()]
                    ) -> HTMLResponse:
-    return await _page(request, conn, lang, embed=request.url.path.endswith("/embed"))
+    return await _page(request, conn, params, embed=request.url.path.endswith("/embed"))
 
 
 def snippet(src: str, title: str, height: int | None = None) -> str:
@@ -143,32 +169,27 @@ def snippet(src: str, title: str, height: int | None = None) -> str:
 @router.get("/embed/code", summary="A ready iframe snippet for a partner page",
             description="HTML to paste into a page (or `f=json` for `{html, src}`); same filters "
                         "and `lang` as /embed.")
-async def embed_code(request: Request, conn: ConnDep, lang: Lang = "en", theme: Text = None,
-                     section: Text = None, kind: Text = None, commitment_kind: Text = None,
-                     height: Annotated[int | None, Query(ge=200, le=4000)] = None,
-                     f: Annotated[Literal["html", "json"], Query()] = "html") -> Response:
+async def embed_code(request: Request, conn: ConnDep,
+                     params: Annotated[EmbedCodeParams, Query()]) -> Response:
+    lang = params.lang
     data, _ = await _page_data(request, conn, lang)
-    params = {"lang": lang} | _filters(request, data)
-    src = f"{_base(request)}/embed?{urlencode(params)}"
-    code = snippet(src, i18n.STRINGS["map_label"][lang], height)
-    if f == "json":
+    query = {"lang": lang} | _filters(params, data)
+    src = f"{base_url(request)}/embed?{urlencode(query)}"
+    code = snippet(src, i18n.STRINGS["map_label"][lang], params.height)
+    if params.f == "json":
         return JSONResponse({"html": code, "src": src})
     return Response(code, media_type="text/html; charset=utf-8")
 
 
 @router.get("/oembed", summary="oEmbed (rich) for links to /map or /embed",
             description="Paste a link to the map into a CMS: it asks here for the iframe to show.")
-async def oembed(request: Request, conn: ConnDep,
-                 url: Annotated[str, Query(max_length=2000, description="A /map or /embed link")],
-                 maxwidth: Annotated[int | None, Query(ge=100, le=10000)] = None,
-                 maxheight: Annotated[int | None, Query(ge=100, le=10000)] = None,
-                 format: Annotated[Literal["json"], Query(description="json only")] = "json",
-                 ) -> JSONResponse:
-    base = _base(request)
+async def oembed(request: Request, params: Annotated[OembedParams, Query()]) -> JSONResponse:
+    base = base_url(request)
+    url, maxwidth, maxheight = params.url, params.maxwidth, params.maxheight
     parts = urlsplit(url)
     if f"{parts.scheme}://{parts.netloc}" != base or parts.path not in ("/map", "/embed"):
-        raise features.NotFound(f"{url!r} is not a map of this service ({base}/map or /embed)")
-    query = dict(q.split("=", 1) if "=" in q else (q, "") for q in parts.query.split("&") if q)
+        raise NotFound(f"{url!r} is not a map of this service ({base}/map or /embed)")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
     lang = query.get("lang", "en") if query.get("lang") in i18n.LANGS else "en"
     width, height = EMBED_SIZE
     if maxwidth and maxwidth < width:

@@ -17,12 +17,16 @@ from pygeofilter import ast, values
 from pygeofilter.parsers.cql2_json import parse as parse_json
 from pygeofilter.parsers.cql2_text import parse as parse_text
 
-from geo_service.features import ClientError, Collection
+from geo_service.errors import ClientError
+from geo_service.query.collections import Collection
 
-COMPARISONS = {ast.Equal: "=", ast.NotEqual: "<>", ast.LessThan: "<", ast.LessEqual: "<=",
-               ast.GreaterThan: ">", ast.GreaterEqual: ">="}
-SPATIAL = {ast.GeometryIntersects: "ST_Intersects", ast.GeometryWithin: "ST_Within",
-           ast.GeometryContains: "ST_Contains", ast.GeometryDisjoint: "ST_Disjoint"}
+COMPARISONS = {ast.Equal: sql.SQL("="), ast.NotEqual: sql.SQL("<>"), ast.LessThan: sql.SQL("<"),
+               ast.LessEqual: sql.SQL("<="), ast.GreaterThan: sql.SQL(">"),
+               ast.GreaterEqual: sql.SQL(">=")}
+SPATIAL = {ast.GeometryIntersects: sql.SQL("ST_Intersects"), ast.GeometryWithin: sql.SQL("ST_Within"),
+           ast.GeometryContains: sql.SQL("ST_Contains"), ast.GeometryDisjoint: sql.SQL("ST_Disjoint")}
+LIKE = {(False, False): sql.SQL("LIKE"), (False, True): sql.SQL("ILIKE"),  # (not, nocase)
+        (True, False): sql.SQL("NOT LIKE"), (True, True): sql.SQL("NOT ILIKE")}
 SCALAR_TYPES = ("string", "integer", "number")
 
 
@@ -31,7 +35,7 @@ def parse(text: str, lang: str | None) -> ast.Node:
     lang = lang or ("cql2-json" if text.lstrip().startswith("{") else "cql2-text")
     try:
         if lang == "cql2-json":
-            return parse_json(json.loads(text))
+            return parse_json(_bbox_as_polygon(json.loads(text)))
         if lang == "cql2-text":
             return parse_text(text)
     except Exception as exc:  # the parsers raise many kinds of errors; all are the client's
@@ -39,10 +43,24 @@ def parse(text: str, lang: str | None) -> ast.Node:
     raise ClientError("filter-lang must be cql2-text or cql2-json")
 
 
+def _bbox_as_polygon(node: Any) -> Any:
+    """CQL2-JSON `{"bbox": [west, south, east, north]}` as a GeoJSON polygon: pygeofilter 0.4.0
+    reads a JSON bbox's numbers in the wrong order (its issue 163), the text BBOX() rightly."""
+    if isinstance(node, list):
+        return [_bbox_as_polygon(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    numbers = node.get("bbox")
+    if set(node) == {"bbox"} and isinstance(numbers, list) and len(numbers) in (4, 6) and all(
+            isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+        west, south, east, north = numbers if len(numbers) == 4 else [numbers[i] for i in (0, 1, 3, 4)]
+        return shapely.geometry.mapping(shapely.geometry.box(west, south, east, north))
+    return {key: _bbox_as_polygon(value) for key, value in node.items()}
+
+
 class _Translator:
-    def __init__(self, collection: Collection, geometry_sql: str) -> None:
+    def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self.geometry_sql = geometry_sql
 
     def property(self, node: Any) -> sql.Composable:
         if not isinstance(node, ast.Attribute):
@@ -52,7 +70,7 @@ class _Translator:
             raise ClientError(f"unknown property {name!r} in filter; see queryables")
         if self.collection.types.get(name, "string") not in SCALAR_TYPES:
             raise ClientError(f"property {name!r} is a list: not usable in this comparison")
-        return sql.SQL(self.collection.properties[name].replace("{{}}", "{}"))
+        return self.collection.properties[name]
 
     def value(self, node: Any, name: str) -> sql.Composable:
         kind = self.collection.types.get(name, "string")
@@ -90,14 +108,13 @@ class _Translator:
         if type(node) in COMPARISONS:
             name = getattr(node.lhs, "name", "")
             return sql.SQL("({} {} {})").format(self.property(node.lhs),
-                                                sql.SQL(COMPARISONS[type(node)]),
+                                                COMPARISONS[type(node)],
                                                 self.value(node.rhs, name))
         if isinstance(node, ast.Like):
-            word = "NOT ILIKE" if node.not_ else "ILIKE" if node.nocase else \
-                "NOT LIKE" if node.not_ else "LIKE"
             pattern = node.pattern  # CQL2 and SQL share % and _ as wildcards and \ as escape
-            return sql.SQL("({}::text {} {})").format(self.property(node.lhs), sql.SQL(word),
-                                                       sql.Literal(pattern))
+            return sql.SQL("({}::text {} {})").format(
+                self.property(node.lhs), LIKE[bool(node.not_), bool(node.nocase)],
+                sql.Literal(pattern))
         if isinstance(node, ast.In):
             name = getattr(node.lhs, "name", "")
             options = sql.SQL(", ").join(self.value(v, name) for v in node.sub_nodes)
@@ -114,15 +131,15 @@ class _Translator:
         if type(node) in SPATIAL:
             if not (isinstance(node.lhs, ast.Attribute) and node.lhs.name == "geometry"):
                 raise ClientError("spatial predicates apply to the property 'geometry'")
-            if not self.geometry_sql:
+            if self.collection.spatial is None:
                 raise ClientError(f"collection {self.collection.id} has no geometry to filter on")
-            return sql.SQL("{}({}, {})").format(sql.SQL(SPATIAL[type(node)]),
-                                                sql.SQL(self.geometry_sql), self.geometry(node.rhs))
+            return sql.SQL("{}({}, {})").format(SPATIAL[type(node)],
+                                                self.collection.spatial, self.geometry(node.rhs))
         if isinstance(node, bool):
             return sql.SQL("TRUE" if node else "FALSE")
         raise ClientError(f"filter uses {type(node).__name__}, which this service does not support")
 
 
-def to_sql(node: ast.Node, collection: Collection, geometry_sql: str) -> sql.Composable:
+def to_sql(node: ast.Node, collection: Collection) -> sql.Composable:
     """The WHERE condition of a parsed filter."""
-    return _Translator(collection, geometry_sql)(node)
+    return _Translator(collection)(node)

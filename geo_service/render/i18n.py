@@ -3,7 +3,11 @@ campaign's kinds and commitment kinds (themes and sections carry their own names
 
 from __future__ import annotations
 
-LANGS = ("en", "fr", "es")
+from typing import Literal, get_args
+
+# The languages of the service, listed here and nowhere else: pages, names, tiles, images, API.
+Lang = Literal["en", "fr", "es"]
+LANGS: tuple[Lang, ...] = get_args(Lang)
 
 STRINGS: dict[str, dict[str, str]] = {
     "title": {"en": "Human rights cities and territories",

@@ -1,0 +1,46 @@
+"""What the map pages show: the shown territories with their initiatives, and the labels of
+themes and sections, in one language."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from geo_service.query import vocabulary as v
+
+
+def _territories_sql(lang: str) -> sql.Composed:
+    country_name = v.name_in(lang, "c", sql.SQL("c.name"), sql.SQL("t.iso3166_1"))
+    return sql.SQL(
+        "SELECT json_build_object("
+        "'id', t.id, 'name', {name}, 'local_name', t.local_name, 'kind', t.kind, "
+        "'commitment_kind', t.commitment_kind, 'commitment', t.commitment, 'year', t.year, "
+        "'sections', t.sections, 'country', t.iso3166_1, 'country_name', {country_name}, "
+        "'lat', round(ST_Y(t.location)::numeric, 5), 'lon', round(ST_X(t.location)::numeric, 5), "
+        "'placed', t.match_outcome, 'boundary', t.boundary_code IS NOT NULL, "
+        "'sources', t.sources, 'confidence', t.confidence, 'website', t.website, "
+        "'themes', to_json({themes}), "
+        "'initiatives', (SELECT coalesce(json_agg(json_build_object("
+        "'title', i.title, 'year', i.year_started, 'source', i.source) "
+        "ORDER BY i.year_started NULLS LAST, i.title), '[]') "
+        "FROM initiatives i WHERE i.territory_id = t.id)) "
+        "FROM territories t {boundary} "
+        "LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1 "
+        "WHERE {shown} ORDER BY t.name, t.id").format(
+            name=v.territory_name(lang), country_name=country_name, themes=v.TERRITORY_THEMES,
+            boundary=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY)
+
+
+async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
+    """Everything the page shows, in `lang`: territories with their initiatives, and the labels
+    of themes and sections."""
+    territories = [row[0] for row in await (await conn.execute(_territories_sql(lang))).fetchall()]
+    labels: dict[str, dict[str, str]] = {}
+    for table in ("rights_themes", "uclg_sections"):
+        name = v.name_in(lang, "x")
+        labels[table] = dict(await (await conn.execute(
+            sql.SQL("SELECT x.slug, {name} FROM {table} x ORDER BY {name}").format(
+                name=name, table=sql.Identifier(table)))).fetchall())
+    return {"territories": territories, "themes": labels["rights_themes"],
+            "sections": labels["uclg_sections"]}

@@ -1,0 +1,142 @@
+"""What one map image shows, read in one short read-only transaction: the region and its name,
+the countries and regions behind, the territories (by the same region rule as the API) and
+their shapes, and the sources to credit. Rows only; geo_service.render.mapimage draws them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from geo_service.errors import ClientError
+from geo_service.query import regions
+from geo_service.query import vocabulary as v
+from geo_service.query.service import data_version
+
+
+@dataclass(frozen=True)
+class SceneFilters:
+    """The web map's filters, as map images take them."""
+
+    theme: str | None = None
+    section: str | None = None
+    kind: str | None = None
+    commitment_kind: str | None = None
+
+
+@dataclass
+class SceneRows:
+    version: str
+    region: regions.Region
+    region_name: str  # "" for the world (the renderer names it in its language)
+    focus: set[str]  # ISO 3166-1 codes drawn as the region
+    tier: int
+    countries: list[tuple[str, bytes]]  # code, WKB
+    regions: list[tuple[str, str | None, bytes]] | None  # code, ISO 3166-2, WKB
+    territories: list[dict[str, Any]]
+    polygons: list[tuple[str, str, bytes]]  # territory id, commitment kind, WKB
+    subdivision_shape: bytes | None  # the full shape of a subdivision region (to frame)
+    sources: list[tuple[str, str | None]] = field(default_factory=list)  # attribution, licence
+    stamp: dt.date | None = None  # when the data last changed
+
+
+def tier_for(region: regions.Region) -> int:
+    """The generalized tier an image of this region draws."""
+    return {"world": 1, "section": 1, "country": 2}.get(region.kind, 3)
+
+
+async def _name_and_focus(conn: AsyncConnection, region: regions.Region, lang: str
+                          ) -> tuple[str, set[str]]:
+    code = sql.Literal(region.code)
+    if region.kind == "world":
+        return "", set()
+    if region.kind == "section":
+        row = await (await conn.execute(sql.SQL("SELECT {} FROM uclg_sections s WHERE slug = {}")
+                                        .format(v.name_in(lang, "s"), code))).fetchone()
+        members = await (await conn.execute(
+            "SELECT iso3166_1 FROM uclg_section_countries WHERE section_slug = %s",
+            (region.code,))).fetchall()
+        return (row[0] if row else region.code), {r[0] for r in members}
+    level = "country" if region.kind == "country" else "region"
+    column = sql.Identifier("code" if level == "country" else "iso3166_2")
+    row = await (await conn.execute(sql.SQL(
+        "SELECT {}, b.iso3166_1 FROM boundaries b WHERE b.level = {} AND b.{} = {} "
+        "ORDER BY b.code LIMIT 1").format(v.boundary_name(lang), sql.Literal(level), column,
+                                          code))).fetchone()
+    if row is None:
+        raise ClientError(f"unknown region {region.code!r}")
+    return row[0], {row[1]}
+
+
+async def load(conn: AsyncConnection, region_text: str, lang: str, filters: SceneFilters
+               ) -> SceneRows:
+    """Everything the image shows, at one data version (REPEATABLE READ, READ ONLY)."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        version = await data_version(conn)
+        region = regions.resolve(region_text, await regions.known_regions(conn, version),
+                                 allow_world=True)
+        name, focus = await _name_and_focus(conn, region, lang)
+        if filters.theme and not await _exists(conn, "rights_themes", filters.theme):
+            raise ClientError(f"theme={filters.theme!r} is not a rights theme slug")
+        if filters.section and not await _exists(conn, "uclg_sections", filters.section):
+            raise ClientError(f"section={filters.section!r} is not a UCLG section slug")
+        tier = tier_for(region)
+        countries = await (await conn.execute(sql.SQL(
+            "SELECT b.code, ST_AsBinary(bt.geom) FROM boundaries b {} WHERE b.level = 'country' "
+            "ORDER BY b.code").format(v.tier_join(tier, outer=False)))).fetchall()
+        region_rows = None
+        if region.kind in ("country", "subdivision"):
+            region_rows = await (await conn.execute(sql.SQL(
+                "SELECT b.code, b.iso3166_2, ST_AsBinary(bt.geom) FROM boundaries b {} "
+                "WHERE b.level = 'region' AND b.iso3166_1 = ANY({}) ORDER BY b.code").format(
+                    v.tier_join(3, outer=False), sql.Literal(sorted(focus))))).fetchall()
+        conditions = [v.SHOWN_TERRITORY, regions.territories_in(region)]
+        if filters.kind:
+            conditions.append(v.equals(sql.SQL("t.kind"), filters.kind))
+        if filters.commitment_kind:
+            conditions.append(v.equals(sql.SQL("t.commitment_kind"), filters.commitment_kind))
+        if filters.section:
+            conditions.append(v.territory_in_section(filters.section))
+        if filters.theme:
+            conditions.append(v.territory_has_theme(filters.theme))
+        rows = await (await conn.execute(sql.SQL(
+            "SELECT t.id, {name}, t.kind, t.commitment_kind, ST_X(t.location), ST_Y(t.location), "
+            "b.id FROM territories t {join} WHERE {where} ORDER BY t.name, t.id").format(
+                name=v.territory_name(lang), join=v.TERRITORY_BOUNDARY,
+                where=v.conjunction(conditions)))).fetchall()
+        territories = [{"id": r[0], "name": r[1], "kind": r[2], "commitment_kind": r[3],
+                        "lon": r[4], "lat": r[5]} for r in rows]
+        polygons = await (await conn.execute(sql.SQL(
+            "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom) FROM territories t {} {} "
+            "WHERE t.id = ANY({}) ORDER BY t.id").format(
+                v.TERRITORY_BOUNDARY, v.tier_join(tier, outer=False),
+                sql.Literal([t["id"] for t in territories])))).fetchall()
+        shape = None
+        if region.kind == "subdivision":
+            found = await (await conn.execute(
+                "SELECT ST_AsBinary(geom) FROM boundaries WHERE level = 'region' AND "
+                "iso3166_2 = %s ORDER BY code LIMIT 1", (region.code,))).fetchone()
+            shape = bytes(found[0]) if found else None
+        sources = await (await conn.execute(  # the sources of the boundaries on the map: the
+            # country and region layers behind, and the shapes of the territories shown
+            "SELECT attribution, licence FROM data_sources WHERE id IN (SELECT DISTINCT "
+            "data_source_id FROM boundaries WHERE level IN ('country', 'region') "
+            "OR id = ANY(%s)) ORDER BY id", ([r[6] for r in rows if r[6] is not None],))).fetchall()
+        stamp = await (await conn.execute(
+            "SELECT greatest((SELECT max(loaded_at) FROM data_sources), "
+            "(SELECT max(imported_at) FROM imports))::date")).fetchone()
+    return SceneRows(
+        version=version, region=region, region_name=name, focus=focus, tier=tier,
+        countries=[(r[0], bytes(r[1])) for r in countries],
+        regions=None if region_rows is None else [(r[0], r[1], bytes(r[2])) for r in region_rows],
+        territories=territories, polygons=[(r[0], r[1], bytes(r[2])) for r in polygons],
+        subdivision_shape=shape, sources=[(r[0], r[1]) for r in sources],
+        stamp=stamp[0] if stamp else None)
+
+
+async def _exists(conn: AsyncConnection, table: str, slug: str) -> bool:
+    query = sql.SQL("SELECT 1 FROM {} WHERE slug = %s").format(sql.Identifier(table))
+    return await (await conn.execute(query, (slug,))).fetchone() is not None

@@ -1,0 +1,53 @@
+"""Service-level reads: the data version every cache key carries, which database this is, and
+what /health reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+LEVELS = ("country", "region", "municipality")
+
+# Changes with every load, import and removal: part of every ETag, cache key and tile archive.
+DATA_VERSION_SQL = sql.SQL(
+    "SELECT (SELECT coalesce(max(id), 0) FROM data_sources) || '.' || "
+    "(SELECT coalesce(max(id), 0) FROM imports) || '.' || "
+    "(SELECT coalesce(max(id), 0) FROM history)")
+
+
+async def data_version(conn: AsyncConnection) -> str:
+    row = await (await conn.execute(DATA_VERSION_SQL)).fetchone()
+    return str(row[0]) if row else "0"
+
+
+async def database_identity(conn: AsyncConnection) -> str:
+    """Which database this is (cluster id and name): data versions are only counters, so an
+    archive records the database it was built from too."""
+    cursor = await conn.execute(
+        "SELECT (SELECT id FROM service_identity)::text || '/' || current_database()")
+    row = await cursor.fetchone()
+    return str(row[0]) if row else ""
+
+
+async def health(conn: AsyncConnection) -> dict[str, Any]:
+    """Versions and counts, read from the database itself."""
+    row = await (await conn.execute(
+        "SELECT version(), postgis_lib_version(), "
+        "(SELECT version_num FROM alembic_version), "
+        "(SELECT count(*) FROM places), "
+        "(SELECT count(*) FROM territories)"
+    )).fetchone()
+    assert row is not None  # a SELECT without FROM answers one row
+    counts = await (await conn.execute(
+        "SELECT level, count(*) FROM boundaries GROUP BY level"
+    )).fetchall()
+    return {
+        "data_version": await data_version(conn),
+        "postgres": row[0].split(",")[0],
+        "postgis": row[1],
+        "schema_revision": row[2],
+        "boundaries": {level: 0 for level in LEVELS} | dict(counts),
+        "places": row[3],
+        "territories": row[4],
+    }

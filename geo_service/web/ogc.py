@@ -1,0 +1,361 @@
+"""OGC API – Features routes: thin adapters from HTTP to geo_service.query.features. Each route's
+parameters are one model, used for validation and OpenAPI alike."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from psycopg import AsyncConnection
+from pydantic import Field
+
+from geo_service.domain import tier_for_zoom
+from geo_service.errors import ClientError
+from geo_service.query import features, filters, regions
+from geo_service.query.collections import COLLECTIONS, Collection
+from geo_service.query.features import CRS84, ItemsQuery
+from geo_service.query.service import data_version
+from geo_service.render import export
+from geo_service.web.http import (
+    CACHE,
+    JSON,
+    ConnDep,
+    FormatQuery,
+    Params,
+    base_url,
+    cached,
+    conditional,
+)
+
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+]
+GEOJSON = "application/geo+json"
+CSV = "text/csv; charset=utf-8"
+GPKG = "application/geopackage+sqlite3"
+
+router = APIRouter(tags=["OGC API – Features"])
+CollectionId = Annotated[str, Path(description="Collection id, see /collections",
+                                   examples=["regions"])]
+
+
+class FeatureParams(Params):
+    """What shapes one feature: shared by items and a single item."""
+
+    precision: int | None = Field(None, ge=0, le=features.MAX_PRECISION, description=(
+        f"Decimal places of coordinates (default {features.DEFAULT_PRECISION}, ~10 m)"))
+    zoom: int | None = Field(None, ge=0, le=features.MAX_ZOOM, description=(
+        "Web-map zoom: use the pre-generalized geometry tier made for it"))
+    geometry: Literal["boundary", "point", "none"] | None = Field(
+        None, description="territories and sections: boundary, point or none")
+    properties: str | None = Field(None, description="Comma-separated properties to return")
+    crs: str | None = Field(None, description=f"Output CRS: only {CRS84}")
+
+
+class ItemParams(FeatureParams):
+    f: Literal["json", "geojson"] | None = Field(None, description="json or geojson")
+
+
+class ItemsParams(FeatureParams):
+    limit: int = Field(features.DEFAULT_LIMIT, ge=1, le=features.MAX_LIMIT, description="Page size")
+    offset: int = Field(0, ge=0, le=features.MAX_OFFSET, description="Features to skip")
+    bbox: str | None = Field(None, description="minLon,minLat,maxLon,maxLat (CRS84)")
+    bbox_crs: str | None = Field(None, alias="bbox-crs", description=f"Only {CRS84}")
+    datetime: str | None = Field(None, description=(
+        "Instant or interval (RFC 3339, `..` open): joining/declaration date or year an "
+        "initiative started"))
+    region: str | None = Field(None, description="UCLG section slug, ISO 3166-1 or 3166-2")
+    sortby: str | None = Field(None, description="e.g. `name,-year`")
+    kind: str | None = Field(None, description="territories/initiatives: kind")
+    commitment_kind: str | None = Field(None, description="territories/initiatives")
+    theme: str | None = Field(None, description="Rights theme slug")
+    country: str | None = Field(None, pattern="^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")
+    parent: str | None = Field(None, description="boundaries: parent's code")
+    include_engagement: bool | None = Field(
+        None, description="territories/initiatives: include engagement-only rows")
+    filter: str | None = Field(None, description=(
+        "CQL2 expression on the queryables, e.g. `year >= 2020 AND kind = 'region'` or "
+        "`S_INTERSECTS(geometry, BBOX(-18, 4, 16, 28))`"))
+    filter_lang: Literal["cql2-text", "cql2-json"] | None = Field(
+        None, alias="filter-lang", description="cql2-text (default) or cql2-json")
+    filter_crs: str | None = Field(None, alias="filter-crs", description=f"Only {CRS84}")
+    f: Literal["json", "geojson", "csv", "gpkg"] | None = Field(
+        None, description="geojson (default), csv (id, properties, lon/lat, WKT) or gpkg "
+                          "(GeoPackage); or send Accept: text/csv or application/geopackage+sqlite3")
+
+
+# query parameters that only some collections take: the collection's filters and extra_params
+_PER_COLLECTION = ("geometry", "include_engagement", "kind", "commitment_kind", "theme",
+                   "country", "parent")
+
+
+def _given(params: Params) -> dict[str, Any]:
+    return params.model_dump(exclude_unset=True, by_alias=True)
+
+
+def _check_crs(given: dict[str, Any]) -> None:
+    for name in ("bbox-crs", "crs", "filter-crs"):
+        if name in given and given[name] not in (CRS84, f"[{CRS84}]"):
+            raise ClientError(f"{name}: only {CRS84} (longitude, latitude)")
+
+
+def _shape(c: Collection, p: FeatureParams, q: ItemsQuery) -> ItemsQuery:
+    _check_crs(_given(p))
+    if p.precision is not None:
+        q.precision = p.precision
+    if p.zoom is not None:
+        q.tier = tier_for_zoom(p.zoom)
+    if p.geometry is not None:
+        if p.geometry not in c.geometries:
+            raise ClientError(f"geometry must be one of {', '.join(c.geometries)}")
+        q.geometry = p.geometry
+    if p.properties is not None:
+        q.properties = features.parse_properties(c, p.properties)
+    return q
+
+
+async def items_query(conn: AsyncConnection, c: Collection, p: ItemsParams, version: str
+                      ) -> ItemsQuery:
+    """The validated model, checked against what the collection takes, as an ItemsQuery."""
+    given = _given(p)
+    takes = set(c.filters) | set(c.extra_params)
+    refused = sorted(n for n in _PER_COLLECTION if n in given and n not in takes)
+    if refused:
+        allowed = sorted(set(ItemsParams.model_fields) - set(_PER_COLLECTION) | takes)
+        names = [ItemsParams.model_fields[n].alias or n for n in allowed]
+        raise ClientError(f"unknown query parameter(s): {', '.join(refused)}; this collection "
+                          f"takes {', '.join(sorted(names))}")
+    q = _shape(c, p, ItemsQuery(limit=p.limit, offset=p.offset))
+    if p.bbox is not None:
+        q.bbox = features.parse_bbox(p.bbox)
+    if p.datetime is not None:
+        if c.datetime_sql is None:
+            raise ClientError(f"collection {c.id} has no time dimension")
+        q.datetime = features.parse_datetime(p.datetime)
+    if p.region is not None:
+        q.region = regions.resolve(p.region, await regions.known_regions(conn, version))
+    if p.sortby is not None:
+        q.sortby = features.parse_sortby(c, p.sortby)
+    q.include_engagement = bool(p.include_engagement)
+    if p.filter is not None:
+        q.filter = filters.parse(p.filter, p.filter_lang)
+    elif p.filter_lang is not None:
+        raise ClientError("filter-lang without filter")
+    for name in c.filters:
+        value = given.get(name)
+        if value is not None:
+            q.equals[name] = value.upper() if name == "country" else value
+    return q
+
+
+def _collection(collection_id: str) -> Collection:
+    return features.collection(collection_id)
+
+
+def _negotiate(request: Request, f: str | None) -> str:
+    """f= wins; else the Accept header; else GeoJSON."""
+    if f:
+        return {"json": "geojson", "geojson": "geojson", "csv": "csv", "gpkg": "gpkg"}[f]
+    accept = request.headers.get("accept", "")
+    if "text/csv" in accept:
+        return "csv"
+    if "geopackage" in accept:
+        return "gpkg"
+    return "geojson"
+
+
+def _validators(request: Request, version: str, media_type: str,
+                extra: dict[str, str] | None = None) -> tuple[dict[str, str], Response | None]:
+    """Headers with an ETag from the data version, the request and the format, and the 304 to
+    send at once when the client has this version."""
+    key = f"{version}|{base_url(request)}|{request.url.path}|{request.url.query}|{media_type}"
+    headers = {"Cache-Control": CACHE, "Vary": "Accept", **(extra or {})}
+    if media_type == GEOJSON:
+        headers["Content-Crs"] = f"<{CRS84}>"
+    return conditional(request, key, headers)
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+@router.get("/", summary="Landing page")
+async def landing(request: Request, params: FormatQuery) -> JSONResponse:
+    base = base_url(request)
+    return JSONResponse({
+        "title": request.app.title,
+        "description": request.app.description,
+        "links": [
+            {"href": f"{base}/", "rel": "self", "type": JSON, "title": "This document"},
+            {"href": f"{base}/api", "rel": "service-desc",
+             "type": "application/vnd.oai.openapi+json;version=3.0", "title": "OpenAPI 3"},
+            {"href": f"{base}/api.html", "rel": "service-doc", "type": "text/html",
+             "title": "API documentation"},
+            {"href": f"{base}/conformance", "rel": "conformance", "type": JSON,
+             "title": "Conformance classes"},
+            {"href": f"{base}/collections", "rel": "data", "type": JSON, "title": "Collections"},
+            {"href": f"{base}/api/stats", "rel": "related", "type": JSON,
+             "title": "Campaign progress"},
+            {"href": f"{base}/map", "rel": "related", "type": "text/html", "title": "World map"},
+            {"href": f"{base}/tiles", "rel": "related", "type": JSON, "title": "Vector tiles"},
+        ],
+    })
+
+
+@router.get("/conformance", summary="Conformance classes")
+async def conformance(params: FormatQuery) -> JSONResponse:
+    return JSONResponse({"conformsTo": CONFORMANCE})
+
+
+async def _describe(request: Request, conn: AsyncConnection, collection: Collection,
+                    version: str) -> dict[str, Any]:
+    url = f"{base_url(request)}/collections/{collection.id}"
+    bbox = await features.extent(conn, collection, version)
+    described: dict[str, Any] = {
+        "id": collection.id, "title": collection.title, "description": collection.description,
+        "itemType": "feature", "crs": [CRS84], "storageCrs": CRS84,
+        "links": [
+            {"href": url, "rel": "self", "type": JSON, "title": collection.title},
+            {"href": f"{url}/items", "rel": "items", "type": GEOJSON, "title": "Features"},
+            {"href": f"{url}/queryables", "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+             "type": "application/schema+json", "title": "Queryables"},
+        ],
+    }
+    if bbox:
+        described["extent"] = {"spatial": {"bbox": [bbox], "crs": CRS84}}
+    return described
+
+
+@router.get("/collections", summary="The collections")
+async def collections(request: Request, conn: ConnDep, params: FormatQuery) -> Response:
+    version = await data_version(conn)
+    headers, unchanged = _validators(request, version, JSON)
+    if unchanged:
+        return unchanged
+    base = base_url(request)
+    body = {
+        "links": [{"href": f"{base}/collections", "rel": "self", "type": JSON,
+                   "title": "Collections"}],
+        "collections": [await _describe(request, conn, c, version) for c in COLLECTIONS.values()],
+    }
+    return Response(_json(body), media_type=JSON, headers=headers)
+
+
+@router.get("/collections/{collection_id}", summary="One collection's metadata")
+async def collection(request: Request, conn: ConnDep, collection_id: CollectionId,
+                     params: FormatQuery) -> Response:
+    described = _collection(collection_id)
+    version = await data_version(conn)
+    headers, unchanged = _validators(request, version, JSON)
+    if unchanged:
+        return unchanged
+    return Response(_json(await _describe(request, conn, described, version)), media_type=JSON,
+                    headers=headers)
+
+
+@router.get("/collections/{collection_id}/queryables",
+            summary="Properties usable in filters and sortby")
+async def queryables(request: Request, collection_id: CollectionId, params: FormatQuery
+                     ) -> JSONResponse:
+    c = _collection(collection_id)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{base_url(request)}/collections/{c.id}/queryables",
+        "type": "object", "title": c.title,
+        "properties": {name: {"title": name, "type": c.types.get(name, "string")}
+                       for name in c.properties},
+        "additionalProperties": False,
+    }
+    return JSONResponse(schema, media_type="application/schema+json")
+
+
+def _page_link(request: Request, rel: str, offset: int) -> dict[str, str]:
+    params = dict(request.query_params)
+    params["offset"] = str(offset)
+    return {"href": f"{base_url(request)}{request.url.path}?{urlencode(params)}", "rel": rel,
+            "type": GEOJSON, "title": f"{rel} page"}
+
+
+@router.get(
+    "/collections/{collection_id}/items",
+    summary="Features of a collection",
+    description="GeoJSON FeatureCollection built in PostGIS. `region` takes a UCLG section slug "
+                "(`europe`), an ISO 3166-1 code (`FR`) or an ISO 3166-2 code (`KR-29`). Follow "
+                "`rel=next` links to read to the end.",
+    response_class=Response,
+    responses={200: {"content": {GEOJSON: {}}}, 400: {"description": "Bad parameter"},
+               404: {"description": "Unknown collection"}},
+)
+async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
+                params: Annotated[ItemsParams, Query()]) -> Response:
+    c = _collection(collection_id)
+    chosen = _negotiate(request, params.f)
+    media_type = {"csv": CSV, "gpkg": GPKG}.get(chosen, GEOJSON)
+    download = {"Content-Disposition": f'attachment; filename="{c.id}.{chosen}"'}
+    version = await data_version(conn)
+    q = await items_query(conn, c, params, version)
+    headers, unchanged = _validators(request, version, media_type,
+                                     download if chosen != "geojson" else None)
+    if unchanged:
+        return unchanged
+
+    async def make() -> bytes:
+        if chosen == "csv":
+            names, found = await features.rows(conn, c, q, as_wkt=True)
+            return export.to_csv(names, found, q.precision).encode()
+        if chosen == "gpkg":
+            names, found = await features.rows(conn, c, q)
+            return await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)
+        page = await features.items(conn, c, q)
+        links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
+                 {"href": f"{base_url(request)}/collections/{c.id}", "rel": "collection", "type": JSON,
+                  "title": c.title}]
+        if q.offset + q.limit < page["matched"]:
+            links.append(_page_link(request, "next", q.offset + q.limit))
+        if q.offset > 0:
+            links.append(_page_link(request, "prev", max(0, q.offset - q.limit)))
+        return ('{"type":"FeatureCollection","features":' + page["features"] +
+                f',"numberMatched":{page["matched"]},"numberReturned":{page["returned"]},'
+                f'"links":{_json(links)}}}').encode()
+
+    return await cached(request, request.app.state.body_cache, headers["ETag"], headers,
+                        media_type, make)
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature",
+            response_class=Response,
+            responses={200: {"content": {GEOJSON: {}}}, 404: {"description": "Unknown id"}})
+async def item(request: Request, conn: ConnDep, collection_id: CollectionId,
+               feature_id: Annotated[str, Path(description="Feature id")],
+               params: Annotated[ItemParams, Query()]) -> Response:
+    c = _collection(collection_id)
+    q = _shape(c, params, ItemsQuery())
+    headers, unchanged = _validators(request, await data_version(conn), GEOJSON)
+    if unchanged:
+        return unchanged
+
+    async def make() -> bytes:
+        feature = await features.item(conn, c, feature_id, q)
+        base = base_url(request)
+        links = _json([
+            {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
+            {"href": f"{base}/collections/{c.id}", "rel": "collection", "type": JSON,
+             "title": c.title},
+        ])
+        return (feature[:-1] + f',"links":{links}}}').encode()
+
+    return await cached(request, request.app.state.body_cache, headers["ETag"], headers, GEOJSON,
+                        make)
