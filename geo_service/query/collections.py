@@ -1,7 +1,7 @@
 """The OGC API – Features collections: for each, its FROM clause, id, geometries, properties,
 equality filters and how `region=` and `datetime=` apply. Every expression is a psycopg.sql
-fragment built from the shared vocabulary; the tier of generalized shapes is a `{tier}`
-placeholder filled per request."""
+fragment built from the shared vocabulary; what depends on the tier of generalized shapes (the
+FROM clause, a section's union) is a function of the tier chosen per request."""
 
 from __future__ import annotations
 

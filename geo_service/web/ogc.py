@@ -119,6 +119,10 @@ def _shape(c: Collection, p: FeatureParams, q: ItemsQuery) -> ItemsQuery:
     if p.zoom is not None:
         q.tier = tier_for_zoom(p.zoom)
     if p.geometry is not None:
+        if "geometry" not in c.extra_params:
+            takes = [k for k, other in COLLECTIONS.items() if "geometry" in other.extra_params]
+            raise ClientError(f"unknown query parameter(s): geometry; only {', '.join(takes)} "
+                              "take it")
         if p.geometry not in c.geometries:
             raise ClientError(f"geometry must be one of {', '.join(c.geometries)}")
         q.geometry = p.geometry
