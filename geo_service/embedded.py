@@ -76,7 +76,10 @@ def _stable_port(key: str) -> int:
 
 
 def _port_free(port: int) -> bool:
+    """No other process listens on the loopback port. SO_REUSEADDR, as the server itself sets
+    it: the sockets a stopped server leaves in TIME_WAIT do not count as taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -180,7 +183,8 @@ class EmbeddedCluster:
     # ----------------------------------------------------------------- state
     @property
     def initialised(self) -> bool:
-        return (self.pgdata / "PG_VERSION").exists() and self.password_file.exists()
+        """A cluster exists (and so is never re-initialised or deleted by this class)."""
+        return (self.pgdata / "PG_VERSION").exists()
 
     @property
     def port(self) -> int | None:
@@ -213,7 +217,7 @@ class EmbeddedCluster:
 
     def url(self, database: str = DATABASE) -> str:
         """A DSN usable by psql, GDAL and psycopg (password auth on the loopback port)."""
-        if not self.initialised or self.port is None:
+        if not self.initialised or self.port is None or not self.password_file.exists():
             raise EmbeddedError("the embedded cluster is not initialised: run `geo-service db start`")
         return (
             f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/"
@@ -226,7 +230,8 @@ class EmbeddedCluster:
         os.chmod(self.state_dir, 0o700)
         self.root.mkdir(parents=True, exist_ok=True)
         self._chown(self.root)
-        if self.pgdata.exists():  # a half-initialised folder from an interrupted run
+        if self.pgdata.exists():  # initdb was interrupted before it wrote PG_VERSION
+            assert not (self.pgdata / "PG_VERSION").exists()
             shutil.rmtree(self.pgdata)
         password = secrets.token_urlsafe(24)
         with tempfile.NamedTemporaryFile("w", dir=self.root, delete=False) as pwfile:
@@ -251,11 +256,37 @@ class EmbeddedCluster:
         os.chmod(self.password_file, 0o600)
 
     def _pick_port(self) -> int:
-        port = self.port or _stable_port(str(self.pgdata))
+        """The cluster's port for life: chosen once (derived from its path, the next free one if
+        taken), stored, and reused at every start, so running servers find it again after a
+        restart. The stored port taken by another process is an error, never a silent move."""
+        stored = self.port
+        if stored is not None:
+            if not _port_free(stored):
+                raise EmbeddedError(
+                    f"port {stored} of the embedded cluster (kept in {self.port_file}) is taken by "
+                    "another process: stop that process, or delete the file to let the cluster "
+                    "choose a new port (running servers must then be restarted)")
+            return stored
+        port = _stable_port(str(self.pgdata))
         while not _port_free(port):
             port = 20000 + (port - 20000 + 7) % 20000
         self.port_file.write_text(f"{port}\n")
         return port
+
+    def _adopt_port(self) -> None:
+        """Store the port a running server listens on (the fourth line of postmaster.pid)."""
+        lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        self.port_file.write_text(f"{int(lines[3])}\n")
+
+    def _reset_password(self, bindir: Path) -> None:
+        """A new password for the superuser, set over the local socket (trusted), when the file
+        that kept it was lost: the cluster and its data stay as they are."""
+        password = secrets.token_urlsafe(24)
+        os.chmod(self.state_dir, 0o700)
+        self._psql(bindir, sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(SUPERUSER), sql.Literal(password)))
+        self.password_file.write_text(password + "\n")
+        os.chmod(self.password_file, 0o600)
 
     def start(self) -> ClusterStatus:
         """Initialise on first use, then start the server if it is not running; idempotent."""
@@ -279,6 +310,10 @@ class EmbeddedCluster:
                         "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options,
                     ]
                 )
+            elif self.port is None:  # the state file was lost while the server ran
+                self._adopt_port()
+            if not self.password_file.exists():
+                self._reset_password(bindir)
             self._ensure_database(bindir)
         return self.status()
 

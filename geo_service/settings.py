@@ -64,7 +64,16 @@ class Settings(BaseSettings):
     port: int = 8000
     db_pool_min: int = 1
     db_pool_max: int = 8
-    db_connect_timeout_s: float = 30.0
+    db_connect_timeout_s: float = Field(
+        default=30.0, description="How long the server waits for the database when it starts.")
+    db_wait_s: float = Field(
+        default=1.5, description="How long a request waits for a database connection before it "
+                                 "answers 503 (the database is down or every connection is busy).")
+    db_connect_attempt_s: int = Field(
+        default=1, ge=1, description="Time limit of one attempt to open a database connection.")
+    db_statement_timeout_ms: int = Field(
+        default=5000, ge=0, description="The web server's statement timeout (0 = none); a query "
+                                        "past it answers 503.")
     health_timeout_ms: int = 2000
     response_cache_mb: int = Field(
         default=64,

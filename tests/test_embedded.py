@@ -115,3 +115,76 @@ def test_external_database_url_starts_nothing(tmp_path: Path, database_url: str)
     url = subprocess.run([GEO, "db", "url"], capture_output=True, text=True, env=env, timeout=60)
     assert url.stdout.strip() == database_url
     assert not env_dir.exists()
+
+
+def _listening_elsewhere_would_fail(port: int) -> bool:
+    """True when a plain bind (no SO_REUSEADDR) is refused: sockets of the stopped server still
+    linger on the port (the probe of old counted them as taken and moved the cluster)."""
+    import socket
+
+    with socket.socket() as plain:
+        try:
+            plain.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def test_the_port_is_kept_for_life_and_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    folder = tmp_path / "checkout" / ".data"
+    try:
+        assert geo(folder, "db", "start").returncode == 0
+        port = EmbeddedCluster(folder).port
+        url = geo(folder, "db", "url").stdout.strip()
+        for _ in range(2):  # restart with connections open: the server closes them first
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+                stopped = geo(folder, "db", "stop")
+                assert stopped.returncode == 0, stopped.stderr
+            lingering = _listening_elsewhere_would_fail(port)
+            started = geo(folder, "db", "start")
+            assert started.returncode == 0, started.stderr
+            assert EmbeddedCluster(folder).port == port, (lingering, started.stdout)
+            with psycopg.connect(url) as conn:  # the URL a running server holds still works
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        geo(folder, "db", "stop")
+        with socket.socket() as squatter:  # another program takes the port meanwhile
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            refused = geo(folder, "db", "start")
+            assert refused.returncode != 0
+            assert f"port {port}" in refused.stderr and "taken by another process" in refused.stderr
+        assert geo(folder, "db", "start").returncode == 0
+        assert EmbeddedCluster(folder).port == port
+    finally:
+        geo(folder, "db", "stop")
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_a_lost_state_folder_never_wipes_the_cluster(tmp_path: Path, running: bool) -> None:
+    """`git clean -xdf` removes the state files (password, port); the cluster and its data stay,
+    and a new password is set over the local socket."""
+    import shutil
+
+    folder = tmp_path / "checkout" / ".data"
+    try:
+        assert geo(folder, "db", "start").returncode == 0
+        with psycopg.connect(geo(folder, "db", "url").stdout.strip(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
+        cluster = EmbeddedCluster(folder)
+        port, pgdata = cluster.port, cluster.pgdata
+        created = (pgdata / "PG_VERSION").stat().st_mtime_ns
+        if not running:
+            geo(folder, "db", "stop")
+        shutil.rmtree(cluster.state_dir)
+        again = geo(folder, "db", "url")
+        assert again.returncode == 0, again.stderr
+        with psycopg.connect(again.stdout.strip()) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchone() == (42,)
+        assert (pgdata / "PG_VERSION").stat().st_mtime_ns == created  # not initialised again
+        assert EmbeddedCluster(folder).port == port
+    finally:
+        geo(folder, "db", "stop")

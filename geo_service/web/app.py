@@ -51,9 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dsn = await asyncio.to_thread(db.database_url, settings)
-        pool = AsyncConnectionPool(dsn, min_size=settings.db_pool_min,
-                                   max_size=settings.db_pool_max, open=False,
-                                   kwargs={"autocommit": True})
+        pool = AsyncConnectionPool(
+            dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max, open=False,
+            # a request waits at most db_wait_s for a connection (then 503); each connection is
+            # checked before it is handed out, so one broken by a database restart is replaced
+            timeout=settings.db_wait_s, check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=settings.db_connect_timeout_s,
+            kwargs={"autocommit": True, "connect_timeout": settings.db_connect_attempt_s,
+                    "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"})
         await pool.open(wait=True, timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
         app.state.page_data = {}
