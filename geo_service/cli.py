@@ -136,6 +136,30 @@ def db_url() -> None:
     print(_dsn(settings))
 
 
+@db_app.command("backup")
+def db_backup(file: Annotated[Path, typer.Argument(help="Backup file to write (pg_dump custom "
+                                                       "format).")]) -> None:
+    """Write a backup of the whole database in use (embedded or DATABASE_URL)."""
+    try:
+        size = db.backup(_dsn(_settings()), file)
+    except db.BackupError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    out.print(f"wrote {file}: {size:,} bytes", highlight=False, markup=False)
+
+
+@db_app.command("restore")
+def db_restore(file: Annotated[Path, typer.Argument(help="A file `db backup` wrote.")]) -> None:
+    """Restore a backup into the database in use, which must be empty (a new embedded cluster,
+    or a new database on an external PostGIS); one transaction."""
+    try:
+        db.restore(_dsn(_settings()), file)
+    except db.BackupError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    out.print(f"restored {file}", highlight=False, markup=False)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to reach.")) -> None:
     """Apply the schema migrations."""
@@ -585,7 +609,10 @@ def serve(
     settings = settings.model_copy(update={"host": host or settings.host,
                                            "port": port or settings.port})
     _dsn(settings)  # start the embedded cluster before the app's lifespan opens its pool
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                limit_concurrency=settings.http_max_concurrency,
+                timeout_keep_alive=settings.http_keep_alive_s,
+                timeout_graceful_shutdown=settings.http_shutdown_s)
 
 
 def main() -> None:

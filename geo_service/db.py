@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import URL, Engine, create_engine, make_url, text
 
-from geo_service.embedded import EmbeddedCluster
+from geo_service.embedded import EmbeddedCluster, EmbeddedError, find_pg_bindir
 from geo_service.settings import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -84,3 +87,70 @@ def current_revision(dsn: str) -> str | None:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------------------- backup and restore
+class BackupError(RuntimeError):
+    """A backup or restore could not be made; nothing was changed."""
+
+
+def _tool(name: str) -> str:
+    """pg_dump or pg_restore of the newest PostgreSQL with PostGIS here, else from PATH."""
+    try:
+        path = find_pg_bindir() / name
+    except EmbeddedError:
+        return name
+    return str(path) if path.exists() else name
+
+
+def backup(dsn: str, target: Path) -> int:
+    """Dump the whole database (schema and data) in pg_dump's custom format to `target`, written
+    beside it and renamed at the end; returns its size in bytes."""
+    partial = target.with_name(target.name + ".partial")
+    result = subprocess.run([_tool("pg_dump"), "--format=custom", "--no-owner",
+                             f"--file={partial}", f"--dbname={dsn}"],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"pg_dump failed: {result.stderr.strip()}")
+    partial.replace(target)
+    return target.stat().st_size
+
+
+def _user_tables(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN "
+            "('pg_catalog', 'information_schema', 'tiger', 'topology') "
+            "AND tablename <> 'spatial_ref_sys' ORDER BY 1").fetchall()]
+
+
+def restore(dsn: str, source: Path) -> None:
+    """Restore a `backup` into the database `dsn`, which must hold no tables yet (PostGIS may be
+    installed already: the backup's own CREATE EXTENSION is then left out). One transaction:
+    a failure leaves the database as it was."""
+    if not source.is_file():
+        raise BackupError(f"{source}: no such backup file")
+    listing = subprocess.run([_tool("pg_restore"), "--list", str(source)], capture_output=True,
+                             text=True, check=False)
+    if listing.returncode != 0:
+        raise BackupError(f"{source}: not a backup made by `geo-service db backup` "
+                          f"({listing.stderr.strip()})")
+    found = _user_tables(dsn)
+    if found:
+        raise BackupError(f"the database already holds {len(found)} tables ({', '.join(found[:3])}"
+                          f"{', …' if len(found) > 3 else ''}): restore into an empty database")
+    with psycopg.connect(dsn) as conn:
+        installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()}
+    keep = [line for line in listing.stdout.splitlines()
+            if not any(f"EXTENSION - {name} " in line or line.endswith(f"EXTENSION - {name}")
+                       for name in installed)]
+    with tempfile.NamedTemporaryFile("w", suffix=".list") as chosen:
+        chosen.write("\n".join(keep) + "\n")
+        chosen.flush()
+        result = subprocess.run([_tool("pg_restore"), "--no-owner", "--single-transaction",
+                                 "--exit-on-error", f"--use-list={chosen.name}",
+                                 f"--dbname={dsn}", str(source)],
+                                capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BackupError(f"pg_restore failed, nothing restored: {result.stderr.strip()}")

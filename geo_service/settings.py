@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     basemap_attribution: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    http_max_concurrency: int = Field(
+        default=200, ge=1, description="Connections and requests the server handles at once; "
+                                       "beyond it uvicorn answers 503 at once.")
+    http_keep_alive_s: int = Field(default=5, ge=1, description="Idle keep-alive connections "
+                                                                "close after this many seconds.")
+    http_shutdown_s: int = Field(default=10, ge=1, description="On stop, requests in flight get "
+                                                               "this long to finish.")
     db_pool_min: int = 1
     db_pool_max: int = 8
     db_connect_timeout_s: float = Field(

@@ -126,8 +126,7 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
             "data_source_id FROM boundaries WHERE level IN ('country', 'region') "
             "OR id = ANY(%s)) ORDER BY id", ([r[6] for r in rows if r[6] is not None],))).fetchall()
         stamp = await (await conn.execute(
-            "SELECT greatest((SELECT max(loaded_at) FROM data_sources), "
-            "(SELECT max(imported_at) FROM imports))::date")).fetchone()
+            "SELECT changed_at::date FROM data_version")).fetchone()
     return SceneRows(
         version=version, region=region, region_name=name, focus=focus, tier=tier,
         countries=[(r[0], bytes(r[1])) for r in countries],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.responses import Response
 
+ENTRY_OVERHEAD = 400  # bytes counted per entry beyond bodies and key (about 270 measured, key included)
 GZIP_MIN = 500  # bytes; smaller bodies go out as they are (as GZipMiddleware does)
 THREAD_MIN = 64 * 1024  # bytes; larger bodies are compressed in a worker thread
 
@@ -55,19 +56,24 @@ class BodyCache:
         """Whether a body of `size` bytes would be kept."""
         return 0 < size <= self.max_entry and self.max_bytes > 0
 
+    def cost(self, key: str, entry: Entry) -> int:
+        """What an entry weighs: its bodies, its key and a fixed overhead, so that even empty
+        bodies count."""
+        return len(entry.body) + len(entry.gzipped or b"") + len(key) + ENTRY_OVERHEAD
+
     def put(self, key: str, entry: Entry) -> None:
         """Keep an entry; one larger than `max_entry` is not kept."""
-        cost = len(entry.body) + len(entry.gzipped or b"")
+        cost = self.cost(key, entry)
         if self.max_bytes <= 0 or cost > self.max_entry:
             return
         old = self._entries.pop(key, None)
         if old is not None:
-            self.size -= len(old.body) + len(old.gzipped or b"")
+            self.size -= self.cost(key, old)
         self._entries[key] = entry
         self.size += cost
         while self.size > self.max_bytes and self._entries:
-            _, dropped = self._entries.popitem(last=False)
-            self.size -= len(dropped.body) + len(dropped.gzipped or b"")
+            dropped_key, dropped = self._entries.popitem(last=False)
+            self.size -= self.cost(dropped_key, dropped)
 
     def clear(self) -> None:
         self._entries.clear()

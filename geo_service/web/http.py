@@ -74,9 +74,7 @@ async def cached(request: Request, store: cache.BodyCache, key: str, headers: di
     entry = store.get(key)
     if entry is None:
         body = await make()
-        if not body and empty is not None:
-            if keep:
-                store.put(key, cache.make_entry(body, media_type))
+        if not body and empty is not None:  # not kept: distinct empty tiles are unbounded
             return Response(status_code=empty, headers=headers)
         if not store.keeps(len(body)):  # GZipMiddleware compresses it, at a quicker level
             return Response(body, media_type=media_type, headers=headers)

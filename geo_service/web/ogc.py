@@ -319,7 +319,8 @@ async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
     async def make() -> bytes:
         if chosen == "csv":
             names, found = await features.rows(conn, c, q, as_wkt=True)
-            return export.to_csv(names, found, q.precision).encode()
+            text = await asyncio.to_thread(export.to_csv, names, found, q.precision)
+            return text.encode()
         if chosen == "gpkg":
             names, found = await features.rows(conn, c, q)
             return await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)

@@ -1,0 +1,68 @@
+"""`geo-service db backup FILE` and `db restore FILE`: a round trip into an empty database gives
+every table back with the same rows; a restore into a database that holds data is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+GEO = str(Path(sys.executable).with_name("geo-service"))
+
+
+def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": dsn}
+    return subprocess.run([GEO, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def tables(dsn: str) -> dict[str, tuple[int, str]]:
+    """Every table of the public schema: its row count and a checksum of all its rows."""
+    with psycopg.connect(dsn) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()]
+        found = {}
+        for name in names:
+            table = sql.Identifier(name)
+            found[name] = conn.execute(sql.SQL(
+                "SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') "
+                "FROM {} x").format(table)).fetchone()
+    return found
+
+
+def test_backup_and_restore_round_trip(sample_dsn: str, tmp_path: Path) -> None:
+    backup = tmp_path / "geo.dump"
+    made = cli(sample_dsn, "db", "backup", str(backup))
+    assert made.returncode == 0, made.stderr
+    assert backup.stat().st_size > 100_000 and not backup.with_name("geo.dump.partial").exists()
+    name = f"{urlsplit(sample_dsn).path.lstrip('/')}_restored"
+    empty = urlunsplit(urlsplit(sample_dsn)._replace(path=f"/{name}"))
+    with psycopg.connect(sample_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(empty, autocommit=True) as conn:  # as the embedded cluster makes it
+            conn.execute("CREATE EXTENSION postgis")
+        restored = cli(empty, "db", "restore", str(backup))
+        assert restored.returncode == 0, restored.stderr
+        original = tables(sample_dsn)
+        assert original["boundaries"][0] > 1000 and original["territories"][0] > 50
+        assert tables(empty) == original
+        again = cli(empty, "db", "restore", str(backup))  # never over data
+        assert again.returncode != 0 and "restore into an empty database" in again.stderr
+        assert tables(empty) == original
+    finally:
+        with psycopg.connect(sample_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def test_restore_of_a_file_that_is_not_a_backup_is_refused(database_url: str,
+                                                            tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not a dump")
+    result = cli(database_url, "db", "restore", str(bogus))
+    assert result.returncode != 0 and "not a backup made by" in result.stderr
