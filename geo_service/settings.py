@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "tiles",
         description="Where `geo-service tiles build` writes the prebuilt PMTiles archives.",
     )
+    image_max_side: int = Field(
+        default=8000, ge=200, le=10_000,
+        description="Largest width or height, in pixels, of a map image over HTTP (the command "
+                    "line has no such cap).")
     image_cache_mb: int = Field(
         default=64,
         description="Memory for rendered map images (keyed by parameters + data version); 0 = off.",

@@ -114,7 +114,7 @@ def test_http_endpoint_formats_cache_and_errors(client) -> None:
     pdf = client.get("/export/map.pdf", params={"region": "world", "theme": "housing"})
     assert pdf.content.startswith(b"%PDF")
     for params in ({"region": "atlantis"}, {"width": "0"}, {"width": "50000"},
-                   {"preset": "poster"}, {"lang": "de"}):
+                   {"preset": "poster"}, {"lang": "de"}, {"width": "8001", "height": "300"}):
         response = client.get("/export/map.png", params=params)
         assert response.status_code == 400, (params, response.text)
         assert response.headers["content-type"] == "application/problem+json"

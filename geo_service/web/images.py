@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from geo_service.errors import ClientError
 from geo_service.query.service import data_version
 from geo_service.render import mapimage
 from geo_service.web import cache
@@ -34,6 +35,10 @@ async def export_map(
     params: Annotated[mapimage.MapParams, Query()],
 ) -> Response:
     wanted = mapimage.request_from(params, fmt)
+    cap = request.app.state.settings.image_max_side
+    if max(wanted.width, wanted.height) > cap:
+        raise ClientError(f"{wanted.width}×{wanted.height} px is over {cap} px a side over HTTP: "
+                          "ask for a smaller size, or draw it with `geo-service export`")
     name = wanted.region.lower().replace("/", "-") or "world"
     store: cache.BodyCache = request.app.state.image_cache
     async with request.app.state.pool.connection() as conn:
