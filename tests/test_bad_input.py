@@ -12,8 +12,9 @@ from shapely.geometry import box
 from typer.testing import CliRunner
 
 from geo_service.cli import app
-from geo_service.load import store
-from geo_service.load.pipeline import LoadOptions, Reporter, load_file
+from geo_service.load import pipeline, store
+from geo_service.load.pipeline import LoadOptions, Reporter, load_file, load_target
+from geo_service.query.service import DATA_VERSION_SQL
 
 from .conftest import counts
 
@@ -195,3 +196,23 @@ def test_failure_during_swap_leaves_previous_data(env_db: str, tmp_path: Path,
 def _drop_source(dsn: str, source: str) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute("DELETE FROM boundaries WHERE source = %s", (source,))
+
+
+def test_regions_and_their_countries_change_together_or_not_at_all(
+        settings, env_db: str, default_data, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reloading the regions rebuilds the countries derived from them in the same transaction:
+    a load interrupted between the two (here: while the countries are named) leaves the regions
+    and countries that were there, not new regions beside old countries."""
+    before = counts(env_db)
+    with psycopg.connect(env_db) as conn:
+        version = conn.execute(DATA_VERSION_SQL).fetchone()[0]
+
+    def interrupted(iso: str, fallback: str | None) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_country_names", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_target(settings, env_db, "natural-earth-admin1", LoadOptions(force=True), Reporter())
+    assert counts(env_db) == before
+    with psycopg.connect(env_db) as conn:
+        assert conn.execute(DATA_VERSION_SQL).fetchone()[0] == version

