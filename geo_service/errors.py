@@ -48,6 +48,14 @@ class NotFound(LookupError):
     """An unknown collection, feature, tileset or page: a 404."""
 
 
+class Overloaded(RuntimeError):
+    """Too much work of one kind is queued already (map images): retry later, a 429."""
+
+
+class TooSlow(RuntimeError):
+    """A piece of work ran past its time limit (a map image): a 503 the client may retry."""
+
+
 # How each error reaches an HTTP client: status and title of its problem details (RFC 9457).
 # The web layer registers one handler for all of them (and maps FastAPI's own parameter
 # validation to 400 and Starlette's HTTP errors to their status). The database being down or
@@ -56,10 +64,14 @@ class NotFound(LookupError):
 HTTP_STATUS: dict[type[Exception], tuple[int, str]] = {
     ClientError: (400, "Bad Request"),
     NotFound: (404, "Not Found"),
+    Overloaded: (429, "Too Many Requests"),
+    TooSlow: (503, "Took too long"),
     psycopg.OperationalError: (503, "Database unavailable"),
     PoolTimeout: (503, "Database unavailable"),
 }
-RETRY_AFTER_S = 5  # what a 503 tells the client to wait
+RETRY_AFTER_S = 5  # what a 429 or 503 tells the client to wait
+# the messages of these may name hosts: their detail is the error's type alone
+QUIET = (psycopg.OperationalError, PoolTimeout)
 
 
 def http_status(exc: Exception) -> tuple[int, str]:

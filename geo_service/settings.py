@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         default=8000, ge=200, le=10_000,
         description="Largest width or height, in pixels, of a map image over HTTP (the command "
                     "line has no such cap).")
+    image_workers: int = Field(
+        default=1, ge=1, description="Worker processes that draw map images (each takes a core "
+                                     "while it draws; the API keeps the others).")
+    image_queue: int = Field(
+        default=4, ge=0, description="Map images that may wait for a worker; beyond, 429.")
+    image_timeout_s: float = Field(
+        default=60.0, gt=0, description="A map image not drawn by then answers 503.")
     image_cache_mb: int = Field(
         default=64,
         description="Memory for rendered map images (keyed by parameters + data version); 0 = off.",

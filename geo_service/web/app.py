@@ -20,7 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from geo_service import __version__, db
-from geo_service.errors import HTTP_STATUS, RETRY_AFTER_S, http_status
+from geo_service.errors import HTTP_STATUS, QUIET, RETRY_AFTER_S, http_status
 from geo_service.query import service, stats
 from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
@@ -69,9 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with pool.connection() as conn:
             identity = await service.database_identity(conn)
         app.state.archives = Archives(settings.tiles_dir, identity)
+        app.state.renders = images.RenderPool(settings.image_workers, settings.image_queue,
+                                              settings.image_timeout_s)
         try:
             yield
         finally:
+            app.state.renders.close()
             await pool.close()
 
     app = FastAPI(
@@ -90,11 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def known_error(_: Request, exc: Exception) -> JSONResponse:
         status, title = http_status(exc)
-        if status != 503:
-            return problem(status, title, str(exc))
-        logger.warning("database unavailable: %s", exc)
-        response = problem(status, title, type(exc).__name__)
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        if isinstance(exc, QUIET):
+            logger.warning("database unavailable: %s", exc)
+        response = problem(status, title, type(exc).__name__ if isinstance(exc, QUIET)
+                           else str(exc))
+        if status in (429, 503):
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
 
     for error in HTTP_STATUS:

@@ -1,22 +1,62 @@
 """GET /export/map.{png,svg,pdf}: presentation map images, cached on their parameters and the
 data version (the same request at the same version answers the same bytes). The scene is read on
-a pooled connection, which is given back before the drawing starts in a worker thread."""
+a pooled connection, which is given back before the drawing starts; drawing runs in a bounded
+pool of worker processes, so images never starve the API: beyond the workers and a short queue
+a request answers 429, and a drawing past its time limit answers 503."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from geo_service.errors import ClientError
+from geo_service.errors import ClientError, Overloaded, TooSlow
 from geo_service.query.service import data_version
 from geo_service.render import mapimage
 from geo_service.web import cache
 from geo_service.web.http import CACHE, conditional
 
 router = APIRouter(tags=["Map images"])
+T = TypeVar("T")
+
+
+class RenderPool:
+    """Worker processes for drawing, with a bound on work running and waiting. A drawing that
+    outlives its time limit answers 503 at once; its worker finishes it and its slot stays taken
+    until then, so the bound always holds."""
+
+    def __init__(self, workers: int, queue: int, timeout_s: float) -> None:
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            max_tasks_per_child=100)
+        self.limit = workers + queue
+        self.timeout_s = timeout_s
+        self.taken = 0
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        if self.taken >= self.limit:
+            raise Overloaded(f"{self.taken} map images are being drawn or waiting: retry in a "
+                             "few seconds")
+        loop = asyncio.get_running_loop()
+        self.taken += 1
+        future = self.executor.submit(work, *args)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except TimeoutError:
+            raise TooSlow(f"the map image was not drawn within {self.timeout_s:g} s: ask for a "
+                          "smaller one, or draw it with `geo-service export`") from None
+
+    def _release(self) -> None:
+        self.taken -= 1
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @router.get(
@@ -53,7 +93,8 @@ async def export_map(
         rows = await mapimage.load(conn, wanted) if entry is None else None
     if entry is None:
         assert rows is not None
-        data = await asyncio.to_thread(mapimage.draw_rows, rows, wanted)
+        renders: RenderPool = request.app.state.renders
+        data = await renders.run(mapimage.draw_rows, rows, wanted)
         entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=6)
         if rows.version == version:  # data changed meanwhile: send it, but keep nothing stale
             store.put(key, entry)

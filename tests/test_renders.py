@@ -1,0 +1,86 @@
+"""Map images never starve the API: drawing runs in a bounded pool of worker processes (429
+beyond it, 503 past the time limit), and feature and tile requests stay fast during a burst of
+large exports."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from geo_service.errors import Overloaded, TooSlow
+from geo_service.web.images import RenderPool
+
+from .conftest import live_server
+
+
+def test_the_pool_bounds_work_and_time() -> None:
+    async def scenario() -> None:
+        pool = RenderPool(workers=1, queue=0, timeout_s=1.0)
+        try:
+            assert await pool.run(abs, -3) == 3  # the worker process starts and answers
+            began = time.monotonic()
+            with pytest.raises(TooSlow, match="within 1 s"):
+                await pool.run(time.sleep, 3)
+            assert time.monotonic() - began < 1.5
+            with pytest.raises(Overloaded, match="retry"):  # its worker is still busy
+                await pool.run(abs, -4)
+            await asyncio.sleep(2.5)  # the slow one has finished: its slot is free again
+            assert await pool.run(abs, -5) == 5
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def _get(url: str) -> tuple[int, float]:
+    began = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response:
+            response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        error.read()
+        status = error.code
+    return status, time.monotonic() - began
+
+
+def test_an_export_burst_leaves_features_and_tiles_fast(settings, sample_dsn: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEO_IMAGE_WORKERS", "1")
+    monkeypatch.setenv("GEO_IMAGE_QUEUE", "2")
+    monkeypatch.setenv("GEO_RESPONSE_CACHE_MB", "0")  # every feature request runs its SQL
+    monkeypatch.setenv("GEO_TILE_CACHE_MB", "0")
+    with live_server(settings, sample_dsn) as url:
+        assert _get(f"{url}/export/map.png?preset=square")[0] == 200  # workers warm
+        exports: list[int] = []
+
+        def export(i: int) -> None:
+            exports.append(_get(f"{url}/export/map.png?width=4000&height=4000&dpi=300"
+                                f"&title=burst-{i}")[0])
+
+        burst = [threading.Thread(target=export, args=(i,)) for i in range(16)]
+        for thread in burst:
+            thread.start()
+        api: list[tuple[int, float]] = []
+        paths = ["/collections/regions/items?limit=10&country=FR", "/tiles/map/3/4/2.mvt",
+                 "/collections/territories/items?limit=20", "/tiles/regions/4/8/5.mvt"]
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            for path in paths:
+                api.append(_get(url + path))
+        for thread in burst:
+            thread.join(timeout=300)
+    assert {status for status, _ in api} <= {200, 204}
+    seconds = sorted(s for _, s in api)
+    p95 = seconds[int(len(seconds) * 0.95)]
+    print(f"API during the burst: {len(seconds)} requests, median {statistics.median(seconds):.3f} s, "
+          f"p95 {p95:.3f} s; exports {sorted(exports)}")
+    assert p95 < 0.3, (p95, statistics.median(seconds), len(seconds))
+    assert len(exports) == 16 and set(exports) <= {200, 429}, exports
+    assert exports.count(200) >= 1 and exports.count(429) >= 1, exports
