@@ -8,11 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 GEO := $(BIN)/geo-service
 STAMPS := .stamps
+# prefix of the system folders missing-packages looks in (its tests set it to a fake tree)
+SYSTEM_ROOT :=
 PG_VERSION ?= 15
 APT_PACKAGES := postgresql-$(PG_VERSION) postgresql-$(PG_VERSION)-postgis-3 nodejs npm python3-venv \
 	fonts-noto-core fonts-noto-cjk
 
-.PHONY: run test lint setup system-deps db-start db-stop bench clean help
+.PHONY: run test lint setup system-deps missing-packages db-start db-stop bench clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,24 +56,28 @@ $(STAMPS)/system: Makefile
 	@$(MAKE) --no-print-directory system-deps
 	@mkdir -p $(STAMPS) && touch $@
 
-system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv, Noto fonts)
+missing-packages: ## Print the Debian packages whose pieces are missing (what system-deps installs)
 	@missing=""; \
-	ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_VERSION)-postgis-3"; \
-	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_VERSION)"; \
+	compgen -G "$(SYSTEM_ROOT)/usr/share/postgresql/*/extension/postgis.control" >/dev/null || missing="$$missing postgresql-$(PG_VERSION)-postgis-3"; \
+	compgen -G "$(SYSTEM_ROOT)/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing="$$missing postgresql-$(PG_VERSION)"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
-	ls /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf >/dev/null 2>&1 || missing="$$missing fonts-noto-core"; \
-	ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
-	if [ "$$(id -u)" = 0 ]; then command -v runuser >/dev/null || missing="$$missing util-linux"; fi; \
+	[ -e "$(SYSTEM_ROOT)/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf" ] || missing="$$missing fonts-noto-core"; \
+	[ -e "$(SYSTEM_ROOT)/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc" ] || missing="$$missing fonts-noto-cjk"; \
+	if [ "$$EUID" = 0 ]; then command -v runuser >/dev/null || missing="$$missing util-linux"; fi; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	for p in $(filter gdal-bin,$(APT_PACKAGES)); do command -v ogr2ogr >/dev/null || missing="$$missing $$p"; done; \
 	for p in $(filter chromium,$(APT_PACKAGES)); do command -v chromium >/dev/null || missing="$$missing $$p"; done; \
-	for p in $(filter fonts-liberation,$(APT_PACKAGES)); do ls /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in $(filter fonts-liberation,$(APT_PACKAGES)); do [ -e "$(SYSTEM_ROOT)/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf" ] || missing="$$missing $$p"; done; \
+	echo $$missing
+
+system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv, Noto fonts)
+	@missing="$$($(MAKE) -s --no-print-directory missing-packages)"; \
 	if [ -z "$$missing" ]; then echo "system packages: present"; exit 0; fi; \
-	echo "system packages missing, installing:$$missing"; \
-	if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	echo "system packages missing, installing: $$missing"; \
+	if [ "$$EUID" = 0 ]; then SUDO=""; \
 	elif command -v sudo >/dev/null; then SUDO="sudo"; \
-	else echo "run as root or install: apt-get install$$missing" >&2; exit 1; fi; \
+	else echo "run as root or install: apt-get install $$missing" >&2; exit 1; fi; \
 	$$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
 

@@ -134,11 +134,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(settings: Settings, database_url: str) -> Iterator[str]:
-    """`geo-service serve` in its own process on a free loopback port, until the block ends."""
+def serving(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`geo-service serve` with `env` in its own process on a free loopback port, its log in
+    `log` (read it when a test sees a 5xx), until the block ends."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "GEO_TILES_DIR": str(settings.tiles_dir)}
-    log = settings.data_dir / f"server-{port}.log"  # read it when a test sees a 5xx
     process = subprocess.Popen([sys.executable, "-m", "geo_service", "serve", "--port", str(port)],
                                env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"http://127.0.0.1:{port}"
@@ -157,3 +156,11 @@ def live_server(settings: Settings, database_url: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def live_server(settings: Settings, database_url: str) -> Iterator[str]:
+    """The service over the test database, as `serving` runs it."""
+    env = {**os.environ, "DATABASE_URL": database_url, "GEO_TILES_DIR": str(settings.tiles_dir)}
+    with serving(env, settings.data_dir / f"server-{secrets.token_hex(4)}.log") as url:
+        yield url

@@ -11,13 +11,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import serving
 
 GEO = str(Path(sys.executable).with_name("geo-service"))
 PATHS = ("/collections/regions/items?limit=1", "/collections", "/tiles/map/0/0/0.mvt",
@@ -43,31 +41,6 @@ def get(url: str) -> tuple[int, dict[str, str], float]:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, time.monotonic() - began
 
 
-@contextmanager
-def server(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen([GEO, "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while get_or_none(f"{url}/health") != 200:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def get_or_none(url: str) -> int | None:
-    try:
-        return get(url)[0]
-    except OSError:
-        return None
-
-
 @pytest.mark.parametrize("mode", ["embedded", "external"])
 def test_a_database_restart_is_503_then_served_again_by_itself(tmp_path: Path, mode: str) -> None:
     data_dir = tmp_path / "checkout" / ".data"
@@ -81,7 +54,7 @@ def test_a_database_restart_is_503_then_served_again_by_itself(tmp_path: Path, m
         server_env |= {"DATABASE_URL": dsn, "GEO_DATA_DIR": str(tmp_path / "other" / ".data")}
     log = tmp_path / "server.log"
     try:
-        with server(server_env, log) as url:
+        with serving(server_env, log) as url:
             for path in PATHS:  # an empty database: the tile is empty (204)
                 assert get(url + path)[0] in (200, 204), path
             geo(cluster_env, "db", "stop")

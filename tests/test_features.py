@@ -269,3 +269,14 @@ def test_response_cache_serves_the_current_data_only(client, database_url) -> No
     finally:
         set_override(database_url, "mx-region-mexico-city", None)
     assert client.get(url).json()["geometry"]["type"] == "Point"
+
+
+def test_a_page_too_large_to_build_is_refused_with_how_to_page(client) -> None:
+    response = client.get("/collections/regions/items", params={"limit": 10000})
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "coordinates" in detail and "ask for limit=" in detail and "zoom=" in detail
+    fits = int(detail.split("ask for limit=")[1].split()[0])
+    assert 1 <= fits < 10000
+    smaller = client.get("/collections/regions/items", params={"limit": 10000, "zoom": 3})
+    assert smaller.status_code == 200 and smaller.json()["numberReturned"] > 4000

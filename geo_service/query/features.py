@@ -23,6 +23,11 @@ MAX_OFFSET = 10**9
 DEFAULT_PRECISION = 4
 MAX_PRECISION = 15
 MAX_ZOOM = 24
+# A page is built in memory: beyond this many coordinates (about 25 MB of GeoJSON at the default
+# precision) the request is refused with how to page instead. Pages of up to BUDGET_FREE
+# features are not measured first.
+MAX_POINTS = 1_000_000
+BUDGET_FREE = 100
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 
 Bbox = tuple[float, float, float, float]
@@ -182,6 +187,28 @@ def feature_sql(c: Collection, q: ItemsQuery) -> sql.Composable:
     return sql.SQL("json_build_object('type', 'Feature', 'id', {id}, 'geometry', {geom}, "
                    "'properties', {props})").format(id=c.id_sql, geom=geojson,
                                                     props=_properties_sql(c, q))
+
+
+async def check_budget(conn: AsyncConnection, c: Collection, q: ItemsQuery) -> None:
+    """A ClientError, saying how to page, when the page would hold more than MAX_POINTS
+    coordinates (measured in PostGIS before any JSON is built)."""
+    geometry = c.geometry(q.geometry, q.tier)
+    if geometry is None or q.limit <= BUDGET_FREE:
+        return
+    row = await (await conn.execute(sql.SQL(
+        "SELECT coalesce(sum(ST_NPoints(g)), 0), count(*) FROM (SELECT {g} AS g FROM {source} "
+        "WHERE {where} ORDER BY {order} LIMIT {limit} OFFSET {offset}) page").format(
+            g=geometry, source=c.from_clause(q.tier), where=build_where(c, q),
+            order=_order(c, q), limit=sql.Literal(q.limit), offset=sql.Literal(q.offset)))
+    ).fetchone()
+    assert row is not None  # an aggregate always answers one row
+    points, features = int(row[0]), int(row[1])
+    if points > MAX_POINTS:
+        fits = max(1, int(MAX_POINTS / (points / max(features, 1))))
+        raise ClientError(
+            f"this page would hold {points:,} coordinates in {features:,} features, more than "
+            f"{MAX_POINTS:,}: ask for limit={fits} or fewer and follow the next links, add zoom= "
+            "for generalized shapes, or geometry=point")
 
 
 async def items(conn: AsyncConnection, c: Collection, q: ItemsQuery) -> dict[str, Any]:

@@ -43,6 +43,10 @@ class BodyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: str) -> bool:
+        """Whether `key` is kept (without counting a hit or a miss)."""
+        return key in self._entries
+
     def get(self, key: str) -> Entry | None:
         entry = self._entries.get(key)
         if entry is None:

@@ -315,6 +315,8 @@ async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
                                      download if chosen != "geojson" else None)
     if unchanged:
         return unchanged
+    if headers["ETag"] not in request.app.state.body_cache:  # about to build it
+        await features.check_budget(conn, c, q)
 
     async def make() -> bytes:
         if chosen == "csv":
