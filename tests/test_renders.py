@@ -5,6 +5,8 @@ large exports."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import statistics
 import threading
 import time
@@ -32,6 +34,24 @@ def test_the_pool_bounds_work_and_time() -> None:
                 await pool.run(abs, -4)
             await asyncio.sleep(2.5)  # the slow one has finished: its slot is free again
             assert await pool.run(abs, -5) == 5
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_worker_is_a_503_and_the_pool_starts_afresh() -> None:
+    async def scenario() -> None:
+        pool = RenderPool(workers=1, queue=0, timeout_s=30.0)
+        try:
+            assert await pool.run(abs, -1) == 1
+            slow = asyncio.ensure_future(pool.run(time.sleep, 10))
+            await asyncio.sleep(0.5)
+            for process in list(pool.executor._processes.values()):  # as the OOM killer would
+                os.kill(process.pid, signal.SIGKILL)
+            with pytest.raises(TooSlow, match="restarted"):
+                await slow
+            assert await pool.run(abs, -2) == 2  # served again, no 500 from then on
         finally:
             pool.close()
 

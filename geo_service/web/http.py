@@ -68,8 +68,8 @@ def conditional(request: Request, key: str, headers: dict[str, str]
 
 async def cached(request: Request, store: cache.BodyCache, key: str, headers: dict[str, str],
                  media_type: str, make: Callable[[], Awaitable[bytes]], *, level: int = 9,
-                 keep: bool = True, empty: int | None = None) -> Response:
-    """The body for `key` from `store`, or made now and kept there (unless `keep` is false);
+                 empty: int | None = None) -> Response:
+    """The body for `key` from `store`, or made now and kept there;
     gzipped when the client accepts it. An empty body answers `empty` (e.g. 204) if given."""
     entry = store.get(key)
     if entry is None:
@@ -79,8 +79,7 @@ async def cached(request: Request, store: cache.BodyCache, key: str, headers: di
         if not store.keeps(len(body)):  # GZipMiddleware compresses it, at a quicker level
             return Response(body, media_type=media_type, headers=headers)
         entry = await cache.entry_for(body, media_type, level=level)
-        if keep:
-            store.put(key, entry)
+        store.put(key, entry)
     if not entry.body and empty is not None:
         return Response(status_code=empty, headers=headers)
     return cache.respond(request, entry, headers)

@@ -10,6 +10,7 @@ import asyncio
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
@@ -31,9 +32,8 @@ class RenderPool:
     until then, so the bound always holds."""
 
     def __init__(self, workers: int, queue: int, timeout_s: float) -> None:
-        self.executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            max_tasks_per_child=100)
+        self.workers = workers
+        self.executor = self._new_executor()
         self.limit = workers + queue
         self.timeout_s = timeout_s
         self.taken = 0
@@ -43,14 +43,28 @@ class RenderPool:
             raise Overloaded(f"{self.taken} map images are being drawn or waiting: retry in a "
                              "few seconds")
         loop = asyncio.get_running_loop()
+        executor = self.executor
+        try:
+            future = executor.submit(work, *args)
+        except BrokenProcessPool:  # a worker died since the last drawing
+            self.executor = executor = self._new_executor()
+            future = executor.submit(work, *args)
         self.taken += 1
-        future = self.executor.submit(work, *args)
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
         except TimeoutError:
             raise TooSlow(f"the map image was not drawn within {self.timeout_s:g} s: ask for a "
                           "smaller one, or draw it with `geo-service export`") from None
+        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh
+            if self.executor is executor:
+                self.executor = self._new_executor()
+            raise TooSlow("the map image's worker stopped; it has been restarted: retry") from None
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers,
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   max_tasks_per_child=100)
 
     def _release(self) -> None:
         self.taken -= 1
