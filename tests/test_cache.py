@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import random
 
@@ -33,3 +34,39 @@ def test_empty_bodies_still_count_so_the_cache_stays_bounded() -> None:
     assert store.size <= 1_000_000
     assert len(store) <= 1_000_000 // ENTRY_OVERHEAD
     assert store.get('"tile-00099999"') is not None and store.get('"tile-00000000"') is None
+
+
+def test_large_uncached_bodies_are_gzipped_off_the_event_loop(settings, sample, monkeypatch
+                                                               ) -> None:
+    """With the response cache off, a large page is compressed by GZipMiddleware: in a worker
+    thread (no running event loop there), so other requests are not held up meanwhile."""
+    from fastapi.testclient import TestClient
+    from starlette.middleware import gzip as starlette_gzip
+
+    from geo_service.web.app import create_app
+    from geo_service.web.cache import THREAD_MIN
+
+    where: list[tuple[int, bool]] = []
+    compress = starlette_gzip.GZipResponder._compress_body
+
+    def watched(self, body: bytes, more_body: bool) -> bytes:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        where.append((len(body), on_loop))
+        return compress(self, body, more_body)
+
+    monkeypatch.setattr(starlette_gzip.GZipResponder, "_compress_body", watched)
+    uncached = settings.model_copy(update={"response_cache_mb": 0})
+    with TestClient(create_app(uncached)) as client:
+        response = client.get("/collections/regions/items?limit=200&country=FR",
+                              headers={"Accept-Encoding": "gzip"})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-encoding"] == "gzip"
+        small = client.get("/collections", headers={"Accept-Encoding": "gzip"})
+        assert small.status_code == 200
+    large = [on_loop for size, on_loop in where if size >= THREAD_MIN]
+    assert large and not any(large), where  # every large body went to a thread
+    assert any(on_loop for size, on_loop in where if size < THREAD_MIN), where  # small: inline
