@@ -41,7 +41,7 @@ db-start: setup ## Start the embedded PostGIS
 db-stop: setup ## Stop the embedded PostGIS
 	$(GEO) db stop
 
-bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), map page weight, map images; writes docs/benchmarks.md
+bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), map page weight, map images (docs/benchmarks.md); soak with a database restart and memory under a tile flood (docs/reliability.md)
 	@command -v ogr2ogr >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES=gdal-bin system-deps
 	$(GEO) db upgrade
 	$(GEO) load-defaults
@@ -50,6 +50,8 @@ bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (fe
 	$(BIN)/python bench/tiles_benchmark.py
 	$(BIN)/python bench/page_benchmark.py
 	$(BIN)/python bench/export_benchmark.py
+	$(BIN)/python bench/soak_benchmark.py
+	$(BIN)/python bench/memory_benchmark.py
 
 # --------------------------------------------------------------------------- installs
 $(STAMPS)/system: Makefile

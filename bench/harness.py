@@ -9,6 +9,7 @@ another script; whatever more than one of them needs is here.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import os
 import platform
@@ -217,3 +218,67 @@ def beside_tipg(geo_service: str, schema: str, views: dict[str, str]
         finally:
             for _, proc, _ in servers:
                 stop(proc)
+
+
+# ------------------------------------------------------------------------------------ processes
+def rss_mb(pid: int, children: bool = False) -> float:
+    """Resident memory of a process in MB (with its child processes when asked), from /proc."""
+    pids = [pid]
+    if children:
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        pids += [int(p) for p in found.split()]
+    total = 0
+    for one in pids:
+        rss = _read(f"/proc/{one}/status", r"^VmRSS:\s+(\d+)")
+        total += int(rss) if rss.isdigit() else 0
+    return total / 1024
+
+
+# ------------------------------------------------------------------------------------ HTTP
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that only reads the status and skips the body: a
+    client light enough that the server, not the client, is what a flood of requests measures.
+    Bodies must carry Content-Length (no chunked responses)."""
+
+    def __init__(self, base: str) -> None:
+        self.host, port = base.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, headers: str = "") -> tuple[int, int]:
+        """(status, body bytes) of GET `path`; reconnects when the server closed the socket."""
+        for attempt in (1, 2):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            assert self.reader is not None
+            try:
+                self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                                  f"{headers}\r\n".encode())
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            length, close = 0, False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    raise ValueError(f"{path}: chunked response")
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            if length:
+                await self.reader.readexactly(length)
+            if close:
+                self.close()
+            return int(head[9:12]), length
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None

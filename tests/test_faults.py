@@ -41,8 +41,10 @@ def get(url: str) -> tuple[int, dict[str, str], float]:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, time.monotonic() - began
 
 
-@pytest.mark.parametrize("mode", ["embedded", "external"])
-def test_a_database_restart_is_503_then_served_again_by_itself(tmp_path: Path, mode: str) -> None:
+# external: a long outage too (the pool's retries must not drift apart while it lasts)
+@pytest.mark.parametrize(("mode", "down_s"), [("embedded", 0), ("external", 12)])
+def test_a_database_restart_is_503_then_served_again_by_itself(tmp_path: Path, mode: str,
+                                                                down_s: float) -> None:
     data_dir = tmp_path / "checkout" / ".data"
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GEO_DATABASE_URL")}
     cluster_env = {**base, "GEO_DATA_DIR": str(data_dir)}
@@ -52,6 +54,8 @@ def test_a_database_restart_is_503_then_served_again_by_itself(tmp_path: Path, m
     server_env = {**cluster_env, "GEO_TILES_DIR": str(tmp_path / "tiles")}
     if mode == "external":  # the server only knows the URL; it starts and stops nothing
         server_env |= {"DATABASE_URL": dsn, "GEO_DATA_DIR": str(tmp_path / "other" / ".data")}
+    if down_s:  # a full pool: every connection is lost and retried, none is left to grow
+        server_env |= {"GEO_DB_POOL_MIN": "4", "GEO_DB_POOL_MAX": "4"}
     log = tmp_path / "server.log"
     try:
         with serving(server_env, log) as url:
@@ -64,9 +68,14 @@ def test_a_database_restart_is_503_then_served_again_by_itself(tmp_path: Path, m
                 assert headers.get("retry-after") == "5", (path, headers)
                 assert seconds < 2.0, (path, seconds)
             assert get(url + "/map")[0] == 503
+            until = time.monotonic() + down_s
+            while time.monotonic() < until:  # still down: still a quick 503
+                status, _, seconds = get(url + PATHS[0])
+                assert (status, seconds < 2.0) == (503, True), (status, seconds)
+                time.sleep(1)
             geo(cluster_env, "db", "start")
             back = time.monotonic()
-            while get(url + PATHS[0])[0] != 200:
+            while get(url + PATHS[0])[0] != 200:  # the pool retries at a steady pace
                 assert time.monotonic() - back < 5.0, log.read_text()[-2000:]
                 time.sleep(0.1)
             for path in PATHS:
@@ -74,3 +83,29 @@ def test_a_database_restart_is_503_then_served_again_by_itself(tmp_path: Path, m
         assert "Traceback" not in log.read_text()
     finally:
         subprocess.run([GEO, "db", "stop"], env=cluster_env, capture_output=True, timeout=60)
+
+
+def test_the_servers_connections_cut_a_slow_statement(settings, sample) -> None:
+    """Every pooled connection carries the statement timeout of the settings, so a runaway query
+    ends there (QueryCanceled, which the API answers 503) and frees its connection."""
+    import psycopg
+    from fastapi.testclient import TestClient
+
+    from geo_service.errors import http_status
+    from geo_service.web.app import create_app
+
+    app = create_app(settings.model_copy(update={"db_statement_timeout_ms": 700}))
+
+    async def on_a_pooled_connection(query: str) -> str:
+        async with app.state.pool.connection() as conn:
+            row = await (await conn.execute(query)).fetchone()
+            return str(row[0]) if row else ""
+
+    with TestClient(app) as client:
+        assert client.portal.call(on_a_pooled_connection, "SHOW statement_timeout") == "700ms"
+        began = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as cut:
+            client.portal.call(on_a_pooled_connection, "SELECT pg_sleep(5)")
+        assert time.monotonic() - began < 2.0
+        assert http_status(cut.value)[0] == 503
+        assert client.get("/collections/regions/items?limit=1").status_code == 200
