@@ -14,7 +14,7 @@ PG_VERSION ?= 15
 APT_PACKAGES := postgresql-$(PG_VERSION) postgresql-$(PG_VERSION)-postgis-3 nodejs npm python3-venv \
 	fonts-noto-core fonts-noto-cjk
 
-.PHONY: run test lint setup system-deps missing-packages db-start db-stop bench clean help
+.PHONY: run test fuzz lint setup system-deps missing-packages db-start db-stop bench clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default 
 
 test: setup $(STAMPS)/browser lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS
 	$(BIN)/pytest
+
+fuzz: setup ## Longer fuzzing than `make test`: FUZZ_EXAMPLES fresh hostile requests over every route (default 20000), and schemathesis with SCHEMATHESIS_EXAMPLES per operation and mode (default 300)
+	GEO_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),20000) GEO_SCHEMATHESIS_EXAMPLES=$(or $(SCHEMATHESIS_EXAMPLES),300) \
+		$(BIN)/pytest -p no:cacheprovider tests/test_fuzz.py tests/test_schemathesis.py
 
 lint: setup ## Ruff, mypy over geo_service/, and the import-linter layer contracts (pyproject.toml)
 	$(BIN)/ruff check .

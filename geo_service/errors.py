@@ -67,6 +67,8 @@ HTTP_STATUS: dict[type[Exception], tuple[int, str]] = {
     Overloaded: (429, "Too Many Requests"),
     TooSlow: (503, "Took too long"),
     psycopg.OperationalError: (503, "Database unavailable"),
+    # a value the database refuses (an impossible date, a bad LIKE pattern...): the client's
+    psycopg.errors.DataError: (400, "Invalid value"),
     PoolTimeout: (503, "Database unavailable"),
 }
 RETRY_AFTER_S = 5  # what a 429 or 503 tells the client to wait
@@ -80,3 +82,13 @@ def http_status(exc: Exception) -> tuple[int, str]:
         if kind in HTTP_STATUS:
             return HTTP_STATUS[kind]
     raise KeyError(type(exc).__name__)
+
+
+def public_detail(exc: Exception) -> str:
+    """What a client is told about an error: a database error's primary message only (not the
+    statement or its context), the type alone where the message can name hosts."""
+    if isinstance(exc, QUIET):
+        return type(exc).__name__
+    if isinstance(exc, psycopg.Error):
+        return (exc.diag.message_primary if exc.diag else None) or type(exc).__name__
+    return str(exc)

@@ -324,8 +324,15 @@ def test_first_and_last_day(value: str, first: str, last: str) -> None:
     assert (first_day(value), last_day(value)) == (first, last)
 
 
-def test_last_day_of_an_impossible_month_is_left_for_the_database_to_refuse() -> None:
-    assert last_day("2021-13") == "2021-13-31" and last_day("2021-00") == "2021-00-31"
+@pytest.mark.parametrize(("value", "why"), [
+    ("2021-13", "month must be in 1..12"), ("2021-00", "month must be in 1..12"),
+    ("2021-02-29", "day is out of range"), ("0000", "year 0 is out of range"),
+    ("2021-06-31T10:00:00Z", "day is out of range"), ("2021-06-01T10:60:00Z", "minute"),
+    ("2021-06-01/2021-13-01", "month must be in 1..12"),
+])
+def test_impossible_dates_are_refused_before_any_query(value: str, why: str) -> None:
+    with pytest.raises(ClientError, match=why):
+        parse_datetime(value)
 
 
 def test_properties_and_sortby_take_only_the_collections_properties() -> None:

@@ -4,6 +4,7 @@ plain rows for CSV and GeoPackage). The web layer validates parameters into an I
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,10 +94,26 @@ def parse_datetime(value: str) -> Interval:
             continue
         if not _INSTANT.fullmatch(part):
             raise ClientError(f"datetime part {part!r} is not an RFC 3339 date or date-time")
+        _check_instant(part)
         bounds.append(part[:10] if len(part) >= 10 else part)
     if len(bounds) == 1:
         return bounds[0], bounds[0]
     return bounds[0], bounds[1]
+
+
+def _check_instant(part: str) -> None:
+    """Refuse a year, month, date or date-time that does not exist (2020-13, 2020-02-30)."""
+    try:
+        if len(part) == 4:
+            dt.date(int(part), 1, 1)
+        elif len(part) == 7:
+            dt.date(int(part[:4]), int(part[5:7]), 1)
+        elif len(part) == 10:
+            dt.date.fromisoformat(part)
+        else:
+            dt.datetime.fromisoformat(part)
+    except ValueError as exc:
+        raise ClientError(f"datetime part {part!r} is not a real date: {exc}") from None
 
 
 def first_day(value: str) -> str:
@@ -109,10 +126,8 @@ def last_day(value: str) -> str:
     if len(value) == 4:
         return f"{value}-12-31"
     if len(value) == 7:
-        year, month = int(value[:4]), int(value[5:7])
-        if 1 <= month <= 12:
-            return f"{value}-{calendar.monthrange(year, month)[1]:02d}"
-        return f"{value}-31"  # the database refuses the impossible month
+        year, month = int(value[:4]), int(value[5:7])  # a real month (parse_datetime checks)
+        return f"{value}-{calendar.monthrange(year, month)[1]:02d}"
     return value
 
 

@@ -327,7 +327,10 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
     colours = THEMES[request.dark]
     lang = request.lang
     with plt.rc_context({"font.family": FONTS, "svg.fonttype": "none", "pdf.fonttype": 42,
-                         "svg.hashsalt": "geo-service", "path.simplify": True}):
+                         "svg.hashsalt": "geo-service", "path.simplify": True,
+                         # text is drawn as written: "$x$" in a title or a member's name is
+                         # not math markup (which could also fail to parse)
+                         "text.parse_math": False}):
         figure = Figure(figsize=(request.width / request.dpi, request.height / request.dpi),
                         dpi=request.dpi)
         FigureCanvasAgg(figure)  # label placement measures text with it

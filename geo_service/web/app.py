@@ -20,23 +20,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from geo_service import __version__, db
-from geo_service.errors import HTTP_STATUS, QUIET, RETRY_AFTER_S, http_status
+from geo_service.errors import HTTP_STATUS, QUIET, RETRY_AFTER_S, http_status, public_detail
 from geo_service.query import service, stats
 from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
 from geo_service.web import cache, images, ogc, pages, tiles
-from geo_service.web.http import ConnDep, NoParams, Params
+from geo_service.web.http import ConnDep, InputGuard, NoParams, Params, problem
 from geo_service.web.openapi30 import openapi_30
 
-PROBLEM = "application/problem+json"
 logger = logging.getLogger("geo_service")
-
-
-def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
 class StatsParams(Params):
@@ -95,8 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status, title = http_status(exc)
         if isinstance(exc, QUIET):
             logger.warning("database unavailable: %s", exc)
-        response = problem(status, title, type(exc).__name__ if isinstance(exc, QUIET)
-                           else str(exc))
+        response = problem(status, title, public_detail(exc))
         if status in (429, 503):
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
@@ -155,4 +146,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        thread_minimum_size=cache.THREAD_MIN)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
                        allow_headers=["*"], expose_headers=["ETag"])
+    app.add_middleware(InputGuard)  # outermost: nothing else sees a request it refuses
     return app

@@ -6,18 +6,83 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from fastapi import Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geo_service.web import cache
 
+PROBLEM = "application/problem+json"
 CACHE = "public, max-age=60"
 IMMUTABLE = "public, max-age=31536000, immutable"
 JSON = "application/json"
+
+
+def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
+    """Problem details (RFC 9457)."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+# C0 controls (NUL included), DEL and C1 controls; query values may hold tab and line breaks
+_CONTROL = {*range(0x20), 0x7F, *range(0x80, 0xA0)}
+_CONTROL_IN_VALUES = _CONTROL - {0x09, 0x0A, 0x0D}
+
+
+def _control(text: str, forbidden: set[int]) -> str | None:
+    for position, char in enumerate(text):
+        if ord(char) in forbidden:
+            return f"a control character (U+{ord(char):04X}) at position {position + 1}"
+    return None
+
+
+def input_problem(scope: Scope) -> str | None:
+    """What is wrong with a request's path or query string as text, before any route reads it:
+    bytes that are not UTF-8 once percent-decoded, or control characters (NUL, escape...)."""
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    try:
+        path = unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        return "the path is not UTF-8 once percent-decoded"
+    found = _control(path, _CONTROL)
+    if found:
+        return f"the path holds {found}"
+    try:
+        query = scope.get("query_string", b"").decode("ascii")
+        pairs = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        return "the query string is not UTF-8 once percent-decoded"
+    for name, value in pairs:
+        found = _control(name, _CONTROL)
+        if found:
+            return f"a parameter name holds {found}"
+        found = _control(value, _CONTROL_IN_VALUES)
+        if found:
+            return f"parameter {name}: {found}"
+    return None
+
+
+class InputGuard:
+    """Refuses (400 problem details) a request whose path or query is not clean text, so that
+    no route, query or drawing ever sees a NUL byte or broken UTF-8."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            found = input_problem(scope)
+            if found:
+                await problem(400, "Invalid request", found)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:

@@ -1,0 +1,61 @@
+"""Hostile requests, one by one: each gets a 4xx problem details saying what is wrong (never a
+5xx), and text that looks like markup is drawn as written."""
+
+from __future__ import annotations
+
+import pytest
+
+REFUSED = [  # (request, status, words of the detail)
+    ("/collections/territories/items/a%00", 400, "control character (U+0000)"),
+    ("/collections/territories/items?kind=%00", 400, "parameter kind"),
+    ("/export/map.png?region=%00", 400, "control character"),
+    ("/collections/%00/items", 400, "the path holds"),
+    ("/tiles/map/0/0/0.mvt?lang=en%1B", 400, "U+001B"),
+    ("/map?theme=%7F", 400, "U+007F"),
+    ("/collections/territories/items?f%00=1", 400, "parameter name"),
+    ("/collections/territories/items/%FF", 400, "not UTF-8"),
+    ("/collections/territories/items?sortby=%FF%FE", 400, "not UTF-8"),
+    ("/collections/territories/items?datetime=2020-13", 400, "month must be in 1..12"),
+    ("/collections/territories/items?datetime=2020-02-30", 400, "day is out of range"),
+    ("/collections/territories/items?datetime=2021-02-29/..", 400, "2021-02-29"),
+    ("/collections/territories/items?datetime=2020-01-01T24:61:00Z", 400, "not a real date"),
+    ("/collections/territories/items?datetime=0000", 400, "not a real date"),
+    ("/collections/territories/items?filter=name%20LIKE%20%27%25%5C%27", 400,
+     "must not end with escape"),
+    ("/collections/territories/items?filter=year%20%3D%20%27abc%27", 400, "is a number"),
+    ("/collections/territories/items?bbox=1e400,0,1,1", 400, "bbox"),
+    ("/collections/territories/items?limit=99999999999999999999", 400, "limit"),
+]
+
+
+@pytest.mark.parametrize(("url", "status", "words"), REFUSED)
+def test_hostile_request_is_refused_with_what_is_wrong(client, url: str, status: int,
+                                                       words: str) -> None:
+    response = client.get(url)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert words in response.json()["detail"], response.json()
+
+
+@pytest.mark.parametrize("url", [
+    "/export/map.svg?preset=square&title=%24%5Cfoo%24&subtitle=%24x%5E2%24",
+    "/export/map.svg?preset=square&title=A%0Atwo-line%09title",
+])
+def test_text_that_looks_like_math_is_drawn_as_written(client, url: str) -> None:
+    """matplotlib would read `$\\foo$` as math markup and fail on it: text is never parsed."""
+    response = client.get(url)
+    assert response.status_code == 200, response.text
+    svg = response.text
+    if "foo" in url:
+        assert "$\\foo$" in svg and "$x^2$" in svg  # as written, not typeset
+    else:
+        assert "two-line" in svg
+
+
+def test_a_database_data_error_is_a_400_with_its_primary_message_only(client) -> None:
+    """An error PostgreSQL raises over a value (here a LIKE pattern) is the client's: its first
+    line is the detail, without the statement it came from."""
+    response = client.get("/collections/territories/items?filter=name%20LIKE%20%27%25%5C%27")
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "SELECT" not in detail and "LINE" not in detail
