@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from geo_service import db
+from geo_service import db, roles
 from geo_service.campaign.initiatives import import_initiatives
 from geo_service.campaign.members import (
     RematchResult,
@@ -130,10 +131,54 @@ def db_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON."
 
 
 @db_app.command("url")
-def db_url() -> None:
+def db_url(role: Annotated[str, typer.Option(
+        help="owner: what the CLI writes with; reader: what the web server reads with (SELECT "
+             "only); admin: the embedded cluster's superuser.")] = "owner") -> None:
     """Print a DSN usable by psql and GDAL (starts the embedded cluster if needed)."""
     settings = _settings()
-    print(_dsn(settings))
+    if role not in ("owner", "reader", "admin"):
+        err.print(f"error: --role {role!r}: owner, reader or admin", highlight=False, markup=False)
+        raise typer.Exit(2)
+    if role == "admin" and not settings.embedded:
+        err.print("error: DATABASE_URL is set: its superuser is not ours to print", style="red")
+        raise typer.Exit(2)
+    try:
+        url = {"owner": db.database_url, "reader": db.read_url, "admin": db.admin_url}[role](
+            settings)
+    except EmbeddedError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    print(url)
+
+
+@db_app.command("roles")
+def db_roles(
+    admin_url: Annotated[str, typer.Argument(
+        help="A superuser's URL of the service's database on your PostGIS, e.g. "
+             "postgresql://postgres@db.example.org/geo_service (used once, not stored).")],
+    owner: Annotated[str, typer.Option(help="Name of the owner role.")] = roles.OWNER,
+    reader: Annotated[str, typer.Option(help="Name of the reader role.")] = roles.READER,
+    owner_password: Annotated[str | None, typer.Option(
+        envvar="GEO_OWNER_PASSWORD", help="The owner's password (default: a new random one).")] = None,
+    reader_password: Annotated[str | None, typer.Option(
+        envvar="GEO_READER_PASSWORD", help="The reader's password (default: a new random one).")] = None,
+) -> None:
+    """Set up least privilege on a PostGIS of your own: an owner role for the CLI (migrations,
+    loads, imports) and a read-only role for the web server, with new passwords, and give the
+    database to the owner. Prints DATABASE_URL and GEO_READ_DATABASE_URL to use. Idempotent;
+    the embedded cluster does this by itself."""
+    settings = _settings()
+    owner_role = roles.Role(owner, owner_password or secrets.token_urlsafe(24))
+    reader_role = roles.Role(reader, reader_password or secrets.token_urlsafe(24))
+    dsn = db.libpq(admin_url)
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            roles.provision(conn, owner_role, reader_role, settings.db_statement_timeout_ms)
+    except psycopg.Error as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    print(f"DATABASE_URL={roles.url_as(dsn, owner_role)}")
+    print(f"GEO_READ_DATABASE_URL={roles.url_as(dsn, reader_role)}")
 
 
 @db_app.command("backup")
@@ -608,7 +653,7 @@ def serve(
     settings = _settings()
     settings = settings.model_copy(update={"host": host or settings.host,
                                            "port": port or settings.port})
-    _dsn(settings)  # start the embedded cluster before the app's lifespan opens its pool
+    db.read_url(settings)  # start the embedded cluster (if it is the one) before the app's pool
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                 limit_concurrency=settings.http_max_concurrency,
                 timeout_keep_alive=settings.http_keep_alive_s,

@@ -20,17 +20,43 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 def cluster(settings: Settings) -> EmbeddedCluster:
     """The embedded cluster of this checkout (whether or not it is in use)."""
-    return EmbeddedCluster(settings.data_dir)
+    return EmbeddedCluster(settings.data_dir, settings.db_statement_timeout_ms)
+
+
+def libpq(url: str) -> str:
+    """A URL in the form libpq takes (postgresql://), from the forms SQLAlchemy and others use."""
+    for prefix in ("postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url
 
 
 def database_url(settings: Settings, start: bool = True) -> str:
-    """The libpq DSN of the database in use; starts the embedded cluster when it is the default."""
+    """The libpq DSN the CLI writes with (migrations, loads, imports): DATABASE_URL, or the
+    embedded cluster's owner role (the cluster is started when it is the default)."""
     if settings.database_url:
-        url = settings.database_url
-        for prefix in ("postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
-            if url.startswith(prefix):
-                url = "postgresql://" + url[len(prefix):]
-        return url
+        return libpq(settings.database_url)
+    embedded = cluster(settings)
+    if start:
+        embedded.start()
+    return embedded.url(role="owner")
+
+
+def read_url(settings: Settings, start: bool = True) -> str:
+    """The libpq DSN the web server reads with: GEO_READ_DATABASE_URL, else the embedded
+    cluster's reader role (SELECT only), else DATABASE_URL."""
+    if settings.read_database_url:
+        return libpq(settings.read_database_url)
+    if settings.database_url:
+        return libpq(settings.database_url)
+    embedded = cluster(settings)
+    if start:
+        embedded.start()
+    return embedded.url(role="reader")
+
+
+def admin_url(settings: Settings, start: bool = True) -> str:
+    """The embedded cluster's superuser DSN (to create databases and roles)."""
     embedded = cluster(settings)
     if start:
         embedded.start()
@@ -142,9 +168,13 @@ def restore(dsn: str, source: Path) -> None:
                           f"{', …' if len(found) > 3 else ''}): restore into an empty database")
     with psycopg.connect(dsn) as conn:
         installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()}
+    # the installed extensions' own entries (and their comments, which only their owner may
+    # set, and their configuration rows) are left out
     keep = [line for line in listing.stdout.splitlines()
             if not any(f"EXTENSION - {name} " in line or line.endswith(f"EXTENSION - {name}")
-                       for name in installed)]
+                       or f"COMMENT - EXTENSION {name}" in line for name in installed)
+            # PostGIS's reference systems come with the installed PostGIS (the service adds none)
+            and not ("postgis" in installed and "TABLE DATA public spatial_ref_sys" in line)]
     with tempfile.NamedTemporaryFile("w", suffix=".list") as chosen:
         chosen.write("\n".join(keep) + "\n")
         chosen.flush()

@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 from psycopg import sql
+
+from geo_service import roles
 
 SUPERUSER = "geo"
 DATABASE = "geo_service"
@@ -124,19 +128,61 @@ def _user_can_traverse(user: pwd.struct_passwd, path: Path) -> bool:
 class EmbeddedCluster:
     """A PostgreSQL cluster owned by this project checkout."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, reader_timeout_ms: int = 5000) -> None:
         self.data_dir = data_dir.resolve()
+        self.reader_timeout_ms = reader_timeout_ms
         self.key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
         self.root = self._choose_root()
         self.pgdata = self.root / "data"
         self.state_dir = self.data_dir / "pg-state"
         self.password_file = self.state_dir / "password"
+        self.roles_file = self.state_dir / "roles"  # what provisioning last set (see _provision)
         self.port_file = self.state_dir / "port"
         self.log_file = self.root / "server.log"
-        socket_dir = self.root / "run"
-        if len(str(socket_dir)) > 80:  # Unix socket paths are limited to ~107 bytes
-            socket_dir = Path(tempfile.gettempdir()) / f"geo-service-{self.key}"
-        self.socket_dir = socket_dir
+        self.socket_file = self.state_dir / "socket-dir"  # where a temp socket folder is kept
+
+    @property
+    def socket_dir(self) -> Path:
+        """The folder of the server's Unix socket: `run` in the cluster folder, or, when that
+        path is too long for a socket (about 107 bytes), a private folder made by mkdtemp (an
+        unpredictable name) in the temp folder, kept in the state folder while it stays ours."""
+        preferred = self.root / "run"
+        if len(str(preferred)) <= 80:
+            return preferred
+        candidates = []
+        if self.socket_file.exists():
+            candidates.append(self.socket_file.read_text().strip())
+        with contextlib.suppress(OSError, IndexError):  # a running server says where (5th line)
+            candidates.append((self.pgdata / "postmaster.pid").read_text().splitlines()[4])
+        for candidate in candidates:
+            if candidate and self._private(Path(candidate)):
+                return Path(candidate)
+        return preferred.parent / "no-socket-folder-yet"  # start() makes one
+
+    def _private(self, path: Path) -> bool:
+        """A real folder (no link), owned by the cluster's OS user, that no one else may enter."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        owner = self._owner()
+        uid = owner.pw_uid if owner else os.getuid()
+        return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
+
+    def _make_socket_dir(self) -> Path:
+        preferred = self.root / "run"
+        if len(str(preferred)) <= 80:  # inside the cluster's own folder, which is ours
+            preferred.mkdir(parents=True, exist_ok=True)
+            self._chown(preferred)
+            os.chmod(preferred, 0o700)
+            return preferred
+        current = self.socket_dir
+        if self._private(current):
+            return current
+        made = Path(tempfile.mkdtemp(prefix="geo-service-"))  # 0700 and ours from the start
+        self._chown(made)
+        self.socket_file.write_text(f"{made}\n")
+        return made
 
     # ----------------------------------------------------------------- layout
     def _choose_root(self) -> Path:
@@ -215,14 +261,26 @@ class EmbeddedCluster:
             pg_version=version,
         )
 
-    def url(self, database: str = DATABASE) -> str:
-        """A DSN usable by psql, GDAL and psycopg (password auth on the loopback port)."""
+    def url(self, database: str = DATABASE, role: str | None = None) -> str:
+        """A DSN usable by psql, GDAL and psycopg (password auth on the loopback port): as the
+        superuser, or as the service's `owner` or `reader` role."""
         if not self.initialised or self.port is None or not self.password_file.exists():
             raise EmbeddedError("the embedded cluster is not initialised: run `geo-service db start`")
-        return (
-            f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/"
-            f"{database}"
-        )
+        admin = (f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}@127.0.0.1:"
+                 f"{self.port}/{database}")
+        if role is None:
+            return admin
+        return roles.url_as(admin, self._role(role))
+
+    def _role_file(self, role: str) -> Path:
+        return self.state_dir / f"{role}-password"
+
+    def _role(self, role: str) -> roles.Role:
+        path = self._role_file(role)
+        if not path.exists():
+            raise EmbeddedError(f"{path} is missing: run `geo-service db start` to set it again")
+        return roles.Role(roles.OWNER if role == "owner" else roles.READER,
+                          path.read_text().strip())
 
     # ----------------------------------------------------------------- lifecycle
     def _init(self, bindir: Path) -> None:
@@ -296,11 +354,9 @@ class EmbeddedCluster:
                 self._init(bindir)
             if not self.running():
                 port = self._pick_port()
-                self.socket_dir.mkdir(parents=True, exist_ok=True)
-                self._chown(self.socket_dir)
-                os.chmod(self.socket_dir, 0o700)
+                socket_dir = self._make_socket_dir()
                 options = (
-                    f"-p {port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+                    f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 "
                     "-c shared_buffers=256MB -c max_connections=100 -c fsync=on "
                     "-c max_wal_size=2GB -c work_mem=32MB -c maintenance_work_mem=256MB"
                 )
@@ -315,7 +371,24 @@ class EmbeddedCluster:
             if not self.password_file.exists():
                 self._reset_password(bindir)
             self._ensure_database(bindir)
+            self._provision()
         return self.status()
+
+    def _provision(self) -> None:
+        """The owner and reader roles (roles.provision), set up when the database is new, a role
+        password file was lost, or the reader's statement timeout changed; else nothing runs."""
+        wanted = f"roles v1; reader statement_timeout {self.reader_timeout_ms} ms\n"
+        files = [self._role_file(role) for role in ("owner", "reader")]
+        if (self.roles_file.exists() and self.roles_file.read_text() == wanted
+                and all(f.exists() for f in files)):
+            return
+        for path in files:
+            if not path.exists():
+                _write_private(path, secrets.token_urlsafe(24) + "\n")
+        with psycopg.connect(self.url(), connect_timeout=10) as conn:
+            roles.provision(conn, self._role("owner"), self._role("reader"),
+                            self.reader_timeout_ms)
+        _write_private(self.roles_file, wanted)
 
     def _psql(self, bindir: Path, statement: sql.Composable, database: str = "postgres") -> str:
         """Run one statement with psql as the superuser (the server may have no database yet)."""
@@ -356,3 +429,11 @@ class EmbeddedCluster:
 def redact(url: str) -> str:
     """A DSN with its password hidden, for logs and status output."""
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read, never readable by others even for a moment."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)

@@ -7,9 +7,10 @@ import json
 import sys
 import tomllib
 import urllib.request
+from http.client import HTTPMessage
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -141,20 +142,56 @@ def _npm_file(settings: Settings, package: str, version: str | None, path: str) 
 
 
 def _url_file(settings: Settings, url: str, sha256: str | None) -> Path:
+    """A manifest's download: https only, its sha256 required and checked, within a time limit
+    and a size cap (settings); fetched once into data/downloads, a partial file never kept."""
+    def refuse(message: str) -> LoadError:
+        return LoadError([Problem(url, None, "source.url", message)])
+
+    if not url.lower().startswith("https://"):
+        raise refuse("only https:// downloads are allowed (no http, file or other schemes)")
+    if not sha256 or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower()):
+        raise refuse("a download needs its sha256 (64 hex digits) in the manifest")
     target = settings.data_dir / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
     target = target.with_name(target.name + "-" + Path(url.split("?")[0]).name)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(target.suffix + ".part")
-        urllib.request.urlretrieve(url, partial)
+        try:
+            _download(url, partial, settings.download_timeout_s,
+                      settings.download_max_mb * 1024 * 1024)
+        except (OSError, ValueError) as exc:
+            partial.unlink(missing_ok=True)
+            raise refuse(f"download failed: {exc}") from None
         partial.rename(target)
-    if sha256:
-        actual = file_sha256(target)
-        if actual != sha256:
-            target.unlink()
-            raise LoadError([Problem(url, None, None,
-                                     f"sha256 mismatch: expected {sha256}, got {actual}")])
+    actual = file_sha256(target)
+    if actual != sha256.lower():
+        target.unlink()
+        raise refuse(f"sha256 mismatch: expected {sha256}, got {actual}")
     return target
+
+
+class _HttpsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to https:// addresses only."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: HTTPMessage, newurl: str) -> urllib.request.Request | None:
+        if not newurl.lower().startswith("https://"):
+            raise ValueError(f"redirected to a non-https address: {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _download(url: str, target: Path, timeout_s: float, max_bytes: int) -> None:
+    opener = urllib.request.build_opener(_HttpsOnly)
+    with opener.open(url, timeout=timeout_s) as response, open(target, "wb") as out:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise ValueError(f"{int(declared):,} bytes is over the cap of {max_bytes:,}")
+        size = 0
+        while chunk := response.read(1 << 20):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ValueError(f"more than the cap of {max_bytes:,} bytes")
+            out.write(chunk)
 
 
 def resolve_path(settings: Settings, source: SourceSpec, path: str | None = None) -> Path:

@@ -23,7 +23,25 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "GEO_DATABASE_URL"),
-        description="PostGIS to use instead of the embedded cluster (starts nothing).",
+        description="PostGIS to use instead of the embedded cluster (starts nothing). The CLI "
+                    "writes with it: the owner role (see `geo-service db roles`).",
+    )
+    public_url: str | None = Field(
+        default=None, description="The service's public address, e.g. https://map.example.org "
+        "(no trailing slash): absolute links, embed code and oEmbed use it instead of trusting "
+        "the request's Host header.")
+    health_versions: bool = Field(
+        default=False, description="Show the service, PostgreSQL and PostGIS versions in "
+                                   "/health (hidden by default: they help attackers).")
+    download_timeout_s: float = Field(
+        default=60, gt=0, description="Time limit of a manifest's download (per read).")
+    download_max_mb: int = Field(
+        default=2048, gt=0, description="Size cap of a manifest's download.")
+    read_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GEO_READ_DATABASE_URL", "READ_DATABASE_URL"),
+        description="What the web server connects with: a read-only role (SELECT only). Default: "
+                    "the embedded cluster's reader role, else DATABASE_URL.",
     )
     data_dir: Path = Field(
         default=PROJECT_ROOT / ".data",

@@ -27,7 +27,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
-from geo_service import db
+from geo_service import db, roles
 from geo_service.campaign.sample import load_sample
 from geo_service.load.pipeline import Reporter, load_defaults
 from geo_service.settings import Settings
@@ -36,11 +36,12 @@ from geo_service.web.app import create_app
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _admin_dsn() -> str:
+def admin_dsn() -> str:
+    """A superuser's URL on the test server: GEO_TEST_DATABASE_URL, else the embedded cluster."""
     explicit = os.environ.get("GEO_TEST_DATABASE_URL")
     if explicit:
         return explicit
-    return db.database_url(Settings(database_url=None))
+    return db.admin_url(Settings(database_url=None))
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -50,26 +51,47 @@ def _with_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A fresh, migrated PostGIS database for this test session."""
-    admin = _admin_dsn()
+def session_roles() -> tuple[roles.Role, roles.Role]:
+    """This session's owner and reader roles (their own names: roles are cluster-wide)."""
+    token = f"{os.getpid()}_{secrets.token_hex(3)}"
+    return (roles.Role(f"geo_test_owner_{token}", secrets.token_urlsafe(16)),
+            roles.Role(f"geo_test_reader_{token}", secrets.token_urlsafe(16)))
+
+
+@pytest.fixture(scope="session")
+def database_url(session_roles: tuple[roles.Role, roles.Role]) -> Iterator[str]:
+    """A fresh PostGIS database for this test session, set up as a deployment is: the superuser
+    makes it and the two roles, the owner migrates it; the owner's URL (what the CLI uses)."""
+    admin = admin_dsn()
+    owner, reader = session_roles
     name = f"geo_test_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = _with_database(admin, name)
     try:
+        with psycopg.connect(_with_database(admin, name)) as conn:
+            roles.provision(conn, owner, reader, 5000)
+        dsn = roles.url_as(_with_database(admin, name), owner)
         db.upgrade(dsn)
         yield dsn
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
+            for role in (owner, reader):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role.name)))
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"),
-                    tiles_dir=tmp_path_factory.mktemp("tiles"))
+def reader_url(database_url: str, session_roles: tuple[roles.Role, roles.Role]) -> str:
+    """The session database as the web server reads it: the reader role (SELECT only)."""
+    return roles.url_as(database_url, session_roles[1])
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, reader_url: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Settings:
+    return Settings(database_url=database_url, read_database_url=reader_url,
+                    data_dir=tmp_path_factory.mktemp("data"), tiles_dir=tmp_path_factory.mktemp("tiles"))
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +183,7 @@ def serving(env: dict[str, str], log: Path) -> Iterator[str]:
 @contextmanager
 def live_server(settings: Settings, database_url: str) -> Iterator[str]:
     """The service over the test database, as `serving` runs it."""
-    env = {**os.environ, "DATABASE_URL": database_url, "GEO_TILES_DIR": str(settings.tiles_dir)}
+    env = {**os.environ, "DATABASE_URL": database_url, "GEO_TILES_DIR": str(settings.tiles_dir),
+           "GEO_READ_DATABASE_URL": settings.read_database_url or database_url}
     with serving(env, settings.data_dir / f"server-{secrets.token_hex(4)}.log") as url:
         yield url

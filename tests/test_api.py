@@ -12,12 +12,15 @@ from geo_service.settings import Settings
 from geo_service.web.app import create_app
 
 
-def test_health_reports_database_versions_and_counts(client: TestClient) -> None:
+def test_health_reports_counts_and_versions_only_when_allowed(client: TestClient,
+                                                                settings: Settings) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert body["postgis"].startswith("3.")
+    assert not {"postgis", "postgres", "service_version"} & set(body)  # hidden by default
+    with TestClient(create_app(settings.model_copy(update={"health_versions": True}))) as shown:
+        assert shown.get("/health").json()["postgis"].startswith("3.")
     from alembic.script import ScriptDirectory
 
     from geo_service.db import MIGRATIONS

@@ -7,10 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
+
+from geo_service import roles
+
+from .conftest import _with_database, admin_dsn
 
 GEO = str(Path(sys.executable).with_name("geo-service"))
 
@@ -34,18 +38,20 @@ def tables(dsn: str) -> dict[str, tuple[int, str]]:
     return found
 
 
-def test_backup_and_restore_round_trip(sample_dsn: str, tmp_path: Path) -> None:
+def test_backup_and_restore_round_trip(sample_dsn: str, session_roles, tmp_path: Path) -> None:
     backup = tmp_path / "geo.dump"
     made = cli(sample_dsn, "db", "backup", str(backup))
     assert made.returncode == 0, made.stderr
     assert backup.stat().st_size > 100_000 and not backup.with_name("geo.dump.partial").exists()
     name = f"{urlsplit(sample_dsn).path.lstrip('/')}_restored"
-    empty = urlunsplit(urlsplit(sample_dsn)._replace(path=f"/{name}"))
-    with psycopg.connect(sample_dsn, autocommit=True) as conn:
+    admin = admin_dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        with psycopg.connect(empty, autocommit=True) as conn:  # as the embedded cluster makes it
-            conn.execute("CREATE EXTENSION postgis")
+        # as the embedded cluster makes it: PostGIS in, the owner role owns it
+        with psycopg.connect(_with_database(admin, name)) as conn:
+            roles.provision(conn, *session_roles, 5000)
+        empty = roles.url_as(_with_database(admin, name), session_roles[0])
         restored = cli(empty, "db", "restore", str(backup))
         assert restored.returncode == 0, restored.stderr
         original = tables(sample_dsn)
@@ -55,7 +61,7 @@ def test_backup_and_restore_round_trip(sample_dsn: str, tmp_path: Path) -> None:
         assert again.returncode != 0 and "restore into an empty database" in again.stderr
         assert tables(empty) == original
     finally:
-        with psycopg.connect(sample_dsn, autocommit=True) as conn:
+        with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
 

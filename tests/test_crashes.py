@@ -28,7 +28,7 @@ from psycopg import sql
 from geo_service.render.tiles import LANGS, Archive, archive_path
 from geo_service.settings import Settings
 
-from .conftest import counts
+from .conftest import admin_dsn, counts
 
 GEO = str(Path(sys.executable).with_name("geo-service"))
 ATLAS = Path(__file__).resolve().parents[1] / "node_modules" / "es-atlas" / "es" / "municipalities.json"
@@ -49,7 +49,7 @@ def crash_dsn(sample_dsn: str) -> Iterator[str]:
     """A copy of the session's database (defaults and sample loaded) for this module alone."""
     source = urlsplit(sample_dsn).path.lstrip("/")
     name = f"geo_crash_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = _other_database(sample_dsn, "postgres")
+    admin = admin_dsn()
     deadline = time.monotonic() + 30
     with psycopg.connect(admin, autocommit=True) as conn:
         while True:  # a copy needs the source without connections: wait for the last to close

@@ -59,6 +59,16 @@ def test_two_checkouts_run_side_by_side(tmp_path: Path) -> None:
         for url in urls:
             with psycopg.connect(url) as conn:
                 assert conn.execute("SELECT postgis_lib_version()").fetchone()[0].startswith("3.")
+        # the web server's role reads only; the socket folder is private to the cluster's user
+        reader = geo(first, "db", "url", "--role", "reader").stdout.strip()
+        with psycopg.connect(reader) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables").fetchone()[0] > 0
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("CREATE TABLE nope (n int)")
+        for folder in (first, second):
+            cluster = EmbeddedCluster(folder)
+            assert cluster._private(cluster.socket_dir), cluster.socket_dir
+            assert cluster.key not in cluster.socket_dir.name  # no predictable temp name
         status = geo(first, "db", "status", "--json")
         assert status.returncode == 0 and '"running": true' in status.stdout
         assert EmbeddedCluster(first).port != EmbeddedCluster(second).port
@@ -98,7 +108,7 @@ def test_runs_as_a_normal_user(tmp_path: Path) -> None:
         with psycopg.connect(url) as conn:
             owner = conn.execute("SELECT usename FROM pg_stat_activity WHERE pid = "
                                  "pg_backend_pid()").fetchone()[0]
-            assert owner == "geo"
+            assert owner == "geo_owner"  # the CLI's role, not the superuser
         pid_file = data_dir / "pg" / "data" / "postmaster.pid"
         assert pid_file.stat().st_uid == user.pw_uid
     finally:
@@ -186,5 +196,8 @@ def test_a_lost_state_folder_never_wipes_the_cluster(tmp_path: Path, running: bo
             assert conn.execute("SELECT n FROM kept").fetchone() == (42,)
         assert (pgdata / "PG_VERSION").stat().st_mtime_ns == created  # not initialised again
         assert EmbeddedCluster(folder).port == port
+        reader = geo(folder, "db", "url", "--role", "reader")  # role passwords set anew too
+        with psycopg.connect(reader.stdout.strip()) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchone() == (42,)
     finally:
         geo(folder, "db", "stop")

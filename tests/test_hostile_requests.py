@@ -59,3 +59,34 @@ def test_a_database_data_error_is_a_400_with_its_primary_message_only(client) ->
     assert response.status_code == 400
     detail = response.json()["detail"]
     assert "SELECT" not in detail and "LINE" not in detail
+
+
+def test_every_response_says_nosniff_and_svg_runs_no_script(client) -> None:
+    for url in ("/collections", "/collections/territories/items?limit=1", "/map",
+                "/collections/nothing", "/tiles/map/0/0/0.mvt", "/static/map.js"):
+        assert client.get(url).headers["x-content-type-options"] == "nosniff", url
+    svg = client.get("/export/map.svg?preset=square")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    policy = svg.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "sandbox" in policy and "script" not in policy
+
+
+def test_links_use_the_public_url_not_the_host_header(settings) -> None:
+    """Absolute links, embed code and oEmbed trust the configured public URL; a forged Host
+    header changes nothing."""
+    from fastapi.testclient import TestClient
+
+    from geo_service.web.app import create_app
+
+    public = "https://map.example.org"
+    forged = {"Host": "evil.example"}
+    with TestClient(create_app(settings.model_copy(update={"public_url": public}))) as client:
+        links = client.get("/collections", headers=forged).json()["links"]
+        assert links and all(link["href"].startswith(public) for link in links)
+        assert f'src="{public}/embed' in client.get("/embed/code", headers=forged).text
+        ours = client.get("/oembed", params={"url": f"{public}/map"}, headers=forged)
+        assert ours.status_code == 200 and public in ours.json()["html"]
+        theirs = client.get("/oembed", params={"url": "http://evil.example/map"}, headers=forged)
+        assert theirs.status_code == 404
+    with TestClient(create_app(settings)) as client:  # without it: as the client reached us
+        assert client.get("/collections").json()["links"][0]["href"].startswith("http://testserver")

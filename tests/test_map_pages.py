@@ -303,3 +303,24 @@ def test_an_optional_basemap_is_allowed_only_when_set(client, settings) -> None:
         assert "img-src 'self' data: blob: https://tiles.example.org;" in policy
         assert "frame-ancestors 'self' https://city.example" in policy
         assert '"basemap":{"url":"https://tiles.example.org/{z}/{x}/{y}.png"' in page.text
+
+
+@pytest.mark.parametrize("path", ["/map", "/embed", "/map?lang=fr", "/embed?lang=es",
+                                  "/api.html"])
+def test_every_html_page_asks_nothing_of_another_host(visit: Visit, server: str,
+                                                      path: str) -> None:
+    """Every page the service serves as HTML loads its scripts, styles, fonts and images from
+    the service itself (the API documentation too: Swagger UI comes from a pinned package)."""
+    page = visit.page
+    page.goto(server + path, wait_until="networkidle")
+    if path == "/api.html":
+        page.wait_for_selector(".swagger-ui .info .title", timeout=15000)
+        assert "map service" in page.locator(".swagger-ui .info .title").inner_text()
+        assert page.locator(".opblock").count() > 15  # every operation is listed
+    else:
+        page.wait_for_function("() => window.HRMapReady === true", timeout=15000)
+    page.wait_for_load_state("networkidle")
+    assert visit.offsite == [], visit.offsite
+    assert visit.errors == [], visit.errors
+    assert all(r.status < 400 for r in visit.responses), [
+        (r.url, r.status) for r in visit.responses if r.status >= 400]

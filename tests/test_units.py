@@ -560,3 +560,39 @@ def test_legend_hides_the_fewest_when_every_corner_is_taken() -> None:
                               set(i18n.SHAPES))
     mapimage._place_legend(figure, ax, legend, xs, ys, 8.0)
     assert _corner_of(figure, ax, legend) == "upper left"
+
+
+def test_manifest_downloads_are_https_only_with_a_checksum_and_a_size_cap(tmp_path) -> None:
+    import http.server
+    import threading
+
+    from geo_service.errors import LoadError
+    from geo_service.manifests import _download, _HttpsOnly, _url_file
+    from geo_service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://unused/x")
+    digest = "0" * 64
+    for url, why in (("http://example.org/a.gpkg", "only https"),
+                     ("file:///etc/passwd", "only https"),
+                     ("ftp://example.org/a.gpkg", "only https")):
+        with pytest.raises(LoadError, match=why):
+            _url_file(settings, url, digest)
+    for missing in (None, "", "abc", "g" * 64):
+        with pytest.raises(LoadError, match="needs its sha256"):
+            _url_file(settings, "https://example.org/a.gpkg", missing)
+    with pytest.raises(ValueError, match="non-https"):
+        _HttpsOnly().redirect_request(None, None, 302, "Found", None,  # type: ignore[arg-type]
+                                      "http://example.org/elsewhere")
+    # the cap holds whatever the server says (a local server, plain http for the test)
+    (tmp_path / "big.bin").write_bytes(b"x" * 50_000)
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/big.bin"
+        with pytest.raises(ValueError, match="over the cap"):
+            _download(url, tmp_path / "out.bin", 5, 10_000)
+        _download(url, tmp_path / "out.bin", 5, 100_000)
+        assert (tmp_path / "out.bin").stat().st_size == 50_000
+    finally:
+        server.shutdown()

@@ -49,3 +49,22 @@ async def health(conn: AsyncConnection) -> dict[str, Any]:
         "places": row[3],
         "territories": row[4],
     }
+
+
+async def can_write(conn: AsyncConnection) -> str | None:
+    """Why the connection's role could change data (a superuser, or a role whose transactions
+    are not read-only and that may INSERT into a table), or None for a read-only role."""
+    cursor = await conn.execute(
+        "SELECT current_user, r.rolsuper, current_setting('default_transaction_read_only'), "
+        "EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = 'public' AND has_table_privilege("
+        "format('%I.%I', t.schemaname, t.tablename), 'INSERT')) "
+        "FROM pg_roles r WHERE r.rolname = current_user")
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    user, superuser, read_only, inserts = row
+    if superuser:
+        return f"it connects as {user}, a superuser"
+    if read_only != "on" and inserts:
+        return f"it connects as {user}, which may write"
+    return None

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field
@@ -25,7 +26,14 @@ from geo_service.query import service, stats
 from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
 from geo_service.web import cache, images, ogc, pages, tiles
-from geo_service.web.http import ConnDep, InputGuard, NoParams, Params, problem
+from geo_service.web.http import (
+    ConnDep,
+    InputGuard,
+    NoParams,
+    Params,
+    SecurityHeaders,
+    problem,
+)
 from geo_service.web.openapi30 import openapi_30
 
 logger = logging.getLogger("geo_service")
@@ -42,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dsn = await asyncio.to_thread(db.database_url, settings)
+        dsn = await asyncio.to_thread(db.read_url, settings)
         pool = AsyncConnectionPool(
             dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max, open=False,
             # a request waits at most db_wait_s for a connection (then 503); each connection is
@@ -60,6 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
         async with pool.connection() as conn:
             identity = await service.database_identity(conn)
+            risk = await service.can_write(conn)
+        if risk:
+            logger.warning("the web server only reads, but %s: set GEO_READ_DATABASE_URL to a "
+                           "read-only role (`geo-service db roles` makes one)", risk)
         app.state.archives = Archives(settings.tiles_dir, identity)
         app.state.renders = images.RenderPool(settings.image_workers, settings.image_queue,
                                               settings.image_timeout_s)
@@ -75,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Boundaries of the movement's municipalities, provinces, regions and countries.",
         lifespan=lifespan,
         openapi_url="/api",
-        docs_url="/api.html",
+        docs_url=None,  # /api.html below: Swagger UI from the pinned npm package, not a CDN
         redoc_url=None,
     )
 
@@ -115,7 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # the point of /health is to report any database failure
             return problem(503, "Database unavailable", type(exc).__name__)
         body = {"status": "ok", "service_version": __version__,
-                "database": "embedded" if settings.embedded else "external", **info}
+                "database": "embedded" if settings.embedded and not settings.read_database_url
+                else "external", **info}
+        if not settings.health_versions:  # versions help an attacker pick an exploit
+            for key in ("service_version", "postgres", "postgis"):
+                body.pop(key, None)
         return JSONResponse(body)
 
     @app.get("/api/stats", tags=["campaign"],
@@ -123,6 +139,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def campaign_stats(conn: ConnDep, params: Annotated[StatsParams, Query()]
                              ) -> JSONResponse:
         return JSONResponse(await stats.stats(conn, params.include_engagement))
+
+    @app.get("/api.html", include_in_schema=False)
+    async def api_docs(params: Annotated[NoParams, Query()]) -> HTMLResponse:
+        vendor = "/static/vendor/swagger-ui"
+        return get_swagger_ui_html(
+            openapi_url="/api", title=f"{app.title} — API",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_favicon_url=f"{vendor}/favicon-32x32.png",
+            # no badge from the public validator: the page asks nothing of another host
+            swagger_ui_parameters={"validatorUrl": None})
 
     app.include_router(ogc.router)
     app.include_router(tiles.router)
@@ -146,5 +173,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        thread_minimum_size=cache.THREAD_MIN)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
                        allow_headers=["*"], expose_headers=["ETag"])
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(InputGuard)  # outermost: nothing else sees a request it refuses
     return app

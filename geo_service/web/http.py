@@ -13,7 +13,8 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_service.web import cache
 
@@ -69,6 +70,33 @@ def input_problem(scope: Scope) -> str | None:
     return None
 
 
+# An SVG is an active document: served with scripts, forms and plugins off, and no fetches
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+
+
+class SecurityHeaders:
+    """On every response: `X-Content-Type-Options: nosniff` (a browser never runs JSON, CSV or
+    an SVG as something else); on SVG also a Content-Security-Policy that allows no script."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                if headers.get("content-type", "").startswith("image/svg+xml"):
+                    headers["Content-Security-Policy"] = SVG_POLICY
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class InputGuard:
     """Refuses (400 problem details) a request whose path or query is not clean text, so that
     no route, query or drawing ever sees a NUL byte or broken UTF-8."""
@@ -94,7 +122,12 @@ ConnDep = Annotated[AsyncConnection, Depends(_connection)]
 
 
 def base_url(request: Request) -> str:
-    """The service's root URL as the client reached it, without a trailing slash."""
+    """The service's root URL without a trailing slash: the configured public URL, else as the
+    client reached it (the Host header, which a client chooses: set GEO_PUBLIC_URL in
+    production)."""
+    public: str | None = request.app.state.settings.public_url
+    if public:
+        return public.rstrip("/")
     return str(request.base_url).rstrip("/")
 
 

@@ -30,6 +30,7 @@ VENDOR_DIRS = {  # URL folder -> folder inside node_modules (only the built file
     "leaflet.vectorgrid": "leaflet.vectorgrid/dist",
     "leaflet-gesture-handling": "leaflet-gesture-handling/dist",
     "leaflet-hash": "leaflet-hash",
+    "swagger-ui": "swagger-ui-dist",
 }
 EMBED_SIZE = (800, 600)
 router = APIRouter(tags=["Map"])
