@@ -418,7 +418,10 @@ def members_import(
     report: ReportOpt = None, delimiter: Delimiter = ",", sheet: Sheet = None,
     prune: Annotated[bool, typer.Option(
         help="The file is the whole roster: remove territories it does not name "
-             "(kept in history).")] = False,
+             "(kept in history). Removing more than 10 % of them (at most 20) needs --force; "
+             "--dry-run lists who would go.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="With --prune: remove however many the file leaves out.")] = False,
 ) -> None:
     """Import territories: every row validated first, matched to a boundary or a point, upserted
     on id (else name + country + kind); changed rows keep their previous version in history.
@@ -428,7 +431,8 @@ def members_import(
     low); optional id, local_name, year, joined_on (YYYY-MM-DD), commitment, campaign_wave,
     status, website, sections (UCLG section slugs), boundary_code (ISO 3166-2, national code,
     Wikidata id or our code: a manual override), lon, lat."""
-    _run_import(import_members, file, dry_run, skip_invalid, report, delimiter, sheet, prune=prune)
+    _run_import(import_members, file, dry_run, skip_invalid, report, delimiter, sheet, prune=prune,
+                force=force)
 
 
 @members_app.command("override")

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         default=None, description="The service's public address, e.g. https://map.example.org "
         "(no trailing slash): absolute links, embed code and oEmbed use it instead of trusting "
         "the request's Host header.")
+    image_custom_text: bool = Field(
+        default=True, description="Whether anyone may set title and subtitle on map images over "
+        "HTTP (the credit line is always drawn and cannot be changed); off: 400.")
     health_versions: bool = Field(
         default=False, description="Show the service, PostgreSQL and PostGIS versions in "
                                    "/health (hidden by default: they help attackers).")

@@ -114,6 +114,31 @@ def sample_dsn(sample: list, database_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def sample_copy(sample_dsn: str) -> Iterator[str]:
+    """A copy of the session's database (defaults and sample loaded) for one module alone, to
+    change at will (its owner's URL)."""
+    source = urlsplit(sample_dsn).path.lstrip("/")
+    name = f"geo_copy_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = admin_dsn()
+    deadline = time.monotonic() + 30
+    with psycopg.connect(admin, autocommit=True) as conn:
+        while True:  # a copy needs the source without connections: wait for the last to close
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(source)))
+                break
+            except psycopg.errors.ObjectInUse:
+                assert time.monotonic() < deadline, "the session database stays in use"
+                time.sleep(0.5)
+    try:
+        yield _with_database(sample_dsn, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
 def client(settings: Settings, sample: list) -> Iterator[TestClient]:
     """The app in-process over the sample data; one per module (its caches start empty, and
     tests counting cache hits count only their module's requests)."""

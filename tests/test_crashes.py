@@ -16,9 +16,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import geopandas as gpd
 import psycopg
@@ -28,7 +26,7 @@ from psycopg import sql
 from geo_service.render.tiles import LANGS, Archive, archive_path
 from geo_service.settings import Settings
 
-from .conftest import admin_dsn, counts
+from .conftest import counts
 
 GEO = str(Path(sys.executable).with_name("geo-service"))
 ATLAS = Path(__file__).resolve().parents[1] / "node_modules" / "es-atlas" / "es" / "municipalities.json"
@@ -40,32 +38,9 @@ DISSOLVING = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_na
              "AND state = 'idle in transaction' AND query LIKE 'SELECT iso3166_1, ST_AsBinary%%')"
 
 
-def _other_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="module")
-def crash_dsn(sample_dsn: str) -> Iterator[str]:
-    """A copy of the session's database (defaults and sample loaded) for this module alone."""
-    source = urlsplit(sample_dsn).path.lstrip("/")
-    name = f"geo_crash_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = admin_dsn()
-    deadline = time.monotonic() + 30
-    with psycopg.connect(admin, autocommit=True) as conn:
-        while True:  # a copy needs the source without connections: wait for the last to close
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(source)))
-                break
-            except psycopg.errors.ObjectInUse:
-                assert time.monotonic() < deadline, "the session database stays in use"
-                time.sleep(0.5)
-    try:
-        yield _other_database(sample_dsn, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+def crash_dsn(sample_copy: str) -> str:
+    return sample_copy
 
 
 @pytest.fixture()

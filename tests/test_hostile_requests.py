@@ -90,3 +90,15 @@ def test_links_use_the_public_url_not_the_host_header(settings) -> None:
         assert theirs.status_code == 404
     with TestClient(create_app(settings)) as client:  # without it: as the client reached us
         assert client.get("/collections").json()["links"][0]["href"].startswith("http://testserver")
+
+
+def test_custom_titles_on_credited_images_follow_the_setting(settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from geo_service.web.app import create_app
+
+    closed = settings.model_copy(update={"image_custom_text": False})
+    with TestClient(create_app(closed)) as client:
+        refused = client.get("/export/map.svg?preset=square&title=Not%20ours")
+        assert refused.status_code == 400 and "GEO_IMAGE_CUSTOM_TEXT" in refused.json()["detail"]
+        assert client.get("/export/map.svg?preset=square").status_code == 200

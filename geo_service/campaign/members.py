@@ -201,11 +201,13 @@ def _comparable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid: bool = False,
-                   delimiter: str = ",", sheet: str | None = None, prune: bool = False) -> ImportResult:
+                   delimiter: str = ",", sheet: str | None = None, prune: bool = False,
+                   force: bool = False) -> ImportResult:
     """Validate all rows, match them, and upsert in one transaction (rolled back on dry runs).
 
     With `prune` the file is the whole roster: territories it does not name are removed (their
-    last version, and their initiatives', kept in history)."""
+    last version, and their initiatives' with their themes, kept in history); more than
+    prune_limit() only with `force`."""
     table = read_table(path, {n for names in COLUMNS.values() for n in names},
                        delimiter=delimiter, sheet=sheet)
     with psycopg.connect(dsn) as conn:
@@ -235,7 +237,12 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
             if problems and not skip_invalid:
                 raise LoadError(problems)
             if prune:
-                counts["removed"] = _prune(conn, [m.key for m in rows if m.key], import_id)
+                removed = _prune(conn, [m.key for m in rows if m.key], import_id, table.file,
+                                 force=force or dry_run)
+                counts["removed"] = len(removed)
+                if dry_run and removed:
+                    table.notes.append(f"--prune would remove {len(removed)}: "
+                                       + ", ".join(removed))
             conn.execute("UPDATE imports SET counts = %s WHERE id = %s", (Jsonb(counts), import_id))
             if dry_run:
                 raise psycopg.Rollback(tx)
@@ -243,17 +250,41 @@ def import_members(dsn: str, path: Path, *, dry_run: bool = False, skip_invalid:
                         None if dry_run else import_id, problems)
 
 
-def _prune(conn: psycopg.Connection, keep: list[str], import_id: int) -> int:
-    """Remove territories absent from the file; history keeps them and their initiatives."""
-    gone = [r[0] for r in conn.execute(
-        "SELECT id FROM territories WHERE NOT id = ANY(%s)", (keep,)).fetchall()]
+PRUNE_SHARE = 0.10  # --prune removes at most this share of the territories without --force
+PRUNE_ROWS = 20  # ... and at most this many
+
+
+def prune_limit(territories: int) -> int:
+    """How many territories a prune may remove without --force: 10 % of them, at most 20."""
+    return min(PRUNE_ROWS, int(territories * PRUNE_SHARE))
+
+
+def _prune(conn: psycopg.Connection, keep: list[str], import_id: int, file: str,
+           force: bool = False) -> list[str]:
+    """Remove territories absent from the file; history keeps them and their initiatives (with
+    their themes). More than prune_limit() is refused without `force`, naming who would go."""
+    found = conn.execute("SELECT id, name, iso3166_1 FROM territories WHERE NOT id = ANY(%s) "
+                         "ORDER BY id", (keep,)).fetchall()
+    gone = [r[0] for r in found]
+    names = [f"{r[0]} ({r[1]}, {r[2]})" for r in found]
+    total = conn.execute("SELECT count(*) FROM territories").fetchone()[0]  # type: ignore[index]
+    if len(gone) > prune_limit(total) and not force:
+        shown = ", ".join(names[:30]) + (f" and {len(names) - 30} more" if len(names) > 30 else "")
+        raise LoadError([RowProblem(
+            file, None, None,
+            f"--prune would remove {len(gone)} of {total} territories (more than "
+            f"{prune_limit(total)}: 10 % or {PRUNE_ROWS}, whichever is fewer): {shown}. Nothing "
+            "was changed. If the file really is the whole roster, run again with --force.")])
     for key in gone:
         for initiative in conn.execute(
-                "SELECT id, to_jsonb(i) FROM initiatives i WHERE territory_id = %s", (key,)).fetchall():
+                "SELECT id, to_jsonb(i) || jsonb_build_object('themes', coalesce((SELECT "
+                "jsonb_agg(theme_slug ORDER BY theme_slug) FROM initiative_themes "
+                "WHERE initiative_id = i.id), '[]'::jsonb)) FROM initiatives i "
+                "WHERE territory_id = %s", (key,)).fetchall():
             keep_history(conn, "initiatives", initiative[0], "delete", initiative[1], import_id)
         keep_history(conn, "territories", key, "delete", _current(conn, key), import_id)
         conn.execute("DELETE FROM territories WHERE id = %s", (key,))
-    return len(gone)
+    return names
 
 
 def _place(conn: psycopg.Connection, matcher: Matcher, member: MemberRow) -> Match:

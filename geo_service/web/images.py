@@ -88,6 +88,9 @@ async def export_map(
     fmt: Annotated[Literal["png", "svg", "pdf"], Path(description="png, svg or pdf")],
     params: Annotated[mapimage.MapParams, Query()],
 ) -> Response:
+    if (params.title or params.subtitle) and not request.app.state.settings.image_custom_text:
+        raise ClientError("this service does not put other titles on its map images "
+                          "(GEO_IMAGE_CUSTOM_TEXT is off): leave out title and subtitle")
     wanted = mapimage.request_from(params, fmt)
     cap = request.app.state.settings.image_max_side
     if max(wanted.width, wanted.height) > cap:
