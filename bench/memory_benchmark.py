@@ -79,6 +79,7 @@ def main() -> None:
     with psycopg.connect(dsn) as conn:
         if not conn.execute("SELECT count(*) FROM boundaries").fetchone()[0]:  # type: ignore[index]
             raise SystemExit("no boundaries loaded: run `make run` (or geo-service load-defaults)")
+    info = harness.host() | harness.postgis(dsn)  # read first: the report needs no database
     harness.WORK.mkdir(parents=True, exist_ok=True)
     base, proc, log = harness.start("memory", [harness.GEO_SERVICE, "serve"], {}, harness.ROOT)
     loads = harness.load_average()
@@ -113,7 +114,7 @@ def main() -> None:
         f"Measured {harness.measured_at()} UTC by `bench/memory_benchmark.py` "
         f"(`--requests {args.requests} --clients {args.clients}`).",
         "",
-        *harness.machine_table(harness.host() | harness.postgis(dsn), loads),
+        *harness.machine_table(info, loads),
         f"{done:,} distinct tiles of open sea (z{FIRST_ZOOM} and up; none asked twice, so no "
         f"cache answers them), after a warm-up of {args.warmup:,}, from {args.clients} keep-alive "
         f"connections: {done / seconds:,.0f} tiles/s. Statuses: "
