@@ -32,6 +32,7 @@ from geo_service.campaign.members import (
     remove_boundaries,
     set_override,
 )
+from geo_service.campaign.restore import restore_import
 from geo_service.campaign.rows import ImportResult, report_json
 from geo_service.campaign.sample import load_sample
 from geo_service.embedded import EmbeddedError, redact
@@ -493,6 +494,47 @@ def members_list(
     for row in found:
         table.add_row(*(str(v) if v is not None else "" for v in row))
     out.print(table)
+
+
+@members_app.command("imports")
+def members_imports(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """List the imports (members, initiatives, restores): id, when, file, what changed, and how
+    many earlier versions history keeps of them (what `members restore ID` can bring back)."""
+    with psycopg.connect(_dsn(_settings())) as conn:
+        found = conn.execute(
+            "SELECT i.id, i.kind, to_char(i.imported_at, 'YYYY-MM-DD HH24:MI'), i.file_name, "
+            "i.counts::text, (SELECT count(*) FROM history h WHERE h.import_id = i.id) "
+            "FROM imports i ORDER BY i.id DESC LIMIT %s", (limit,)).fetchall()
+    table = Table("id", "kind", "when (UTC)", "file", "counts", "kept in history")
+    for row in found:
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
+
+
+@members_app.command("restore")
+def members_restore(
+    import_id: Annotated[int, typer.Argument(help="An import's id (see `members imports`).")],
+    dry_run: DryRun = False,
+) -> None:
+    """Bring back what an import removed or changed (territories, and initiatives with their
+    themes), as it was before; rows the import added stay. One transaction. The restore is kept
+    as an import of its own, so it can be restored too."""
+    try:
+        result = restore_import(_dsn(_settings()), import_id, dry_run=dry_run)
+    except LoadError as exc:
+        raise _report_problems(exc, "restore") from exc
+    verb = "would restore (dry run, nothing written)" if dry_run else "restored"
+    out.print(f"import {import_id}: {verb} {len(result.territories)} territories and "
+              f"{len(result.initiatives)} initiatives"
+              + (f" (restore is import {result.restore_id})" if result.restore_id else ""),
+              highlight=False)
+    for territory in result.territories:
+        out.print(f"  territory {territory}", highlight=False, markup=False)
+    if result.without_themes:
+        err.print(f"note: {len(result.without_themes)} initiatives were kept in history without "
+                  "their themes (before themes were kept): put back without them", style="yellow")
 
 
 @initiatives_app.command("import")

@@ -216,3 +216,22 @@ def test_regions_and_their_countries_change_together_or_not_at_all(
     assert counts(env_db) == before
     with psycopg.connect(env_db) as conn:
         assert conn.execute(DATA_VERSION_SQL).fetchone()[0] == version
+
+
+def test_only_the_allowed_formats_are_read_never_a_vrt_or_a_virtual_path(env_db: str,
+                                                                          tmp_path: Path) -> None:
+    """A VRT can make GDAL read any local file or fetch an address: it is refused whatever its
+    name, as are /vsi paths, URLs, zip archives and folders. Nothing is written."""
+    vrt = ('<OGRVRTDataSource><OGRVRTLayer name="passwd"><SrcDataSource>/etc/passwd'
+           '</SrcDataSource></OGRVRTLayer></OGRVRTDataSource>')
+    for name in ("passwd.vrt", "passwd.geojson", "passwd.gpkg"):
+        path = tmp_path / name
+        path.write_text(vrt)
+        assert_refused(env_db, [str(path)], str(path), "not a GeoPackage, Shapefile, GeoJSON")
+    archive = tmp_path / "layer.zip"
+    archive.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    assert_refused(env_db, [str(archive)], "zip archives included, are not read")
+    for virtual in ("/vsicurl/https://example.org/a.gpkg", f"/vsizip/{archive}/a.shp",
+                    "https://example.org/a.geojson"):
+        assert_refused(env_db, [virtual], "virtual file systems and URLs are not read")
+    assert_refused(env_db, [str(tmp_path)], "not a file")

