@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default=60, gt=0, description="Time limit of a manifest's download (per read).")
     download_max_mb: int = Field(
         default=2048, gt=0, description="Size cap of a manifest's download.")
+    roster_max_mb: int = Field(
+        default=10, gt=0, le=1024, description="Size cap of a roster file (members or "
+        "initiatives: CSV, XLSX or JSON); an XLSX may unpack to at most twice this.")
+    roster_max_rows: int = Field(
+        default=100_000, gt=0, description="Most rows a roster file may hold.")
     read_database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("GEO_READ_DATABASE_URL", "READ_DATABASE_URL"),

@@ -113,7 +113,8 @@ def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) 
         raise LoadError([Problem(file, None, None, f"not a file: give a {ALLOWED_FORMATS} file")])
     if path.stat().st_size == 0:
         raise LoadError([Problem(file, None, None, "the file is empty")])
-    if vector_format(path) is None:
+    kind = vector_format(path)
+    if kind is None:
         raise LoadError([Problem(file, None, None, f"not a {ALLOWED_FORMATS} file (other "
                                  "formats, VRT and zip archives included, are not read)")])
     try:
@@ -128,6 +129,10 @@ def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) 
                         ) from exc
     if wkb is None or len(wkb) == 0:
         raise LoadError([Problem(file, None, None, "the file has no features")])
+    if kind == "Shapefile" and all(w is None for w in wkb):
+        raise LoadError([Problem(file, None, "geometry", f"none of the {len(wkb):,} records has "
+                                 "a readable shape: the .shx index does not match the .shp "
+                                 "(damaged, or from another file)")])
     geoms, repaired = _decode_wkb(file, wkb)
     columns = {str(name): list(col) for name, col in zip(meta["fields"], values, strict=True)}
     result = RawLayer(file, columns, geoms, repaired=repaired)
