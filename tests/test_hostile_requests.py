@@ -102,3 +102,32 @@ def test_custom_titles_on_credited_images_follow_the_setting(settings) -> None:
         refused = client.get("/export/map.svg?preset=square&title=Not%20ours")
         assert refused.status_code == 400 and "GEO_IMAGE_CUSTOM_TEXT" in refused.json()["detail"]
         assert client.get("/export/map.svg?preset=square").status_code == 200
+
+
+def _not_chain(depth: int) -> str:
+    """CQL2-JSON NOT(NOT(... name = 'x')), written as text (json.dumps would recurse)."""
+    return ('{"op":"not","args":[' * depth + '{"op":"=","args":[{"property":"name"},"x"]}'
+            + "]}" * depth)
+
+
+@pytest.mark.parametrize(("params", "words"), [
+    ({"filter": " AND ".join(["name = 'x'"] * 900)}, "nested too deeply (at most 100 levels)"),
+    ({"filter": _not_chain(900), "filter-lang": "cql2-json"}, "nested too deeply"),
+    ({"filter": "[" * 5000 + "]" * 5000, "filter-lang": "cql2-json"}, "filter"),
+    ({"filter": "name IN (" + ",".join(f"'n{i}'" for i in range(1200)) + ")"},
+     "too long (at most 1000"),
+])
+def test_filters_past_the_depth_and_size_limits_are_a_400(client, params: dict,
+                                                          words: str) -> None:
+    """Deep or long filters would recurse through the translator and PostgreSQL's planner
+    (a 500 before the limits): refused up front."""
+    response = client.get("/collections/territories/items", params=params)
+    assert response.status_code == 400, response.text[:300]
+    assert words in response.json()["detail"], response.json()
+
+
+def test_a_long_but_reasonable_filter_still_answers(client) -> None:
+    chain = " OR ".join(f"name = 'n{i}'" for i in range(90)) + " OR name = 'Graz'"
+    response = client.get("/collections/territories/items", params={"filter": chain})
+    assert response.status_code == 200, response.text[:300]
+    assert [f["properties"]["name"] for f in response.json()["features"]] == ["Graz"]

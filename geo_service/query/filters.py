@@ -28,19 +28,43 @@ SPATIAL = {ast.GeometryIntersects: sql.SQL("ST_Intersects"), ast.GeometryWithin:
 LIKE = {(False, False): sql.SQL("LIKE"), (False, True): sql.SQL("ILIKE"),  # (not, nocase)
         (True, False): sql.SQL("NOT LIKE"), (True, True): sql.SQL("NOT ILIKE")}
 SCALAR_TYPES = ("string", "integer", "number")
+MAX_FILTER_DEPTH = 100  # levels: an AND or OR chain of n terms is n levels deep
+MAX_FILTER_NODES = 1000  # conditions, properties and values together
 
 
 def parse(text: str, lang: str | None) -> ast.Node:
     """A CQL2 text or JSON expression as a pygeofilter AST; ClientError when it does not parse."""
     lang = lang or ("cql2-json" if text.lstrip().startswith("{") else "cql2-text")
+    if lang not in ("cql2-text", "cql2-json"):
+        raise ClientError("filter-lang must be cql2-text or cql2-json")
     try:
-        if lang == "cql2-json":
-            return parse_json(_bbox_as_polygon(json.loads(text)))
-        if lang == "cql2-text":
-            return parse_text(text)
+        node = (parse_json(_bbox_as_polygon(json.loads(text))) if lang == "cql2-json"
+                else parse_text(text))
+    except RecursionError:
+        raise ClientError(f"filter is nested too deeply (at most {MAX_FILTER_DEPTH} levels)"
+                          ) from None
     except Exception as exc:  # the parsers raise many kinds of errors; all are the client's
         raise ClientError(f"filter does not parse as {lang}: {exc}".splitlines()[0]) from None
-    raise ClientError("filter-lang must be cql2-text or cql2-json")
+    _check_size(node)
+    return node
+
+
+def _check_size(node: Any) -> None:
+    """Refuse filters past MAX_FILTER_DEPTH levels or MAX_FILTER_NODES parts: translating them
+    (recursively) and planning them would cost far more than any real question needs."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if depth > MAX_FILTER_DEPTH:
+            raise ClientError(f"filter is nested too deeply (at most {MAX_FILTER_DEPTH} levels)")
+        if count > MAX_FILTER_NODES:
+            raise ClientError(f"filter is too long (at most {MAX_FILTER_NODES} conditions and "
+                              "values); split the question or use a region")
+        children = item if isinstance(item, list) else (
+            item.get_sub_nodes() if isinstance(item, ast.Node) else [])
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _bbox_as_polygon(node: Any) -> Any:
