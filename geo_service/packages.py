@@ -10,6 +10,7 @@ running its setup.py."""
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -234,3 +235,32 @@ def _write(out: Path, source: IO[bytes]) -> None:
     with open(partial, "wb") as handle:
         shutil.copyfileobj(source, handle, 1 << 20)
     partial.replace(out)
+
+
+def extract_matching(archive_path: Path, pattern: str) -> Path:
+    """Every file of the archive whose path matches `pattern` (fnmatch; `*` stays within a
+    folder), extracted once; the folder that holds them. A marker written last says the set
+    is whole, so an interrupted extraction starts again."""
+    root = archive_path.parent / "files"
+    folder = root / _member_path(str(PurePosixPath(pattern).parent))
+    marker = root / f".{hashlib.sha256(pattern.encode()).hexdigest()[:16]}.complete"
+    if marker.exists():
+        return folder
+    where = f"{archive_path.name}: {pattern}"
+    compiled = re.compile(fnmatch.translate(pattern).replace(".*", "[^/]*"))
+    count = 0
+    try:
+        with tarfile.open(archive_path) as tar:
+            for member in tar:
+                if member.isfile() and compiled.fullmatch(member.name):
+                    source = tar.extractfile(member)
+                    if source is not None:
+                        with source:
+                            _write(root / _member_path(member.name), source)
+                        count += 1
+    except (tarfile.TarError, OSError, ValueError) as exc:
+        raise _refuse(where, f"cannot extract: {exc}") from exc
+    if count == 0:
+        raise _refuse(where, "no file in the package matches")
+    marker.write_text(f"{count}\n")
+    return folder

@@ -34,6 +34,11 @@ SOURCES = {
                      (120.3014, 22.6273)),
     "ibge-br-municipios": (5_564, r"^BR-\d{7}$", "BR-4314902", "Porto Alegre", "BR-RS",
                            (450, 550), (-51.2177, -30.0346)),
+    "bkg-de-gemeinden": (11_299, r"^DE-\d{8}$", "DE-09564000", "Nürnberg", "DE-BY", (180, 195),
+                         (11.0767, 49.4521)),
+    # TIGER places include water: Boston's 232 km² hold about 125 of land
+    "census-us-places": (29_322, r"^US-\d{7}$", "US-2507000", "Boston", "US-MA", (200, 260),
+                         (-71.0589, 42.3601)),
 }
 
 
@@ -79,16 +84,23 @@ def test_members_of_those_countries_sit_on_their_municipality(loaded: str) -> No
     """A rematch places the sample's members in these countries on their own municipality."""
     from geo_service.campaign.members import rematch
 
-    rematch(loaded, countries=["ES", "IT", "SE", "CL", "BR"])
+    countries = ["ES", "IT", "SE", "CL", "BR", "DE", "US"]
+    rematch(loaded, countries=countries)
     with psycopg.connect(loaded) as conn:
-        placed = dict(conn.execute(
-            "SELECT name, boundary_code FROM territories WHERE iso3166_1 IN "
-            "('ES', 'IT', 'SE', 'CL', 'BR') AND kind = 'municipality'").fetchall())
-    assert placed["Barcelona"] == "ES-08019" and placed["Valencia"] == "ES-46250"
-    assert placed["Turin"] == "IT-001272" and placed["Venice"] == "IT-027042"
-    assert placed["Lund"] == "SE-1281" and placed["Temuco"] == "CL-09101"
-    assert placed["São Paulo"] == "BR-3550308"
-    assert all(code for code in placed.values()), placed
+        placed = {name: (code, method) for name, code, method in conn.execute(
+            "SELECT name, boundary_code, match_method FROM territories WHERE iso3166_1 = "
+            "ANY(%s) AND kind = 'municipality'", (countries,)).fetchall()}
+    assert placed["Barcelona"][0] == "ES-08019" and placed["Valencia"][0] == "ES-46250"
+    assert placed["Turin"][0] == "IT-001272" and placed["Venice"][0] == "IT-027042"
+    assert placed["Lund"][0] == "SE-1281" and placed["Temuco"][0] == "CL-09101"
+    assert placed["São Paulo"][0] == "BR-3550308" and placed["Nuremberg"][0] == "DE-09564000"
+    assert placed["Washington, D.C."][0] == "US-1150000"
+    # names many US places share: the one holding the gazetteer's city (11 Mountain Views,
+    # one of them a 0.75 km² CDP in the same state as the city)
+    assert placed["Mountain View"] == ("US-0649670", "name+gazetteer")
+    assert placed["Atlanta"] == ("US-1304000", "name+gazetteer")
+    assert placed["Chapel Hill"][0] == "US-3711800" and placed["Boston"][0] == "US-2507000"
+    assert all(code for code, _ in placed.values()), placed
 
 
 def test_only_the_files_read_are_extracted(settings: Settings, loaded: str) -> None:

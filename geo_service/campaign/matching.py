@@ -166,6 +166,16 @@ class Matcher:
                 b = hits[0]
                 return Match("matched", "name", 1.0, level, b["code"], b["lon"], b["lat"])
             if len(hits) > 1:
+                # many places share a name (18 Washingtons in the US): the one holding the
+                # gazetteer's dominant place of that name, if exactly one does
+                place = self._dominant_place(wanted, country)
+                codes = {h["code"] for h in hits}
+                around = [b for b in self.containing(level, place["lon"], place["lat"])
+                          if b["code"] in codes] if place else []
+                if len(around) == 1:
+                    b = around[0]
+                    return Match("matched", "name+gazetteer", 0.9, level, b["code"], b["lon"],
+                                 b["lat"])
                 return self._fallback("ambiguous", country, "name", hits)
         if lon is not None and lat is not None:
             return Match("point", "coordinates", 1.0, lon=lon, lat=lat)
@@ -173,20 +183,37 @@ class Matcher:
             return self._fallback("unmatched", country, None, [])
         return self._gazetteer(wanted, country, kind)
 
-    def _gazetteer(self, wanted: dict[str, set[str]], country: str, kind: str) -> Match:
+    def _places_named(self, wanted: dict[str, set[str]], country: str) -> list[dict[str, Any]]:
+        """Gazetteer places of that name, most populous first; a place's own name beats its
+        alternate names, the exact form beats the stripped one."""
         places = self.places(country)
-        # a place's own name beats its alternate names; the exact form beats the stripped one
         hits = _best([{**p, **p["primary"]} for p in places], wanted) or _best(places, wanted)
         hits.sort(key=lambda p: -p["population"])
+        return hits
+
+    @staticmethod
+    def _dominant(hits: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The one place, or the one with DOMINANCE times the runner-up's population."""
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            chosen, runner_up = hits[0], hits[1]["population"] or 0
+            if chosen["population"] and chosen["population"] >= DOMINANCE * max(runner_up, 1):
+                return chosen
+        return None
+
+    def _dominant_place(self, wanted: dict[str, set[str]], country: str
+                        ) -> dict[str, Any] | None:
+        return self._dominant(self._places_named(wanted, country))
+
+    def _gazetteer(self, wanted: dict[str, set[str]], country: str, kind: str) -> Match:
+        hits = self._places_named(wanted, country)
         if not hits:
             return self._fallback("unmatched", country, None, [])
-        chosen = hits[0]
-        score = 0.9
-        if len(hits) > 1:
-            runner_up = hits[1]["population"] or 0
-            if not chosen["population"] or chosen["population"] < DOMINANCE * max(runner_up, 1):
-                return self._fallback("ambiguous", country, "gazetteer", hits)
-            score = 0.7
+        chosen = self._dominant(hits)
+        if chosen is None:
+            return self._fallback("ambiguous", country, "gazetteer", hits)
+        score = 0.9 if len(hits) == 1 else 0.7
         # a bridge from the point to a boundary of the kind's level that carries the same name
         # (the Korean layer's names are Hangul; GeoNames knows both spellings)
         for level in LEVELS_FOR_KIND.get(kind, ()):

