@@ -481,7 +481,7 @@ def members_rematch(
 def members_list(
     country: Annotated[str | None, typer.Option(help="ISO 3166-1 alpha-2 filter.")] = None,
     outcome: Annotated[str | None, typer.Option(
-        help="matched, point, ambiguous or unmatched.")] = None,
+        help="matched, point, ambiguous, unmatched or implausible.")] = None,
 ) -> None:
     """List territories with how each was placed on the map."""
     with psycopg.connect(_dsn(_settings())) as conn:

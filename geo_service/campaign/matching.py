@@ -5,12 +5,17 @@ A wrong match is worse than no match: two plausible candidates give `ambiguous`,
 
 from __future__ import annotations
 
+import csv
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from geo_service.settings import Settings
 
 # levels to look at, in order, for each kind of territory
 LEVELS_FOR_KIND: dict[str, tuple[str, ...]] = {
@@ -21,6 +26,9 @@ LEVELS_FOR_KIND: dict[str, tuple[str, ...]] = {
 }
 # a gazetteer candidate wins over the others only with this many times their population
 DOMINANCE = 5.0
+# a municipality's shape larger than this is no municipality (the largest, Altamira in Brazil,
+# is about 160,000 km²), one smaller is a sliver
+MUNICIPALITY_KM2 = (0.05, 200_000.0)
 
 _PREFIXES = [
     "metropolitan city of", "city and county of", "city of", "municipality of", "town of",
@@ -67,7 +75,7 @@ def normalize(name: str | None, affixes: bool = True) -> str:
 class Match:
     """Where a territory sits, and how we know."""
 
-    outcome: str  # matched | point | ambiguous | unmatched
+    outcome: str  # matched | point | ambiguous | unmatched | implausible
     method: str | None = None
     score: float | None = None
     boundary_level: str | None = None
@@ -77,11 +85,28 @@ class Match:
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
+@functools.cache
+def first_level_cities(path: Path) -> dict[tuple[str, str], str]:
+    """(country, normalized name) -> the region code of a first-level unit that is the city
+    itself (city-states, capital districts, departments a city's government governs), from the
+    evidence table `boundaries/first-level-cities.csv`."""
+    if not path.exists():
+        return {}
+    table: dict[tuple[str, str], str] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            for name in row["names"].split("|"):
+                table[(row["country"], normalize(name, affixes=False))] = row["region_code"]
+    return table
+
+
 class Matcher:
     """Looks territories up in the boundaries and the gazetteer of one database connection."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, cities: Path | None = None) -> None:
         self.conn = conn
+        self.cities = first_level_cities(cities or Settings().boundaries_dir
+                                         / "first-level-cities.csv")
         self._boundaries: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._places: dict[str, list[dict[str, Any]]] = {}
         self._country_points: dict[str, tuple[float, float] | None] = {}
@@ -160,11 +185,16 @@ class Matcher:
                 return self._fallback("ambiguous", country, "code", hits)
             return self._fallback("unmatched", country, "code", [])
         wanted = _keys((name, local_name))
+        city = self._city_region(wanted, country) if kind != "association" else None
         for level in LEVELS_FOR_KIND.get(kind, ()):
             hits = _best(self.boundaries(country, level), wanted)
             if len(hits) == 1:
                 b = hits[0]
-                return Match("matched", "name", 1.0, level, b["code"], b["lon"], b["lat"])
+                return self._plausible(
+                    Match("matched", "name", 1.0, level, b["code"], b["lon"], b["lat"]), wanted,
+                    country)
+            if len(hits) > 1 and level == "region" and city is not None:
+                return city  # Mexico City is the federal entity, not the State of Mexico
             if len(hits) > 1:
                 # many places share a name (18 Washingtons in the US): the one holding the
                 # gazetteer's dominant place of that name, if exactly one does
@@ -174,9 +204,11 @@ class Matcher:
                           if b["code"] in codes] if place else []
                 if len(around) == 1:
                     b = around[0]
-                    return Match("matched", "name+gazetteer", 0.9, level, b["code"], b["lon"],
-                                 b["lat"])
+                    return self._plausible(Match("matched", "name+gazetteer", 0.9, level,
+                                                 b["code"], b["lon"], b["lat"]), wanted, country)
                 return self._fallback("ambiguous", country, "name", hits)
+        if city is not None:
+            return city
         if lon is not None and lat is not None:
             return Match("point", "coordinates", 1.0, lon=lon, lat=lat)
         if kind == "association":
@@ -226,6 +258,41 @@ class Matcher:
                              b["lat"])
         return Match("point", "gazetteer", score, lon=chosen["lon"], lat=chosen["lat"],
                      candidates=[_candidate(p) for p in hits[:5]])
+
+    def _city_region(self, wanted: dict[str, set[str]], country: str) -> Match | None:
+        """The first-level unit that is this city, by the evidence table, if it is loaded."""
+        codes = {self.cities[(country, n)] for n in wanted["exact"] if (country, n) in self.cities}
+        found = [b for b in self.boundaries(country, "region") if b["code"] in codes]
+        if len(found) != 1:
+            return None
+        b = found[0]
+        return Match("matched", "first-level-city", 1.0, "region", b["code"], b["lon"], b["lat"])
+
+    def _plausible(self, match: Match, wanted: dict[str, set[str]], country: str) -> Match:
+        """A name match is kept only if the shape holds the gazetteer's place of that name
+        (where the gazetteer knows one) and, for a municipality, has a municipality's area;
+        else `implausible`, placed on the gazetteer point (or the label), with the rejected
+        boundary among the candidates."""
+        assert match.boundary_level and match.boundary_code
+        why = None
+        place = self._dominant_place(wanted, country)
+        if place is not None and match.boundary_code not in {
+                b["code"] for b in self.containing(match.boundary_level, place["lon"],
+                                                   place["lat"])}:
+            why = f"the gazetteer's {place['name']} lies outside it"
+        if why is None and match.boundary_level == "municipality":
+            row = self.conn.execute(
+                "SELECT ST_Area(geom::geography) / 1e6 FROM boundaries WHERE level = %s "
+                "AND code = %s", (match.boundary_level, match.boundary_code)).fetchone()
+            low, high = MUNICIPALITY_KM2
+            if row and not low <= row[0] <= high:
+                why = f"{row[0]:,.1f} km² is no municipality's area"
+        if why is None:
+            return match
+        lon, lat = (place["lon"], place["lat"]) if place else (match.lon, match.lat)
+        return Match("implausible", match.method, None, lon=lon, lat=lat,
+                     candidates=[{"level": match.boundary_level, "code": match.boundary_code,
+                                  "rejected": why}])
 
     def _fallback(self, outcome: str, country: str, method: str | None,
                   hits: list[dict[str, Any]]) -> Match:

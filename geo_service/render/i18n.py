@@ -64,6 +64,9 @@ STRINGS: dict[str, dict[str, str]] = {
                   "es": "en su país (nombre ambiguo)"},
     "unmatched": {"en": "on its country (not located)", "fr": "sur son pays (non localisé)",
                   "es": "en su país (no ubicado)"},
+    "implausible": {"en": "at a gazetteer point (its boundary did not fit)",
+                    "fr": "sur un point du répertoire (son contour ne convenait pas)",
+                    "es": "en un punto del nomenclátor (su límite no encajaba)"},
 }
 
 KINDS: dict[str, dict[str, str]] = {
