@@ -236,11 +236,7 @@ def resolve_path(settings: Settings, source: SourceSpec, path: str | None = None
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return packages.sha256_of(path)
 
 
 def source_checksum(source: SourceSpec, path: Path) -> str:

@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from http.client import HTTPMessage
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from geo_service.errors import LoadError, Problem
 
@@ -59,21 +59,20 @@ def download(url: str, target: Path, timeout_s: float, max_bytes: int) -> None:
             out.write(chunk)
 
 
-def npm_integrity(path: Path) -> str:
-    """npm's integrity string of a tarball: sha512-<base64 digest>."""
-    digest = hashlib.sha512()
+def _digest(path: Path, digest: Any) -> Any:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return "sha512-" + base64.b64encode(digest.digest()).decode()
+    return digest
+
+
+def npm_integrity(path: Path) -> str:
+    """npm's integrity string of a tarball: sha512-<base64 digest>."""
+    return "sha512-" + base64.b64encode(_digest(path, hashlib.sha512()).digest()).decode()
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return str(_digest(path, hashlib.sha256()).hexdigest())
 
 
 def _cache(root: Path, registry: str, package: str, version: str) -> Path:
