@@ -496,6 +496,32 @@ def members_list(
     out.print(table)
 
 
+@members_app.command("coverage")
+def members_coverage(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    include_engagement: Annotated[bool, typer.Option(
+        help="Count engagement-only rows too (not human rights territories).")] = False,
+) -> None:
+    """How many members sit on their own boundary (the level their kind states, or the
+    first-level unit that is the city itself), on a larger unit, or on a point, by country."""
+    from geo_service.query.stats import PLACEMENTS, coverage_query
+
+    with psycopg.connect(_dsn(_settings())) as conn:
+        found = conn.execute(coverage_query(include_engagement)).fetchall()
+    by_country: dict[str, dict[str, int]] = {}
+    for country, placement, count in found:
+        by_country.setdefault(country, dict.fromkeys(PLACEMENTS, 0))[placement] = count
+    totals = {p: sum(c[p] for c in by_country.values()) for p in PLACEMENTS}
+    if as_json:
+        print(json.dumps({"total": totals, "by_country": by_country}, indent=2))
+        return
+    table = Table("country", "own boundary", "larger unit", "point")
+    for country, counts in by_country.items():
+        table.add_row(country, *(str(counts[p]) for p in PLACEMENTS))
+    table.add_row("all", *(str(totals[p]) for p in PLACEMENTS))
+    out.print(table)
+
+
 @members_app.command("imports")
 def members_imports(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,

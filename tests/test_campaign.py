@@ -262,6 +262,19 @@ def test_stats_api_and_cli(client, env_db: str) -> None:
     assert sum(body["by_kind"].values()) == body["territories"]
     code, output = cli("stats", "--json")
     assert code == 0 and json.loads(output)["territories"] == body["territories"]
+    # where members sit: the API's placement counts, the coverage command, and the table agree
+    placement = body["by_placement"]
+    assert sum(placement.values()) == body["territories"]
+    own = rows(env_db, "SELECT count(*) FILTER (WHERE match_outcome = 'matched' AND "
+                       "(boundary_level = kind OR match_method = 'first-level-city' OR "
+                       "kind = 'metropolitan-area')), count(*) FILTER (WHERE match_outcome "
+                       "<> 'matched') FROM territories WHERE commitment_kind <> 'engagement-only'")
+    assert (placement["own_boundary"], placement["point"]) == own[0]
+    assert placement["own_boundary"] >= 3  # Seoul, Busan, Vienna at least, on the defaults
+    code, output = cli("members", "coverage", "--json")
+    coverage = json.loads(output)
+    assert code == 0 and coverage["total"] == placement
+    assert coverage["by_country"]["AT"]["own_boundary"] >= 1  # Vienna, the state of Wien
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -30,14 +30,35 @@ STAT_QUERIES: dict[str, sql.SQL] = {
     "undated": sql.SQL("SELECT count(*) FROM territories t WHERE {shown} AND year IS NULL"),
     "by_match": sql.SQL("SELECT match_outcome, count(*) FROM territories t WHERE {shown} "
                         "GROUP BY 1 ORDER BY 2 DESC, 1"),
+    "by_placement": sql.SQL("SELECT {placement}, count(*) FROM territories t WHERE {shown} "
+                            "GROUP BY 1"),
     "initiatives": sql.SQL("SELECT count(*) FROM initiatives i JOIN territories t ON "
                            "t.id = i.territory_id WHERE {shown}"),
 }
 
 
+# Where a member sits on the map: on its own boundary (the level its kind states, or the
+# first-level unit that is the city itself), on a larger unit (a region for a municipality, as a
+# manual override may place it), or on a point (gazetteer, given coordinates, or its country).
+PLACEMENTS = ("own_boundary", "larger_unit", "point")
+PLACEMENT = sql.SQL(
+    "CASE WHEN t.match_outcome <> 'matched' OR t.boundary_code IS NULL THEN 'point' "
+    "WHEN t.match_method = 'first-level-city' OR t.boundary_level = t.kind "
+    "OR (t.kind = 'metropolitan-area' AND t.boundary_level IN ('region', 'municipality')) "
+    "THEN 'own_boundary' ELSE 'larger_unit' END")
+
+
 def queries(include_engagement: bool) -> dict[str, sql.Composed]:
     shown = shown_territory(include_engagement)
-    return {name: q.format(shown=shown) for name, q in STAT_QUERIES.items()}
+    return {name: q.format(shown=shown, placement=PLACEMENT) for name, q in STAT_QUERIES.items()}
+
+
+def coverage_query(include_engagement: bool) -> sql.Composed:
+    """Per country: members on their own boundary, on a larger unit, on a point."""
+    return sql.SQL(
+        "SELECT t.iso3166_1, {placement} AS placement, count(*) FROM territories t "
+        "WHERE {shown} GROUP BY 1, 2 ORDER BY 1, 2").format(
+        placement=PLACEMENT, shown=shown_territory(include_engagement))
 
 
 def assemble(results: dict[str, list[tuple[Any, ...]]], include_engagement: bool) -> dict[str, Any]:
@@ -59,6 +80,7 @@ def assemble(results: dict[str, list[tuple[Any, ...]]], include_engagement: bool
         "by_country": dict(results["by_country"]),
         "by_rights_theme": dict(results["by_theme"]),
         "by_match_outcome": dict(results["by_match"]),
+        "by_placement": {p: dict(results["by_placement"]).get(p, 0) for p in PLACEMENTS},
         "by_year": series,
         "undated": results["undated"][0][0],
         "note": "Documented public commitments, not the official campaign roster.",
