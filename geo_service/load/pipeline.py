@@ -206,8 +206,43 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
             reporter.note(f"rebuilding {follower.id}, derived from {manifest.id}, in the same "
                           "transaction")
             _write_derived(conn, follower, options, reporter)
+        outliers = (region_outliers(conn, manifest.id)
+                    if manifest.level == "municipality" and manifest.source.coverage else [])
+    for outlier in outliers:
+        reporter.note(outlier)
     return LoadResult(manifest.id, manifest.level, len(rows), False,
-                      time.perf_counter() - started, rows.warnings)
+                      time.perf_counter() - started, rows.warnings + outliers)
+
+
+# a region's municipalities (a layer that tiles the land) should add up to about its area
+REGION_AREA_RATIO = (0.8, 1.25)
+
+
+def region_outliers(conn: psycopg.Connection, source: str) -> list[str]:
+    """Regions that disagree with the official municipalities linked to them: the summed area
+    of the municipalities against the region's (outside REGION_AREA_RATIO), or a label point
+    that no municipality of the region holds. Natural Earth's Korean metropolitan cities are
+    the known case (Gwangju: 133 km² against 498)."""
+    low, high = REGION_AREA_RATIO
+    found = conn.execute(
+        "SELECT r.code, r.name, ST_Area(r.geom::geography) / 1e6, m.km2, EXISTS ("
+        "  SELECT 1 FROM boundaries x WHERE x.level = 'municipality' AND x.source = %(s)s "
+        "  AND x.parent_code = r.code AND ST_Contains(x.geom, r.label_point)) "
+        "FROM (SELECT parent_code, sum(ST_Area(geom::geography)) / 1e6 AS km2 FROM boundaries "
+        "      WHERE level = 'municipality' AND source = %(s)s AND parent_code IS NOT NULL "
+        "      GROUP BY 1) m "
+        "JOIN boundaries r ON r.level = 'region' AND r.code = m.parent_code ORDER BY r.code",
+        {"s": source}).fetchall()
+    notes = []
+    for code, name, region_km2, municipal_km2, label_inside in found:
+        ratio = municipal_km2 / region_km2 if region_km2 else float("inf")
+        if not low <= ratio <= high or not label_inside:
+            why = [f"its municipalities cover {municipal_km2:,.0f} km², the region "
+                   f"{region_km2:,.0f} km² (×{ratio:.2f})"] if not low <= ratio <= high else []
+            if not label_inside:
+                why.append("its label point lies in none of them")
+            notes.append(f"region {code} ({name}) disagrees with {source}: {'; '.join(why)}")
+    return notes
 
 
 def _link_regions(conn: psycopg.Connection, layer: RawLayer, code_field: str, name_field: str,
