@@ -48,6 +48,10 @@ from geo_service.load.pipeline import (
 from geo_service.manifests import all_manifests
 from geo_service.settings import Settings
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+IncludeEngagement = Annotated[bool, typer.Option(
+    help="Count engagement-only rows too (not human rights territories).")]
+
 app = typer.Typer(
     help="Open map service of the human rights cities and territories movement.",
     no_args_is_help=True,
@@ -105,7 +109,7 @@ def db_stop() -> None:
 
 
 @db_app.command("status")
-def db_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def db_status(as_json: JsonFlag = False) -> None:
     """Say which database is in use and whether the embedded cluster runs."""
     settings = _settings()
     info: dict[str, str | bool | int | None]
@@ -353,7 +357,7 @@ def boundaries_sources() -> None:
 
 @boundaries_app.command("status")
 def boundaries_status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Per source and level: feature count, version and load time."""
     rows = store.status(_dsn(_settings()))
@@ -498,9 +502,8 @@ def members_list(
 
 @members_app.command("coverage")
 def members_coverage(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    include_engagement: Annotated[bool, typer.Option(
-        help="Count engagement-only rows too (not human rights territories).")] = False,
+    as_json: JsonFlag = False,
+    include_engagement: IncludeEngagement = False,
 ) -> None:
     """How many members sit on their own boundary (the level their kind states, or the
     first-level unit that is the city itself), on a larger unit, or on a point, by country."""
@@ -573,9 +576,8 @@ def initiatives_import(file: FileArg, dry_run: DryRun = False, skip_invalid: Ski
 
 @app.command("stats")
 def stats(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    include_engagement: Annotated[bool, typer.Option(
-        help="Count engagement-only rows too (not human rights territories).")] = False,
+    as_json: JsonFlag = False,
+    include_engagement: IncludeEngagement = False,
 ) -> None:
     """Campaign progress against 10, 100 and 1000, by section, kind, commitment, theme, year."""
     import asyncio

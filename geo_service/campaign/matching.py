@@ -191,8 +191,8 @@ class Matcher:
             if len(hits) == 1:
                 b = hits[0]
                 return self._plausible(
-                    Match("matched", "name", 1.0, level, b["code"], b["lon"], b["lat"]), wanted,
-                    country)
+                    Match("matched", "name", 1.0, level, b["code"], b["lon"], b["lat"]),
+                    self._dominant_place(wanted, country) if level == "municipality" else None)
             if len(hits) > 1 and level == "region" and city is not None:
                 return city  # Mexico City is the federal entity, not the State of Mexico
             if len(hits) > 1:
@@ -205,7 +205,7 @@ class Matcher:
                 if len(around) == 1:
                     b = around[0]
                     return self._plausible(Match("matched", "name+gazetteer", 0.9, level,
-                                                 b["code"], b["lon"], b["lat"]), wanted, country)
+                                                 b["code"], b["lon"], b["lat"]), place)
                 return self._fallback("ambiguous", country, "name", hits)
         if city is not None:
             return city
@@ -268,9 +268,9 @@ class Matcher:
         b = found[0]
         return Match("matched", "first-level-city", 1.0, "region", b["code"], b["lon"], b["lat"])
 
-    def _plausible(self, match: Match, wanted: dict[str, set[str]], country: str) -> Match:
-        """A municipality found by name is kept only if its shape holds the gazetteer's place
-        of that name (where the gazetteer knows one) and has a municipality's area; else
+    def _plausible(self, match: Match, place: dict[str, Any] | None) -> Match:
+        """A municipality found by name is kept only if its shape holds `place`, the gazetteer's
+        place of that name (where the gazetteer knows one), and has a municipality's area; else
         `implausible`, placed on the gazetteer point, with the rejected boundary among the
         candidates.
 
@@ -282,7 +282,6 @@ class Matcher:
         if match.boundary_level != "municipality":
             return match
         why = None
-        place = self._dominant_place(wanted, country)
         if place is not None and match.boundary_code not in {
                 b["code"] for b in self.containing(match.boundary_level, place["lon"],
                                                    place["lat"])}:

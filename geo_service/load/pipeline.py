@@ -119,6 +119,32 @@ def _read(settings: Settings, path: Path, source: SourceSpec, options: LoadOptio
                     encoding=options.encoding or source.encoding, where=source.where)
 
 
+def _clean_up(layer: RawLayer, source: SourceSpec, reporter: Reporter) -> RawLayer:
+    """A manifest's clean-up of codes at read: `extract` a regular expression's group, `drop`
+    the features a pattern matches, `pad` numbers to a width (in that order); a column the
+    layer lacks is left to the field mapping, which names it."""
+    for column, pattern in source.extract.items():
+        if column in layer.columns:
+            compiled = re.compile(pattern)
+            layer.columns[column] = [
+                (found[1] if (found := compiled.search(str(v))) else v) if v is not None else None
+                for v in layer.columns[column]]
+    for column, pattern in source.drop.items():
+        if column in layer.columns:
+            compiled = re.compile(pattern)
+            dropped = np.array([v is not None and bool(compiled.search(str(v)))
+                                for v in layer.columns[column]], dtype=bool)
+            if dropped.any():
+                layer = subset(layer, ~dropped)
+                reporter.note(f"{int(dropped.sum()):,} feature(s) left out: {column} matches "
+                              f"{pattern!r}")
+    for column, width in source.pad.items():
+        if column in layer.columns:
+            layer.columns[column] = [None if v is None else str(v).zfill(width)
+                                     for v in layer.columns[column]]
+    return layer
+
+
 def _skip(dsn: str, record: store.SourceRecord, force: bool) -> bool:
     if force:
         return False
@@ -150,25 +176,7 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
         return LoadResult(manifest.id, manifest.level, 0, True, time.perf_counter() - started)
     with reporter.stage(f"reading {path.name}"):
         layer = _read(settings, path, manifest.source, options)
-    for column, pattern in manifest.source.extract.items():
-        if column in layer.columns:
-            compiled = re.compile(pattern)
-            layer.columns[column] = [
-                (found[1] if (found := compiled.search(str(v))) else v) if v is not None else None
-                for v in layer.columns[column]]
-    for column, pattern in manifest.source.drop.items():
-        if column in layer.columns:
-            compiled = re.compile(pattern)
-            dropped = np.array([v is not None and bool(compiled.search(str(v)))
-                                for v in layer.columns[column]], dtype=bool)
-            if dropped.any():
-                layer = subset(layer, ~dropped)
-                reporter.note(f"{int(dropped.sum()):,} feature(s) left out: {column} matches "
-                              f"{pattern!r}")
-    for column, width in manifest.source.pad.items():
-        if column in layer.columns:
-            layer.columns[column] = [None if v is None else str(v).zfill(width)
-                                     for v in layer.columns[column]]
+    layer = _clean_up(layer, manifest.source, reporter)
     if manifest.source.skip_empty:
         layer, gone = without_empty(layer, (manifest.fields.code or "").split("|")[0])
         if gone:
