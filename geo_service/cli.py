@@ -296,10 +296,21 @@ def boundaries_remove(
     """Remove a source's boundaries in one transaction; territories placed on them are matched
     again (most fall back to a gazetteer point). Refused while another source's boundaries
     have their parent in it or a manual override pins a territory to it."""
+    settings = _settings()
     try:
-        result = remove_boundaries(_dsn(_settings()), source, level=level, dry_run=dry_run)
+        result = remove_boundaries(_dsn(settings), source, level=level, dry_run=dry_run)
     except LoadError as exc:
         raise _report_problems(exc, "removal") from exc
+    for replaced in result.redrawn:  # regions drawn from the removed municipalities: restored
+        out.print(f"{source} redrew regions of {replaced}: "
+                  f"{'would reload' if dry_run else 'reloading'} {replaced} to restore them",
+                  highlight=False)
+        if not dry_run:
+            try:
+                _say_result(load_target(settings, _dsn(settings), replaced,
+                                        LoadOptions(force=True), RichReporter()))
+            except LoadError as exc:
+                raise _report_problems(exc) from exc
     _say_changes(result.rematched)
     verb = "would remove (dry run, nothing written)" if dry_run else "removed"
     counts = ", ".join(f"{n:,} {lv}" for lv, n in result.removed.items())

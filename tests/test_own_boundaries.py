@@ -46,16 +46,32 @@ def gpkg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
 
 @pytest.fixture(scope="module")
-def original(sample, database_url: str) -> Iterator[dict[str, tuple]]:
+def own_db(sample_copy: str) -> str:
+    """A copy of the sample database without Spain's default municipalities (IGN via es-atlas):
+    its members fall back to gazetteer points, as in a country no registry package covers."""
+    result = remove_boundaries(sample_copy, "ign-es-municipios")
+    assert result.removed == {"municipality": 8_119} and len(result.rematched) >= 4
+    return sample_copy
+
+
+@pytest.fixture()
+def env_db(own_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the CLI (run in-process) at this module's database."""
+    monkeypatch.setenv("DATABASE_URL", own_db)
+    return own_db
+
+
+@pytest.fixture(scope="module")
+def original(own_db: str) -> Iterator[dict[str, tuple]]:
     """Where the four members sit before any own boundaries are loaded."""
-    placed = placements(database_url)
+    placed = placements(own_db)
     assert {k: v[:2] for k, v in placed.items()} == dict.fromkeys(PROVINCE_08, ("point", "gazetteer"))
-    imported = rows(database_url, "SELECT id, import_id FROM territories WHERE id = ANY(%s) "
-                                  "ORDER BY id", list(PROVINCE_08))
+    imported = rows(own_db, "SELECT id, import_id FROM territories WHERE id = ANY(%s) "
+                            "ORDER BY id", list(PROVINCE_08))
     yield placed
-    # re-matches keep the import each territory came from (test_campaign relies on it)
-    assert rows(database_url, "SELECT id, import_id FROM territories WHERE id = ANY(%s) "
-                              "ORDER BY id", list(PROVINCE_08)) == imported
+    # re-matches keep the import each territory came from
+    assert rows(own_db, "SELECT id, import_id FROM territories WHERE id = ANY(%s) "
+                        "ORDER BY id", list(PROVINCE_08)) == imported
 
 
 def rows(dsn: str, query: str, *params: object) -> list[tuple]:

@@ -257,10 +257,14 @@ def test_bad_tile_requests_are_problem_details(client, url: str, status: int) ->
 
 
 def test_tiles_stay_under_the_size_limit(client) -> None:
-    """The densest tiles we know (all regions at z2, Korea's municipalities) stay under 500 KB;
-    and trimming keeps whole layers, territories first, when a tile would not."""
+    """The densest tiles we know (all regions at z2, municipalities where they are smallest:
+    Rhineland-Palatinate, Lombardy, Los Angeles County, Seoul, at the first zoom that draws
+    them) stay under 500 KB; and trimming keeps whole layers, territories first, when a tile
+    would not."""
+    first = tiles.LAYERS["municipalities"].minzoom
     for z, (lon, lat) in ((2, (10.0, 45.0)), (2, (100.0, 30.0)), (5, (127.5, 36.5)),
-                          (7, (127.0, 37.5))):
+                          (first, (7.6, 49.9)), (first, (9.5, 45.6)), (first, (-118.2, 34.0)),
+                          (first, (127.0, 37.5))):
         x, y = tile_xy(lon, lat, z)
         assert len(fetch(client, "map", z, x, y, "es")) <= tiles.MAX_TILE_BYTES
     x, y = tile_xy(10.0, 45.0, 2)

@@ -210,16 +210,28 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
                 key_chars=parent.key_chars if parent else None, before_swap=before_swap,
                 progress=advance,
             )
+        redrawn: list[str] = []
+        if manifest.level == "region":
+            redrawn = _redraw_after_regions(settings, conn, reporter)
+        elif parent and parent.redraw:
+            redrawn = redraw_regions(conn, manifest, reporter)
+            region_sources = {row[0] for row in conn.execute(
+                "SELECT DISTINCT r.source FROM boundaries r JOIN boundaries m ON m.parent_code = "
+                "r.code AND r.level = 'region' WHERE m.level = 'municipality' AND m.source = %s",
+                (manifest.id,)).fetchall()}
+            # the countries dissolved from those regions change with them
+            derived = [m for m in all_manifests(settings).values() if m.source.kind == "derived"
+                       and m.source.from_ in region_sources] if options.derived else []
         for follower in derived:
-            reporter.note(f"rebuilding {follower.id}, derived from {manifest.id}, in the same "
-                          "transaction")
+            reporter.note(f"rebuilding {follower.id}, derived from {follower.source.from_}, in "
+                          "the same transaction")
             _write_derived(conn, follower, options, reporter)
         outliers = (region_outliers(conn, manifest.id)
                     if manifest.level == "municipality" and manifest.source.coverage else [])
-    for outlier in outliers:
-        reporter.note(outlier)
+    for note in redrawn + outliers:
+        reporter.note(note)
     return LoadResult(manifest.id, manifest.level, len(rows), False,
-                      time.perf_counter() - started, rows.warnings + outliers)
+                      time.perf_counter() - started, rows.warnings + redrawn + outliers)
 
 
 # a region's municipalities (a layer that tiles the land) should add up to about its area
@@ -250,6 +262,84 @@ def region_outliers(conn: psycopg.Connection, source: str) -> list[str]:
             if not label_inside:
                 why.append("its label point lies in none of them")
             notes.append(f"region {code} ({name}) disagrees with {source}: {'; '.join(why)}")
+    return notes
+
+
+def redraw_regions(conn: psycopg.Connection, manifest: Manifest, reporter: Reporter
+                   ) -> list[str]:
+    """Redraw each region that `manifest`'s municipalities are linked to as their union, inside
+    the caller's transaction (a manifest's `parent.redraw`). Natural Earth's Korean metropolitan
+    cities are the case: its Gwangju is 133 km², the union of the city's five districts 498.
+
+    The derivation is recorded as a load of the municipal source at level `region` (each
+    region's area before and after, and the layer it replaces); the redrawn rows keep their
+    code and source (a reload of the region layer replaces them, then redraws them again) and
+    point at that record, so credits name the municipal source. Returns a note per region
+    whose area changed by more than REGION_AREA_RATIO allows."""
+    found = conn.execute(
+        "SELECT r.id, r.code, r.name, r.source, ST_Area(r.geom::geography) / 1e6, "
+        "coalesce((r.properties->>'replaced_data_source_id')::bigint, r.data_source_id), "
+        "count(*), ST_AsBinary(ST_Union(m.geom)) FROM boundaries r JOIN boundaries m ON "
+        "m.level = 'municipality' AND m.source = %s AND m.parent_code = r.code "
+        "WHERE r.level = 'region' GROUP BY r.id ORDER BY r.code", (manifest.id,)).fetchall()
+    if not found:
+        return []
+    geoms = np.empty(len(found), dtype=object)
+    for i, row in enumerate(found):
+        merged = shapely.make_valid(shapely.from_wkb(bytes(row[7])))
+        geoms[i] = shapely.MultiPolygon([p for p in shapely.get_parts(merged)
+                                         if p.geom_type == "Polygon"])
+    with reporter.stage(f"redrawing {len(found)} regions from {manifest.id} (3 tiers)"):
+        tiers = generalize(geoms)
+    labels = label_points(geoms)
+    municipal = store.latest_load(conn, manifest.id, manifest.level)
+    record = store.SourceRecord(
+        source=manifest.id, level="region",
+        title=f"Regions redrawn as the union of their municipalities in {manifest.id}",
+        version=manifest.version, licence=manifest.licence, attribution=manifest.attribution,
+        origin=f"dissolved from {manifest.id}",
+        checksum=hashlib.sha256(f"{municipal['checksum'] if municipal else ''}:redraw".encode()
+                                ).hexdigest(), options={"loader": LOADER_VERSION})
+    source_id = store.insert_source(conn, record, len(found), {})
+    conn.execute("DELETE FROM boundary_tiers WHERE boundary_id = ANY(%s)", ([r[0] for r in found],))
+    redrawn, notes = [], []
+    low, high = REGION_AREA_RATIO
+    for i, (region_id, code, name, replaced, before, replaced_id, count, _) in enumerate(found):
+        updated = conn.execute(
+            "UPDATE boundaries SET geom = ST_GeomFromWKB(%(g)s, 4326), "
+            "label_point = ST_GeomFromWKB(%(l)s, 4326), "
+            "area_km2 = ST_Area(ST_GeomFromWKB(%(g)s, 4326)::geography) / 1e6, "
+            "properties = properties || %(p)s, data_source_id = %(s)s WHERE id = %(id)s "
+            "RETURNING area_km2",
+            {"g": shapely.to_wkb(geoms[i]), "l": shapely.to_wkb(labels[i]),
+             "p": Jsonb({"redrawn_from": manifest.id, "replaced_source": replaced,
+                         "replaced_data_source_id": replaced_id}),
+             "s": source_id, "id": region_id}).fetchone()
+        after = float(updated[0]) if updated else before
+        conn.cursor().executemany(
+            "INSERT INTO boundary_tiers (boundary_id, tier, geom) "
+            "VALUES (%s, %s, ST_Multi(ST_GeomFromWKB(%s, 4326)))",
+            [(region_id, tier, shapely.to_wkb(shapes[i])) for tier, shapes in tiers.items()])
+        redrawn.append({"code": code, "name": name, "municipalities": count,
+                        "replaces": replaced, "before_km2": round(before, 1),
+                        "after_km2": round(after, 1)})
+        if not low <= after / max(before, 1e-9) <= high:
+            notes.append(f"region {code} ({name}) redrawn from its {count} municipalities in "
+                         f"{manifest.id}: {after:,.0f} km², {replaced} had {before:,.0f}")
+    conn.execute("UPDATE data_sources SET details = details || %s WHERE id = %s",
+                 (Jsonb({"redrawn": redrawn}), source_id))
+    return notes
+
+
+def _redraw_after_regions(settings: Settings, conn: psycopg.Connection, reporter: Reporter
+                          ) -> list[str]:
+    """After a region layer is (re)loaded: redraw again the regions of every municipal layer in
+    place whose manifest asks for it."""
+    notes = []
+    for follower in all_manifests(settings).values():
+        last = store.latest_load(conn, follower.id, follower.level)
+        if follower.parent and follower.parent.redraw and last and "removed" not in last["details"]:
+            notes += redraw_regions(conn, follower, reporter)
     return notes
 
 
@@ -485,6 +575,8 @@ class RemoveResult:
     removed: dict[str, int]  # features per level
     rematched: list[dict[str, Any]]
     dry_run: bool
+    # the region layers whose shapes the removed source redrew (reload them to restore)
+    redrawn: list[str] = field(default_factory=list)
 
 
 # Matches the given territories again on the connection, inside the removal's transaction, and
@@ -536,6 +628,10 @@ def remove_source(dsn: str, source: str, *, rematch: Rematch, level: str | None 
                 args).fetchall()]
         if problems:
             raise LoadError(problems)
+        redrawn = [r[0] for r in conn.execute(
+            "SELECT DISTINCT properties->>'replaced_source' FROM boundaries WHERE level = 'region' "
+            "AND properties->>'redrawn_from' = %s AND %s::text IS DISTINCT FROM 'region' ORDER BY 1",
+            (source, level)).fetchall()]
         placed = [r[0] for r in conn.execute(
             sql.SQL("SELECT t.id FROM territories t JOIN ({gone}) g ON g.level = t.boundary_level "
                     "AND g.code = t.boundary_code").format(gone=gone), args).fetchall()]
@@ -551,7 +647,7 @@ def remove_source(dsn: str, source: str, *, rematch: Rematch, level: str | None 
         changes = rematch(conn, placed, f"boundaries remove {source}") if placed else []
         if dry_run:
             raise psycopg.Rollback(tx)
-    return RemoveResult(source, removed, changes, dry_run)
+    return RemoveResult(source, removed, changes, dry_run, redrawn)
 
 
 def load_defaults(settings: Settings, dsn: str, reporter: Reporter, force: bool = False

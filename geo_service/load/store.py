@@ -55,15 +55,18 @@ def already_loaded(conn: psycopg.Connection, record: SourceRecord) -> bool:
         return False
     if last["details"].get("options") != record.options:
         return False
-    table = "places" if record.level == "place" else "boundaries"
-    present = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE data_source_id = %s").format(sql.Identifier(table)),
-        (last["id"],),
-    ).fetchone()
+    if record.level == "place":
+        present = conn.execute("SELECT count(*) FROM places WHERE data_source_id = %s",
+                               (last["id"],)).fetchone()
+    else:  # rows another layer redrew (pipeline.redraw_regions) still count as this load's
+        present = conn.execute(
+            "SELECT count(*) FROM boundaries WHERE data_source_id = %(id)s OR "
+            "(properties->>'replaced_data_source_id')::bigint = %(id)s", {"id": last["id"]},
+        ).fetchone()
     return bool(present and present[0] == last["features"])
 
 
-def _insert_source(conn: psycopg.Connection, record: SourceRecord, features: int,
+def insert_source(conn: psycopg.Connection, record: SourceRecord, features: int,
                    details: dict[str, Any]) -> int:
     row = conn.execute(
         "INSERT INTO data_sources (source, level, title, version, licence, attribution, origin, "
@@ -140,11 +143,14 @@ def _check_conflicts(conn: psycopg.Connection, record: SourceRecord) -> None:
 
 
 def _link_parents(conn: psycopg.Connection, record: SourceRecord, parent_match: str | None,
-                  key_chars: int | None) -> None:
+                  key_chars: int | None) -> list[str]:
     """Municipalities find their region: by national code prefix, or the region containing the
-    label point, else the one the shape overlaps most (or lies nearest, within 0.1°)."""
+    label point, else the one the shape overlaps most (or lies nearest, within 0.1°), else the
+    region of most municipalities that share its first `key_chars` code characters (an island
+    off the coast takes its province's region). Returns a note per municipality left without
+    a region: where the region layer has none (Natural Earth lacks Taiwan's Matsu islands)."""
     if record.level != "municipality":
-        return
+        return []
     if parent_match == "national_code":
         conn.execute(
             "UPDATE stage_boundaries s SET parent_code = r.code FROM boundaries r "
@@ -162,7 +168,7 @@ def _link_parents(conn: psycopg.Connection, record: SourceRecord, parent_match: 
                         f"{code}: no region has national code {str(nat)[: key_chars or 2]!r}")
                 for o, code, nat in orphans
             ])
-        return
+        return []
     conn.execute(
         "UPDATE stage_boundaries s SET parent_code = r.code, "
         "iso3166_1 = coalesce(s.iso3166_1, r.iso3166_1) FROM boundaries r "
@@ -181,6 +187,20 @@ def _link_parents(conn: psycopg.Connection, record: SourceRecord, parent_match: 
         "  ST_Distance(r.geom, ST_GeomFromWKB(s.label, 4326)) LIMIT 1) "
         "WHERE s.parent_code IS NULL"
     )
+    if key_chars:
+        conn.execute(
+            "UPDATE stage_boundaries s SET parent_code = g.parent FROM ("
+            "  SELECT prefix, parent FROM (SELECT left(national_code, %(n)s) AS prefix, "
+            "  parent_code AS parent, count(*) AS n, sum(count(*)) OVER (PARTITION BY "
+            "  left(national_code, %(n)s)) AS total FROM stage_boundaries "
+            "  WHERE parent_code IS NOT NULL GROUP BY 1, 2) c WHERE n * 2 > total) g "
+            "WHERE s.parent_code IS NULL AND left(s.national_code, %(n)s) = g.prefix",
+            {"n": key_chars})
+    orphans = conn.execute(
+        "SELECT code, name FROM stage_boundaries WHERE parent_code IS NULL ORDER BY ord").fetchall()
+    return [f"{len(orphans)} municipalit{'y' if len(orphans) == 1 else 'ies'} lie in no region "
+            f"of the region layer, nor next to one: "
+            f"{', '.join(f'{code} {name}' for code, name in orphans[:20])}"] if orphans else []
 
 
 def write_boundaries(dsn: str, rows: BoundaryRows, record: SourceRecord, *,
@@ -204,9 +224,9 @@ def write_boundaries_in(conn: psycopg.Connection, rows: BoundaryRows, record: So
     _check_conflicts(conn, record)
     if before_swap:
         before_swap(conn)
-    _link_parents(conn, record, parent_match, key_chars)
+    rows.warnings += _link_parents(conn, record, parent_match, key_chars)
     _ensure_tiers(conn)
-    source_id = _insert_source(conn, record, len(rows), {"warnings": rows.warnings[:200]})
+    source_id = insert_source(conn, record, len(rows), {"warnings": rows.warnings[:200]})
     # Links a national layer attached to these rows (national code, local name) survive a
     # reload of the geometry source that does not carry them itself.
     conn.execute(
@@ -242,7 +262,7 @@ def write_places(dsn: str, places: list[dict[str, Any]], record: SourceRecord,
                  progress: Progress = lambda _: None) -> int:
     """Replace the gazetteer in one transaction."""
     with psycopg.connect(dsn) as conn, conn.transaction():
-        source_id = _insert_source(conn, record, len(places), {})
+        source_id = insert_source(conn, record, len(places), {})
         conn.execute("DELETE FROM places")
         conn.execute(
             "CREATE TEMP TABLE stage_places (geonameid bigint, name text, ascii_name text, "

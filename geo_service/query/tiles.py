@@ -21,7 +21,7 @@ from geo_service.query import vocabulary as v
 
 # Bump when tile content changes for the same data (layers, attributes, SQL): archives built by
 # another renderer version are then rebuilt by `tiles build` and not served meanwhile.
-RENDERER_VERSION = 2
+RENDERER_VERSION = 3
 EXTENT = 4096
 BUFFER = 64
 MAX_ZOOM = 22  # highest z a tile URL may carry
@@ -74,7 +74,9 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
     _boundary_layer("regions", "region", "First-level divisions (Natural Earth 1:10m)", 2,
                     {"country": ("b.iso3166_1", "ISO 3166-1 alpha-2"),
                      "iso3166_2": ("b.iso3166_2", "ISO 3166-2, where known")}),
-    _boundary_layer("municipalities", "municipality", "Municipalities with boundaries", 5,
+    # from z8, where the map draws them: below, a municipality is a few pixels across, and
+    # Germany's 11,299 filled a z5 tile with 470 KB of outlines no page drew
+    _boundary_layer("municipalities", "municipality", "Municipalities with boundaries", 8,
                     {"parent": ("b.parent_code", "Code of the region it lies in")}),
     Layer(
         name="territories",
