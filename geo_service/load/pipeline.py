@@ -299,7 +299,8 @@ def redraw_regions(conn: psycopg.Connection, manifest: Manifest, reporter: Repor
         version=manifest.version, licence=manifest.licence, attribution=manifest.attribution,
         origin=f"dissolved from {manifest.id}",
         checksum=hashlib.sha256(f"{municipal['checksum'] if municipal else ''}:redraw".encode()
-                                ).hexdigest(), options={"loader": LOADER_VERSION})
+                                ).hexdigest(),
+        options={"loader": LOADER_VERSION, "manifest": {"id": manifest.id, "credit": manifest.credit}})
     source_id = store.insert_source(conn, record, len(found), {})
     conn.execute("DELETE FROM boundary_tiers WHERE boundary_id = ANY(%s)", ([r[0] for r in found],))
     redrawn, notes = [], []
@@ -416,7 +417,9 @@ def _derived_record(conn: psycopg.Connection, manifest: Manifest, options: LoadO
         raise LoadError([Problem(manifest.id, None, "source.from",
                                  f"load {parent_id!r} first: countries are derived from it")])
     checksum = hashlib.sha256(f"{parent['checksum']}:dissolve:iso3166_1".encode()).hexdigest()
-    return _record(manifest, f"derived from {parent_id}", checksum, {"strict": options.strict})
+    return _record(manifest, f"derived from {parent_id}", checksum,
+                   {"strict": options.strict,
+                    "manifest": {"id": manifest.id, "credit": manifest.credit}})
 
 
 def _derived_rows(conn: psycopg.Connection, manifest: Manifest, reporter: Reporter

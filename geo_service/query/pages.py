@@ -43,4 +43,23 @@ async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
             sql.SQL("SELECT x.slug, {name} FROM {table} x ORDER BY {name}").format(
                 name=name, table=sql.Identifier(table)))).fetchall())
     return {"territories": territories, "themes": labels["rights_themes"],
-            "sections": labels["uclg_sections"]}
+            "sections": labels["uclg_sections"], "credits": await credits(conn)}
+
+
+# the boundary sources in place (their latest load, not a removal), countries first
+_CREDITS = sql.SQL(
+    "SELECT coalesce(details->'options'->'manifest'->>'credit', title, source), attribution "
+    "FROM (SELECT DISTINCT ON (source, level) * FROM data_sources "
+    "      WHERE level IN ('country', 'region', 'municipality') "
+    "      ORDER BY source, level, id DESC) latest "
+    "WHERE NOT details ? 'removed' AND features > 0 "
+    "ORDER BY array_position(ARRAY['country', 'region', 'municipality'], level), "
+    "features DESC, source")
+
+
+async def credits(conn: AsyncConnection) -> list[tuple[str, str | None]]:
+    """(short credit, full attribution) of every boundary source in place, each once."""
+    seen: dict[str, str | None] = {}
+    for short, full in await (await conn.execute(_CREDITS)).fetchall():
+        seen.setdefault(short, full)
+    return list(seen.items())

@@ -121,10 +121,13 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
                 "iso3166_2 = %s ORDER BY code LIMIT 1", (region.code,))).fetchone()
             shape = bytes(found[0]) if found else None
         sources = await (await conn.execute(  # the sources of the boundaries on the map: the
-            # country and region layers behind, and the shapes of the territories shown
+            # countries behind, the regions drawn (those of a country or subdivision shown),
+            # and the shapes of the territories shown
             "SELECT attribution, licence FROM data_sources WHERE id IN (SELECT DISTINCT "
-            "data_source_id FROM boundaries WHERE level IN ('country', 'region') "
-            "OR id = ANY(%s)) ORDER BY id", ([r[6] for r in rows if r[6] is not None],))).fetchall()
+            "data_source_id FROM boundaries WHERE level = 'country' OR (level = 'region' AND "
+            "iso3166_1 = ANY(%s)) OR id = ANY(%s)) ORDER BY id",
+            (sorted(focus) if region_rows is not None else [],
+             [r[6] for r in rows if r[6] is not None]))).fetchall()
         stamp = await (await conn.execute(
             "SELECT changed_at::date FROM data_version")).fetchone()
     return SceneRows(

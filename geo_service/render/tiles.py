@@ -33,6 +33,7 @@ from psycopg import AsyncConnection
 
 from geo_service.domain import coarser, tier_for_zoom
 from geo_service.query import tiles
+from geo_service.query.pages import credits
 from geo_service.query.service import data_version, database_identity
 from geo_service.render.i18n import LANGS
 
@@ -185,6 +186,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         version = await data_version(conn)
         database = await database_identity(conn)
+        attribution = tiles.attribution(await credits(conn))
     if not force:
         current = [_existing(directory, lang) for lang in LANGS]
         if all(a is not None and (a.database, a.version) == (database, version)
@@ -220,7 +222,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     sizes: dict[str, int] = {}
     for lang in LANGS:
         path = archive_path(directory, lang)
-        _write(path, found[lang], database, version, max_zoom, lang)
+        _write(path, found[lang], database, version, max_zoom, lang, attribution)
         sizes[lang] = path.stat().st_size
     return BuildResult(version, max_zoom, len(found["en"]), time.perf_counter() - began,
                        largest[0], sizes)
@@ -234,7 +236,7 @@ def _existing(directory: Path, lang: str) -> Archive | None:
 
 
 def _write(path: Path, found: dict[int, bytes], database: str, version: str, max_zoom: int,
-           lang: str) -> None:
+           lang: str, attribution: str) -> None:
     """Write an archive beside its final path, then move it in place (readers never see half)."""
     temporary = path.with_suffix(".pmtiles.tmp")
     with open(temporary, "wb") as f:
@@ -255,7 +257,7 @@ def _write(path: Path, found: dict[int, bytes], database: str, version: str, max
             "renderer_version": tiles.RENDERER_VERSION,
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "vector_layers": tiles.vector_layers("map"),
-            "attribution": tiles.ATTRIBUTION,
+            "attribution": attribution,
         }
         writer.finalize(header, metadata)
     os.replace(temporary, path)

@@ -180,7 +180,7 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
         "territories": data["territories"], "total": len(data["territories"]),
         "filters": request.filters, "langs": list(i18n.LANGS),
         "tiles": f"{base}/tiles/map/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}",
-        "attribution": tiles.SHORT_ATTRIBUTION, "basemap": basemap,
+        "attribution": tiles.short_attribution(data["credits"]), "basemap": basemap,
         "tileMaxZoom": tiles.DATA_MAX_ZOOM,
     }
     MovementLayers(config, asset_version).add_to(world)
