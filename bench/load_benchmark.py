@@ -135,7 +135,8 @@ def main() -> int:
     started, loads = dt.datetime.now(dt.UTC), [harness.load_average()]
     ogr_args = ["-f", "PostgreSQL", "--config", "PG_USE_COPY", "YES", "-nln", OGR_TABLE, "-overwrite",
                 "-lco", "GEOMETRY_NAME=geom", "-nlt", "PROMOTE_TO_MULTI", "-t_srs", "EPSG:4326"]
-    es_args = [*ogr_args[:5], "-nln", OGR_ES_TABLE, *ogr_args[7:]]
+    # TopoJSON carries no CRS: its coordinates are longitude/latitude
+    es_args = [*ogr_args[:5], "-nln", OGR_ES_TABLE, *ogr_args[7:], "-s_srs", "EPSG:4326"]
     cache = Path(os.environ.get("GEO_PACKAGE_CACHE") or harness.ROOT / ".data/packages")
     commands = {
         "defaults": ["geo-service", "boundaries", "load-defaults", "--force"],

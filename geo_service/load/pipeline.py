@@ -152,9 +152,9 @@ def _skip(dsn: str, record: store.SourceRecord, force: bool) -> bool:
         return store.already_loaded(conn, record)
 
 
-def _finish(rows: BoundaryRows, reporter: Reporter) -> None:
+def _finish(rows: BoundaryRows, reporter: Reporter, coverage: bool = True) -> None:
     with reporter.stage("generalizing (3 tiers)"):
-        rows.tiers = generalize(rows.geoms)
+        rows.tiers = generalize(rows.geoms, coverage)
     for warning in rows.warnings:
         reporter.note(warning)
 
@@ -189,7 +189,7 @@ def load_boundaries_manifest(settings: Settings, dsn: str, manifest: Manifest,
     with reporter.stage(f"validating {len(layer):,} features"):
         rows = prepare(layer, manifest.fields, manifest.level,
                        country=manifest.source.country, strict=options.strict)
-    _finish(rows, reporter)
+    _finish(rows, reporter, manifest.source.coverage)
     before_swap = None
     if link_path is not None and manifest.link_regions is not None:
         link = manifest.link_regions

@@ -129,8 +129,10 @@ def label_points(geoms: np.ndarray) -> np.ndarray:
     return labels
 
 
-def generalize(geoms: np.ndarray) -> dict[int, np.ndarray]:
-    """Coverage-preserving simplification per tier: neighbours keep shared edges.
+def generalize(geoms: np.ndarray, coverage: bool = True) -> dict[int, np.ndarray]:
+    """Coverage-preserving simplification per tier: neighbours keep shared edges. Shapes that
+    do not tile the land (`coverage` False: US places) are simplified each on its own, keeping
+    their topology, which is also four times faster.
 
     Tiers cascade from fine to coarse: each simplifies the finer tier's output (itself a clean
     coverage), which is much faster than starting from full resolution every time.
@@ -138,7 +140,8 @@ def generalize(geoms: np.ndarray) -> dict[int, np.ndarray]:
     tiers: dict[int, np.ndarray] = {}
     source = geoms
     for tier, (tolerance, _) in sorted(TIERS.items(), key=lambda item: item[1][0]):
-        simple = shapely.coverage_simplify(source, tolerance)
+        simple = (shapely.coverage_simplify(source, tolerance) if coverage
+                  else shapely.simplify(source, tolerance, preserve_topology=True))
         bad = ~shapely.is_valid(simple) | shapely.is_empty(simple)
         if bad.any():
             simple[bad] = [
