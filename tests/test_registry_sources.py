@@ -145,6 +145,14 @@ def test_every_archive_manifest_pins_its_digest(settings: Settings) -> None:
             assert source.sha256 and len(source.sha256) == 64 and source.archive, manifest.id
 
 
+def _place(conn: psycopg.Connection, name: str, country: str, population: int, lon: float,
+           lat: float) -> None:
+    """A gazetteer place for a test (inside a transaction the test rolls back)."""
+    conn.execute("INSERT INTO places (name, ascii_name, iso3166_1, population, geom) VALUES "
+                 "(%s, %s, %s, %s, ST_SetSRID(ST_Point(%s, %s), 4326))",
+                 (name, name, country, population, lon, lat))
+
+
 def test_a_municipality_that_does_not_hold_its_city_is_implausible(loaded: str) -> None:
     """The plausibility check at match time, on the real layers: a gazetteer whose Lund lay in
     Stockholm (a test place, rolled back) makes the Lund kommun implausible for a member named
@@ -156,9 +164,7 @@ def test_a_municipality_that_does_not_hold_its_city_is_implausible(loaded: str) 
         kept = Matcher(conn).match(name="Lund", country="SE", kind="municipality")
         assert (kept.outcome, kept.boundary_code) == ("matched", "SE-1281")
         with conn.transaction(force_rollback=True):
-            conn.execute("INSERT INTO places (name, ascii_name, iso3166_1, population, geom) "
-                         "VALUES ('Lund', 'Lund', 'SE', 5000000, "
-                         "ST_SetSRID(ST_Point(18.0686, 59.3293), 4326))")
+            _place(conn, "Lund", "SE", 5_000_000, 18.0686, 59.3293)
             rejected = Matcher(conn).match(name="Lund", country="SE", kind="municipality")
     assert rejected.outcome == "implausible" and rejected.boundary_code is None
     assert (rejected.lon, rejected.lat) == (18.0686, 59.3293)
@@ -179,9 +185,7 @@ def test_a_city_on_a_region_must_hold_its_gazetteer_place(loaded: str) -> None:
         assert (kept.outcome, kept.boundary_level) == ("matched", "region")
         assert (gwangju.outcome, gwangju.boundary_level) == ("matched", "region")
         with conn.transaction(force_rollback=True):
-            conn.execute("INSERT INTO places (name, ascii_name, iso3166_1, population, geom) "
-                         "VALUES ('Seoul', 'Seoul', 'KR', 90000000, "
-                         "ST_SetSRID(ST_Point(129.0756, 35.1796), 4326))")
+            _place(conn, "Seoul", "KR", 90_000_000, 129.0756, 35.1796)
             rejected = Matcher(conn).match(name="Seoul", country="KR", kind="metropolitan-area")
             region = Matcher(conn).match(name="Seoul", country="KR", kind="region")
     assert rejected.outcome == "implausible" and rejected.candidates[0]["code"] == kept.boundary_code

