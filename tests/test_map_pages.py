@@ -88,8 +88,8 @@ def drawn(page: Page) -> dict[str, int]:
 
 
 def wait_for_tiles(page: Page) -> None:
-    page.wait_for_function("() => document.querySelectorAll('path.hr-country').length > 50",
-                           timeout=15000)
+    """Until every tile in view is fetched and drawn (the base layer's `load` event)."""
+    page.wait_for_function("() => window.HRTilesLoaded === true", timeout=30000)
 
 
 def shown_in_db(dsn: str, where: str = "TRUE") -> int:

@@ -285,7 +285,11 @@
                   weight: 1.5, className: "hr-territory"};
         }
       }
-    }).addTo(map);
+    });
+    // a signal for tests and embedding pages: every tile in view has been fetched and drawn
+    base.on("loading", function () { window.HRTilesLoaded = false; });
+    base.on("load", function () { window.HRTilesLoaded = true; });
+    base.addTo(map);
 
     var clusters = L.markerClusterGroup({
       showCoverageOnHover: false, maxClusterRadius: 40, spiderfyOnMaxZoom: true,
