@@ -25,7 +25,7 @@ run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default 
 	$(GEO) tiles build
 	$(GEO) serve
 
-test: setup $(STAMPS)/browser lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS
+test: setup $(STAMPS)/clients lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS
 	$(BIN)/pytest
 
 fuzz: setup ## Longer fuzzing than `make test`: FUZZ_EXAMPLES fresh hostile requests over every route (default 20000), and schemathesis with SCHEMATHESIS_EXAMPLES per operation and mode (default 300)
@@ -45,7 +45,7 @@ db-start: setup ## Start the embedded PostGIS
 db-stop: setup ## Stop the embedded PostGIS
 	$(GEO) db stop
 
-bench: setup $(STAMPS)/browser ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), map page weight, map images (docs/benchmarks.md); soak with a database restart and memory under a tile flood (docs/reliability.md)
+bench: setup $(STAMPS)/clients ## Benchmarks against ogr2ogr (load) and tipg (features, vector tiles), map page weight, map images (docs/benchmarks.md); soak with a database restart and memory under a tile flood (docs/reliability.md)
 	@command -v ogr2ogr >/dev/null || $(MAKE) --no-print-directory APT_PACKAGES=gdal-bin system-deps
 	$(GEO) db upgrade
 	$(GEO) load-defaults
@@ -75,6 +75,8 @@ missing-packages: ## Print the Debian packages whose pieces are missing (what sy
 	for p in $(filter gdal-bin,$(APT_PACKAGES)); do command -v ogr2ogr >/dev/null || missing="$$missing $$p"; done; \
 	for p in $(filter chromium,$(APT_PACKAGES)); do command -v chromium >/dev/null || missing="$$missing $$p"; done; \
 	for p in $(filter fonts-liberation,$(APT_PACKAGES)); do [ -e "$(SYSTEM_ROOT)/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf" ] || missing="$$missing $$p"; done; \
+	for p in $(filter python3-qgis,$(APT_PACKAGES)); do [ -e "$(SYSTEM_ROOT)/usr/lib/python3/dist-packages/qgis/core/__init__.py" ] || missing="$$missing $$p"; done; \
+	for p in $(filter qgis-providers,$(APT_PACKAGES)); do [ -e "$(SYSTEM_ROOT)/usr/lib/qgis/plugins/libprovider_wfs.so" ] || missing="$$missing $$p"; done; \
 	echo $$missing
 
 system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv, Noto fonts)
@@ -87,10 +89,11 @@ system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, 
 	$$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
 
-# headless Chromium for the map page tests (Debian's; Playwright drives it, never downloads one)
-$(STAMPS)/browser:
-	@command -v chromium >/dev/null || \
-		$(MAKE) --no-print-directory APT_PACKAGES="chromium fonts-liberation" system-deps
+# the clients the tests drive: headless Chromium for the map pages (Debian's; Playwright drives
+# it, never downloads one) and QGIS offscreen over OGC API Features (Debian's, run by its Python)
+CLIENT_PACKAGES := chromium fonts-liberation python3-qgis qgis-providers
+$(STAMPS)/clients:
+	@$(MAKE) --no-print-directory APT_PACKAGES="$(CLIENT_PACKAGES)" system-deps
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/venv: pyproject.toml constraints.txt

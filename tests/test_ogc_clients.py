@@ -1,8 +1,13 @@
 """Real clients over HTTP: GDAL's OAPIF driver (via pyogrio) and OWSLib read every collection,
-following `next` to the end; counts equal the database's."""
+following `next` to the end; counts equal the database's. QGIS (Debian's, offscreen) declares each
+collection's geometry type and draws the members' boundaries."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -20,6 +25,8 @@ EXPECTED_COUNTS = {
     "initiatives": "SELECT count(*) FROM initiatives i JOIN territories t ON t.id = i.territory_id "
                    "WHERE t.commitment_kind <> 'engagement-only'",
     "uclg-sections": "SELECT count(*) FROM uclg_sections",
+    "territory-boundaries": "SELECT count(*) FROM territories WHERE commitment_kind <> "
+                            "'engagement-only' AND boundary_code IS NOT NULL",
 }
 
 
@@ -33,12 +40,27 @@ def test_gdal_lists_every_collection(server: str) -> None:
     assert layers == set(COLLECTIONS)
 
 
-@pytest.mark.parametrize("collection", ["territories", "regions", "municipalities", "initiatives"])
+# Spain with the Canaries: its municipalities lie wholly inside, and no other country's are near
+SPAIN = (-19.0, 27.0, 5.0, 44.5)
+
+
+@pytest.mark.parametrize("collection", ["territories", "territory-boundaries", "regions",
+                                        "municipalities", "initiatives"])
 def test_gdal_reads_to_the_end(server: str, database_url: str, collection: str) -> None:
-    frame = pyogrio.read_dataframe(f"OAPIF:{server}", layer=collection)
-    assert len(frame) == count(database_url, collection)
+    if collection == "municipalities":  # Spain's 8,119 over 9 pages (all 63k would take a minute)
+        frame = pyogrio.read_dataframe(f"OAPIF:{server}", layer=collection, bbox=SPAIN)
+        with psycopg.connect(database_url) as conn:
+            spain = conn.execute("SELECT count(*) FROM boundaries WHERE level = 'municipality' "
+                                 "AND iso3166_1 = 'ES'").fetchone()[0]
+        assert len(frame) == spain > 8000 and set(frame["iso3166_1"]) == {"ES"}
+    else:
+        frame = pyogrio.read_dataframe(f"OAPIF:{server}", layer=collection)
+        assert len(frame) == count(database_url, collection)
     assert frame.crs.to_string() == "OGC:CRS84"  # longitude, latitude
     assert frame.geometry.notna().all()
+    # one geometry type per layer, as GDAL and QGIS declare it
+    types = set(frame.geom_type)
+    assert types == {"Point"} or types <= {"Polygon", "MultiPolygon"}, types
 
 
 def test_gdal_opens_one_collection_with_a_filter(server: str) -> None:
@@ -71,3 +93,30 @@ def test_owslib_lists_collections_and_pages_with_next(server: str, database_url:
         assert len(seen) == len(set(seen)) == count(database_url, collection)
         assert page["numberMatched"] == len(seen)
         assert pages == -(-len(seen) // 500)
+
+
+QGIS_PROBE = Path(__file__).parent / "clients" / "qgis_probe.py"
+
+
+def test_qgis_declares_one_geometry_type_per_layer_and_draws_the_boundaries(
+        server: str, database_url: str) -> None:
+    """QGIS 3.22 declares an OAPIF layer's geometry type from its features. `territories` is a
+    point layer of points only; `territory-boundaries` a polygon layer that QGIS draws (a polygon
+    inside a point layer draws nothing: what desktop users saw before)."""
+    gwangju = "id=kr-metropolitan-area-gwangju"
+    run = subprocess.run(
+        ["/usr/bin/python3", str(QGIS_PROBE), server, gwangju, "territories",
+         "territory-boundaries"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    layers = json.loads(run.stdout.strip().splitlines()[-1])
+    points, shapes = layers["territories"], layers["territory-boundaries"]
+    assert points["valid"] and shapes["valid"]
+    assert points["declared"] == "Point"
+    assert points["features"] == {"Point": count(database_url, "territories")}
+    assert shapes["declared"] == "MultiPolygon"
+    assert shapes["features"] == {"MultiPolygon": count(database_url, "territory-boundaries")}
+    # Gwangju's 498 km² fill a good part of a 300×300 image of its bounding box; its point
+    # marker in the point layer only a few
+    assert shapes["pixels"] > 10_000
+    assert 0 < points["pixels"] < 2_000

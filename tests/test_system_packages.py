@@ -81,3 +81,14 @@ def test_optional_pieces_only_when_asked_for(tmp_path: Path) -> None:
     with_browser = missing(tmp_path, EVERYTHING, [*COMMANDS, "chromium", "ogr2ogr"],
                            apt="chromium fonts-liberation gdal-bin")
     assert with_browser == ["fonts-liberation"]
+
+
+def test_the_test_clients_chromium_and_qgis(tmp_path: Path) -> None:
+    clients = "chromium fonts-liberation python3-qgis qgis-providers"
+    assert missing(tmp_path, EVERYTHING, COMMANDS, apt=clients) == clients.split()
+    qgis = ["usr/lib/python3/dist-packages/qgis/core/__init__.py",
+            "usr/lib/qgis/plugins/libprovider_wfs.so"]
+    found = missing(tmp_path, [*EVERYTHING, *qgis[:1]], [*COMMANDS, "chromium"], apt=clients)
+    assert found == ["fonts-liberation", "qgis-providers"]
+    assert missing(tmp_path, [*EVERYTHING, *qgis], [*COMMANDS, "chromium"], apt=clients) == [
+        "fonts-liberation"]

@@ -123,13 +123,37 @@ TERRITORIES = Collection(
     source=lambda tier: sql.SQL("territories t {} {}").format(v.TERRITORY_BOUNDARY,
                                                               v.tier_join(tier)),
     id_sql=sql.SQL("t.id"),
-    geometries={"boundary": sql.SQL("coalesce(bt.geom, b.geom, t.location)"),
-                "point": sql.SQL("t.location"), "none": None},
+    # points by default: one geometry type per collection, as desktop GIS declares a layer's
+    # type from it (QGIS made this a point layer and could not draw the few polygons in it);
+    # geometry=boundary gives each one's shape (its point where it has none)
+    geometries={"point": sql.SQL("t.location"),
+                "boundary": sql.SQL("coalesce(bt.geom, b.geom, t.location)"), "none": None},
     properties=_TERRITORY_PROPS, types=_TERRITORY_TYPES,
     filters=_MEMBER_FILTERS | {"theme": v.territory_has_theme},
     region="territory", spatial=sql.SQL("coalesce(b.geom, t.location)"),
     datetime_sql=sql.SQL("coalesce(t.joined_on, make_date(t.year, 1, 1))"),
     hidden=True, extra_params=("geometry", "include_engagement"),
+)
+
+TERRITORY_BOUNDARIES = Collection(
+    id="territory-boundaries", title="Human rights territories: their boundaries",
+    description="The territories that sit on a boundary of their own (a municipality, region "
+                "or the first-level unit that is the city), as MultiPolygons only; the others "
+                "are points in `territories`. Engagement-only rows appear with "
+                "include_engagement=true.",
+    source=lambda tier: sql.SQL("territories t JOIN boundaries b ON b.level = t.boundary_level "
+                                "AND b.code = t.boundary_code {}").format(v.tier_join(tier)),
+    id_sql=sql.SQL("t.id"),
+    geometries={"boundary": sql.SQL("coalesce(bt.geom, b.geom)"), "none": None},
+    properties=_TERRITORY_PROPS | _columns({
+        "boundary_name": "b.name", "boundary_source": "b.source",
+        "area_km2": "round(b.area_km2::numeric, 1)"}),
+    types=_TERRITORY_TYPES | {"area_km2": "number", "boundary_name": "string",
+                              "boundary_source": "string"},
+    filters=_MEMBER_FILTERS | {"theme": v.territory_has_theme},
+    region="territory", spatial=sql.SQL("b.geom"),
+    datetime_sql=sql.SQL("coalesce(t.joined_on, make_date(t.year, 1, 1))"),
+    hidden=True, extra_params=("include_engagement",),
 )
 
 INITIATIVES = Collection(
@@ -174,6 +198,8 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
     _boundaries("regions", "region", "Regions",
                 "First-level divisions: states, provinces, regions (Natural Earth 1:10m)."),
     _boundaries("municipalities", "municipality", "Municipalities",
-                "Local governments with boundaries (South Korea's si/gun/gu so far)."),
-    TERRITORIES, INITIATIVES, SECTIONS,
+                "Local governments with boundaries: the official municipal layers of South "
+                "Korea, Spain, Italy, Germany, the United States, Brazil, Chile, Taiwan and "
+                "Sweden (and any loaded as one's own)."),
+    TERRITORIES, TERRITORY_BOUNDARIES, INITIATIVES, SECTIONS,
 )}
