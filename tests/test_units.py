@@ -183,6 +183,27 @@ def test_tier_for_each_zoom(zoom: int) -> None:
         assert TIERS[tier][0] <= 360 / (256 * 2**zoom)
 
 
+def test_drop_specks_fills_small_holes_and_drops_small_parts_keeping_the_largest() -> None:
+    import numpy as np
+    import shapely
+    from shapely.geometry import MultiPolygon, Polygon, box
+
+    from geo_service.load.prepare import drop_specks
+
+    land = Polygon(box(0, 0, 10, 10).exterior, [box(1, 1, 1.05, 1.05).exterior,  # a sliver hole
+                                               box(5, 5, 7, 7).exterior])  # a real one (4)
+    islet, island = box(20, 20, 20.05, 20.05), box(30, 30, 31, 31)
+    only_islets = MultiPolygon([box(40, 40, 40.05, 40.05), box(50, 50, 50.08, 50.08)])
+    shapes = np.array([MultiPolygon([land, islet, island]), only_islets, None], dtype=object)
+    kept = drop_specks(shapes, 0.01)
+    assert [len(p.interiors) for p in kept[0].geoms] == [1, 0]  # the real hole; the island
+    assert kept[0].area == pytest.approx(100 - 4 + 1)
+    assert kept[1].equals(MultiPolygon([box(50, 50, 50.08, 50.08)]))  # its largest part
+    assert kept[2] is None
+    assert shapely.is_valid(kept[:2]).all()
+    assert shapes[0].area == pytest.approx(100 - 4 - 0.0025 + 0.0025 + 1)  # input untouched
+
+
 def test_coarser_steps_from_full_resolution_to_the_coarsest_tier() -> None:
     assert [coarser(t) for t in (None, 3, 2, 1)] == [3, 2, 1, 1]
     chain, tier = [], tier_for_zoom(24)

@@ -93,7 +93,7 @@ class LoadResult:
 
 
 # Bump when the loader's output changes for the same input: loads in place then count as stale.
-LOADER_VERSION = 2
+LOADER_VERSION = 3  # 3: tiers drop the parts and holes smaller than their tolerance squared
 
 
 def _record(manifest: Manifest, origin: str, checksum: str, options: dict[str, Any]

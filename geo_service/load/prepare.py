@@ -129,13 +129,36 @@ def label_points(geoms: np.ndarray) -> np.ndarray:
     return labels
 
 
+def drop_specks(geoms: np.ndarray, min_area: float) -> np.ndarray:
+    """Each shape without the parts and holes smaller than `min_area` (square degrees): islets and
+    slivers nobody sees at a tier's scale, which still cost their points (Korea's country, the
+    union of 253 municipalities, kept 8,993 sliver holes and 52,013 points in its coarsest
+    tier). A shape keeps at least its largest part."""
+    out = geoms.copy()
+    present = np.nonzero(~(shapely.is_missing(geoms) | shapely.is_empty(geoms)))[0]
+    if not len(present):
+        return out
+    parts, part_of = shapely.get_parts(geoms[present], return_index=True)
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    shell = np.r_[True, ring_of[1:] != ring_of[:-1]]  # each part's first ring
+    kept_ring = shell | (shapely.area(shapely.polygons(rings)) >= min_area)
+    parts = shapely.polygons(rings[kept_ring], indices=ring_of[kept_ring])
+    area = shapely.area(parts)
+    kept = area >= min_area
+    order = np.lexsort((-area, part_of))  # by shape, largest part first
+    kept[order[np.r_[True, part_of[order][1:] != part_of[order][:-1]]]] = True
+    out[present] = shapely.multipolygons(parts[kept], indices=part_of[kept])
+    return out
+
+
 def generalize(geoms: np.ndarray, coverage: bool = True) -> dict[int, np.ndarray]:
     """Coverage-preserving simplification per tier: neighbours keep shared edges. Shapes that
     do not tile the land (`coverage` False: US places) are simplified each on its own, keeping
     their topology, which is also four times faster.
 
     Tiers cascade from fine to coarse: each simplifies the finer tier's output (itself a clean
-    coverage), which is much faster than starting from full resolution every time.
+    coverage), which is much faster than starting from full resolution every time. Each tier
+    drops the parts and holes smaller than its tolerance squared.
     """
     tiers: dict[int, np.ndarray] = {}
     source = geoms
@@ -152,7 +175,7 @@ def generalize(geoms: np.ndarray, coverage: bool = True) -> dict[int, np.ndarray
                            for g in simple], dtype=object)
         empty = shapely.is_empty(result)
         result[empty] = source[empty]  # a shape smaller than the tolerance keeps the finer one
-        tiers[tier] = source = result
+        tiers[tier] = source = drop_specks(result, tolerance ** 2)
     return dict(sorted(tiers.items()))
 
 

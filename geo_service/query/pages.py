@@ -19,13 +19,18 @@ def _territories_sql(lang: str) -> sql.Composed:
         "'sections', t.sections, 'country', t.iso3166_1, 'country_name', {country_name}, "
         "'lat', round(ST_Y(t.location)::numeric, 5), 'lon', round(ST_X(t.location)::numeric, 5), "
         "'placed', t.match_outcome, 'boundary', t.boundary_code IS NOT NULL, "
+        # the boundary it is drawn with: its level, area and source (for the popup, and to
+        # draw it only where it is larger than its marker)
+        "'shape', CASE WHEN b.id IS NOT NULL THEN json_build_object("
+        "'level', b.level, 'area_km2', round(b.area_km2::numeric, 1), "
+        "'source', coalesce(ds.details->'options'->'manifest'->>'credit', ds.title, b.source)) END, "
         "'sources', t.sources, 'confidence', t.confidence, 'website', t.website, "
         "'themes', to_json({themes}), "
         "'initiatives', (SELECT coalesce(json_agg(json_build_object("
         "'title', i.title, 'year', i.year_started, 'source', i.source) "
         "ORDER BY i.year_started NULLS LAST, i.title), '[]') "
         "FROM initiatives i WHERE i.territory_id = t.id)) "
-        "FROM territories t {boundary} "
+        "FROM territories t {boundary} LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
         "LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1 "
         "WHERE {shown} ORDER BY t.name, t.id").format(
             name=v.territory_name(lang), country_name=country_name, themes=v.TERRITORY_THEMES,

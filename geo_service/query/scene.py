@@ -36,9 +36,11 @@ class SceneRows:
     countries: list[tuple[str, bytes]]  # code, WKB
     regions: list[tuple[str, str | None, bytes]] | None  # code, ISO 3166-2, WKB
     territories: list[dict[str, Any]]
-    polygons: list[tuple[str, str, bytes]]  # territory id, commitment kind, WKB
+    # territory id, commitment kind, WKB, and its boundary's source: attribution, licence
+    polygons: list[tuple[str, str, bytes, str | None, str | None]]
     subdivision_shape: bytes | None  # the full shape of a subdivision region (to frame)
-    sources: list[tuple[str, str | None]] = field(default_factory=list)  # attribution, licence
+    # attribution, licence of the boundaries behind: the countries and the regions drawn
+    sources: list[tuple[str, str | None]] = field(default_factory=list)
     stamp: dt.date | None = None  # when the data last changed
 
 
@@ -110,7 +112,8 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
         territories = [{"id": r[0], "name": r[1], "kind": r[2], "commitment_kind": r[3],
                         "lon": r[4], "lat": r[5]} for r in rows]
         polygons = await (await conn.execute(sql.SQL(
-            "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom) FROM territories t {} {} "
+            "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom), ds.attribution, ds.licence "
+            "FROM territories t {} {} LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
             "WHERE t.id = ANY({}) ORDER BY t.id").format(
                 v.TERRITORY_BOUNDARY, v.tier_join(tier, outer=False),
                 sql.Literal([t["id"] for t in territories])))).fetchall()
@@ -120,21 +123,21 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
                 "SELECT ST_AsBinary(geom) FROM boundaries WHERE level = 'region' AND "
                 "iso3166_2 = %s ORDER BY code LIMIT 1", (region.code,))).fetchone()
             shape = bytes(found[0]) if found else None
-        sources = await (await conn.execute(  # the sources of the boundaries on the map: the
-            # countries behind, the regions drawn (those of a country or subdivision shown),
-            # and the shapes of the territories shown
+        sources = await (await conn.execute(  # the sources of the boundaries behind: the
+            # countries and the regions drawn (those of a country or subdivision shown); the
+            # territories' shapes carry theirs, credited where drawn
             "SELECT attribution, licence FROM data_sources WHERE id IN (SELECT DISTINCT "
             "data_source_id FROM boundaries WHERE level = 'country' OR (level = 'region' AND "
-            "iso3166_1 = ANY(%s)) OR id = ANY(%s)) ORDER BY id",
-            (sorted(focus) if region_rows is not None else [],
-             [r[6] for r in rows if r[6] is not None]))).fetchall()
+            "iso3166_1 = ANY(%s))) ORDER BY id",
+            (sorted(focus) if region_rows is not None else [],))).fetchall()
         stamp = await (await conn.execute(
             "SELECT changed_at::date FROM data_version")).fetchone()
     return SceneRows(
         version=version, region=region, region_name=name, focus=focus, tier=tier,
         countries=[(r[0], bytes(r[1])) for r in countries],
         regions=None if region_rows is None else [(r[0], r[1], bytes(r[2])) for r in region_rows],
-        territories=territories, polygons=[(r[0], r[1], bytes(r[2])) for r in polygons],
+        territories=territories,
+        polygons=[(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in polygons],
         subdivision_shape=shape, sources=[(r[0], r[1]) for r in sources],
         stamp=stamp[0] if stamp else None)
 

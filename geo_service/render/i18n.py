@@ -45,6 +45,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "website": {"en": "Website", "fr": "Site web", "es": "Sitio web"},
     "confidence": {"en": "Confidence", "fr": "Fiabilité", "es": "Confianza"},
     "placed": {"en": "Placed", "fr": "Placé", "es": "Ubicado"},
+    "boundary": {"en": "Boundary", "fr": "Contour", "es": "Límite"},
     "fullscreen": {"en": "Full screen", "fr": "Plein écran", "es": "Pantalla completa"},
     "exit_fullscreen": {"en": "Exit full screen", "fr": "Quitter le plein écran",
                         "es": "Salir de pantalla completa"},
@@ -91,6 +92,14 @@ COMMITMENTS: dict[str, dict[str, str]] = {
                          "es": "Iniciativa ciudadana (PDHRE)"},
     "other-commitment": {"en": "Other commitment", "fr": "Autre engagement",
                          "es": "Otro compromiso"},
+}
+
+# the level of the boundary a territory is drawn with, as the popup names it
+LEVELS: dict[str, dict[str, str]] = {
+    "country": {"en": "country", "fr": "pays", "es": "país"},
+    "region": {"en": "first-level region", "fr": "région de premier niveau",
+               "es": "región de primer nivel"},
+    "municipality": {"en": "municipality", "fr": "commune", "es": "municipio"},
 }
 
 # Okabe–Ito: told apart with the common colour-vision deficiencies; the legend repeats them as text

@@ -212,9 +212,24 @@ class Scene:
     countries: gpd.GeoDataFrame
     regions: gpd.GeoDataFrame | None
     territories: list[dict[str, Any]]
-    polygons: gpd.GeoDataFrame
+    polygons: gpd.GeoDataFrame  # with each one's source: attribution, licence
     extent: tuple[float, float, float, float]  # lon/lat of what to frame
-    credit: str
+    sources: list[tuple[str, str | None]]  # of the boundaries behind (countries, regions)
+    credit_prefix: str  # "Data" in the image's language
+    credit_tail: str  # what follows the boundaries' sources: members, data version
+
+    def credit(self, polygons: gpd.GeoDataFrame | None) -> str:
+        """The credit line: the boundaries behind, those of the `polygons` drawn, the rest."""
+        drawn = [] if polygons is None or polygons.empty else \
+            list(zip(polygons["attribution"], polygons["licence"], strict=True))
+        seen: list[str] = []
+        for attribution, licence in self.sources + drawn:
+            if not attribution:
+                continue
+            entry = f"{attribution.rstrip('.')} ({licence})" if licence else attribution.rstrip(".")
+            if entry not in seen:
+                seen.append(entry)
+        return f"{self.credit_prefix}: {' · '.join(seen)} · {self.credit_tail}"
 
 
 def _frame(geoms: list[Any]) -> tuple[float, float, float, float]:
@@ -248,7 +263,8 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
     countries = _frame_of(rows.countries)
     regions = _frame_of(rows.regions) if rows.regions is not None else None
     polygons = gpd.GeoDataFrame(
-        {"id": [r[0] for r in rows.polygons], "commitment_kind": [r[1] for r in rows.polygons]},
+        {"id": [r[0] for r in rows.polygons], "commitment_kind": [r[1] for r in rows.polygons],
+         "attribution": [r[3] for r in rows.polygons], "licence": [r[4] for r in rows.polygons]},
         geometry=shapely.from_wkb([r[2] for r in rows.polygons]), crs="EPSG:4326")
     if kind == "world":
         extent = (-180.0, -58.0, 180.0, 84.0)
@@ -256,21 +272,14 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
         extent = _frame([shapely.from_wkb(rows.subdivision_shape)])
     else:
         extent = _frame(list(countries[countries["code"].isin(rows.focus)].geometry))
-    seen: list[str] = []
-    for attribution, licence in rows.sources:
-        entry = f"{attribution.rstrip('.')} ({licence})" if licence else attribution.rstrip(".")
-        if attribution and entry not in seen:
-            seen.append(entry)
-    attributions = " · ".join(seen)
     members = {"en": "members: documented public commitments, each with its source",
                "fr": "membres : engagements publics documentés, chacun avec sa source",
                "es": "miembros: compromisos públicos documentados, cada uno con su fuente"}[lang]
     stamp = rows.stamp.isoformat() if rows.stamp else "?"
-    credit = (f"{TEXT['credit'][lang]}: {attributions} · {members} · "
-              + TEXT["version"][lang].format(v=rows.version, d=stamp))
+    tail = f"{members} · " + TEXT["version"][lang].format(v=rows.version, d=stamp)
     name = rows.region_name or TEXT["world"][lang]
     return Scene(kind, name, rows.focus, countries, regions, rows.territories, polygons, extent,
-                 credit)
+                 rows.sources, TEXT["credit"][lang], tail)
 
 
 def filters_of(request: MapRequest) -> SceneFilters:
@@ -344,16 +353,8 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         y_title = 0.975
         y_sub = y_title - frac(title_pt) * 1.3
         map_top = y_sub - frac(sub_pt) * 1.6
-        credit_lines = _wrap(figure, scene.credit, credit_pt, 0.96 * request.width)
-        credit_h = 0.015 + frac(credit_pt) * 1.6 * len(credit_lines)
-        ax_box = (0.02, credit_h + 0.01, 0.96, map_top - credit_h - 0.02)
-        ax = figure.add_axes(ax_box)
-        ax.set_axis_off()
         crs = projection(scene)
         clip = _clip_box(scene)
-        background = "none" if request.transparent else colours["sea"]
-        figure.patch.set_facecolor("none" if request.transparent else colours["sea"])
-        ax.set_facecolor(background)
 
         def project(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             if frame is None or frame.empty:
@@ -361,6 +362,23 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
             clipped = frame.clip(clip)
             clipped = clipped[~clipped.geometry.is_empty]
             return clipped.to_crs(crs)
+
+        frame = gpd.GeoSeries([box(*scene.extent).segmentize(1.0)], crs="EPSG:4326").to_crs(crs)
+        bounds = tuple(frame.total_bounds)
+        size = (2.4 * scale) ** 2 / 4  # of a member's marker, in points²
+        marker_px = math.sqrt(size) * request.dpi / 72
+        # the territories' shapes drawn: those larger than their marker at the image's scale
+        # (the map's height is estimated before the credit's lines are known)
+        per_px = _units_per_pixel(bounds, 0.96 * request.width, (map_top - 0.06) * request.height)
+        polygons = _larger_than(project(scene.polygons), marker_px * per_px)
+        credit_lines = _wrap(figure, scene.credit(polygons), credit_pt, 0.96 * request.width)
+        credit_h = 0.015 + frac(credit_pt) * 1.6 * len(credit_lines)
+        ax_box = (0.02, credit_h + 0.01, 0.96, map_top - credit_h - 0.02)
+        ax = figure.add_axes(ax_box)
+        ax.set_axis_off()
+        background = "none" if request.transparent else colours["sea"]
+        figure.patch.set_facecolor("none" if request.transparent else colours["sea"])
+        ax.set_facecolor(background)
 
         countries = project(scene.countries)
         if countries is not None and not countries.empty:
@@ -374,22 +392,17 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         if regions is not None and not regions.empty:
             regions.plot(ax=ax, facecolor="none", edgecolor=colours["inner"],
                          linewidth=0.3 * scale / 7.5)
-        polygons = project(scene.polygons)
         if polygons is not None and not polygons.empty:
             for commitment, group in polygons.groupby("commitment_kind", sort=True):
                 group.plot(ax=ax, color=i18n.COLOURS.get(commitment, "#777777"), alpha=0.35,
                            edgecolor=i18n.COLOURS.get(commitment, "#777777"),
                            linewidth=0.8 * scale / 7.5)
-        # frame
-        frame = gpd.GeoSeries([box(*scene.extent).segmentize(1.0)], crs="EPSG:4326").to_crs(crs)
-        minx, miny, maxx, maxy = frame.total_bounds
-        _fit(ax, (minx, miny, maxx, maxy), ax_box[2] * request.width, ax_box[3] * request.height)
+        _fit(ax, bounds, ax_box[2] * request.width, ax_box[3] * request.height)
         # territories
         points = gpd.GeoDataFrame(
             scene.territories, geometry=gpd.points_from_xy(
                 [t["lon"] for t in scene.territories], [t["lat"] for t in scene.territories]),
             crs="EPSG:4326") if scene.territories else None
-        size = (2.4 * scale) ** 2 / 4
         if points is not None:
             projected = points.to_crs(crs)
             xs, ys = projected.geometry.x.to_numpy(), projected.geometry.y.to_numpy()
@@ -491,7 +504,22 @@ def _shrink_to_width(figure: Figure, text: Any, width_px: float) -> None:
         text.set_fontsize(text.get_fontsize() * 0.92)
 
 
-def _fit(ax: Any, bounds: tuple[float, float, float, float], ax_w: float, ax_h: float) -> None:
+def _units_per_pixel(bounds: tuple[float, ...], ax_w: float, ax_h: float) -> float:
+    """Map units per pixel once `_fit` frames `bounds` in axes of ax_w × ax_h pixels."""
+    minx, miny, maxx, maxy = bounds
+    return max((maxx - minx) / ax_w, (maxy - miny) / ax_h)
+
+
+def _larger_than(frame: gpd.GeoDataFrame | None, length: float) -> gpd.GeoDataFrame | None:
+    """The shapes whose bounding box is at least `length` across (in the frame's units)."""
+    if frame is None or frame.empty:
+        return frame
+    bounds = frame.geometry.bounds
+    across = (bounds["maxx"] - bounds["minx"]).combine(bounds["maxy"] - bounds["miny"], max)
+    return frame[across >= length]
+
+
+def _fit(ax: Any, bounds: tuple[float, ...], ax_w: float, ax_h: float) -> None:
     """Frame `bounds`, widened to the axes' own shape so nothing is stretched or clipped."""
     minx, miny, maxx, maxy = bounds
     width, height = maxx - minx, maxy - miny

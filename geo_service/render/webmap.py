@@ -175,7 +175,7 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
     config = {
         "lang": lang, "embed": request.embed, "strings": text,
         "kinds": i18n.labels(i18n.KINDS, lang), "commitments": i18n.labels(i18n.COMMITMENTS, lang),
-        "colours": i18n.COLOURS, "shapes": i18n.SHAPES,
+        "levels": i18n.labels(i18n.LEVELS, lang), "colours": i18n.COLOURS, "shapes": i18n.SHAPES,
         "themes": data["themes"], "sections": data["sections"],
         "territories": data["territories"], "total": len(data["territories"]),
         "filters": request.filters, "langs": list(i18n.LANGS),

@@ -100,6 +100,23 @@
       (!filters.commitment_kind || t.commitment_kind === filters.commitment_kind);
   }
 
+  function formatArea(km2, lang) {
+    if (km2 === null || km2 === undefined) { return ""; }
+    var digits = km2 < 10 ? 1 : 0;
+    return new Intl.NumberFormat(lang, {maximumFractionDigits: digits, minimumFractionDigits: digits})
+      .format(km2) + "\u00a0km²";
+  }
+
+  // How many screen pixels across a territory's boundary is at a zoom (the side of a square of
+  // its area, at its latitude in Web Mercator): below MIN_SHAPE_PX its marker stands for it alone.
+  var MIN_SHAPE_PX = 8;
+  var OUTLINE_BELOW_ZOOM = 6;  // outline only below: a world map of filled shapes is a blur
+  function shapePixels(t, zoom) {
+    if (!t.shape || !t.shape.area_km2) { return 0; }
+    var metresPerPixel = 40075016.686 * Math.cos(t.lat * Math.PI / 180) / (256 * Math.pow(2, zoom));
+    return Math.sqrt(t.shape.area_km2) * 1000 / metresPerPixel;
+  }
+
   function popupContent(t, config) {
     var s = config.strings;
     var rows = [
@@ -112,6 +129,11 @@
       [s.confidence, s[t.confidence] || t.confidence],
       [s.placed, s[t.placed] || t.placed]
     ];
+    if (t.shape) {  // the boundary it is drawn with: level, area, source
+      rows.push([s.boundary, [config.levels[t.shape.level] || t.shape.level,
+                              formatArea(t.shape.area_km2, config.lang), t.shape.source]
+        .filter(Boolean).join(" · ")]);
+    }
     var dl = el("dl", {"class": "hr-facts"});
     rows.forEach(function (row) {
       dl.appendChild(el("dt", {text: row[0]}));
@@ -279,10 +301,12 @@
         territories: function (properties, zoom, dimension) {
           if (dimension === 1) { return []; }  // points are the markers' job
           var t = byId[properties.id];
-          if (!t || !matches(t, filters)) { return []; }
-          return {fill: true, fillColor: config.colours[properties.commitment_kind] || "#777777",
-                  fillOpacity: 0.35, color: config.colours[properties.commitment_kind] || "#777777",
-                  weight: 1.5, className: "hr-territory"};
+          if (!t || !matches(t, filters) || shapePixels(t, zoom) < MIN_SHAPE_PX) { return []; }
+          var colour = config.colours[properties.commitment_kind] || "#777777";
+          var outline = zoom < OUTLINE_BELOW_ZOOM;
+          return {fill: !outline, fillColor: colour, fillOpacity: 0.35, color: colour,
+                  weight: outline ? 1.2 : 1.5,
+                  className: "hr-territory" + (outline ? " hr-territory-outline" : "")};
         }
       }
     });
