@@ -145,3 +145,42 @@ def test_the_servers_connections_cut_a_slow_statement(settings, sample) -> None:
         assert time.monotonic() - began < 2.0
         assert http_status(cut.value)[0] == 503
         assert client.get("/collections/regions/items?limit=1").status_code == 200
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, command line)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:  # gone meanwhile
+                continue
+            found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), command)
+    return found
+
+
+def test_drawing_workers_leave_with_a_killed_server(settings, sample, tmp_path: Path) -> None:
+    """kill -9 of the server leaves none of its map-image workers behind: they notice their
+    server is gone and exit within seconds (before, two stayed for good after a test run)."""
+    import signal
+
+    env = {**os.environ, "DATABASE_URL": settings.database_url,
+           "GEO_TILES_DIR": str(settings.tiles_dir), "GEO_IMAGE_WORKERS": "2"}
+    with serving(env, tmp_path / "server.log") as url:
+        port = url.rsplit(":", 1)[1]
+        assert get(url + "/export/map.png?preset=square")[0] == 200
+        table = _processes()
+        server = next(pid for pid, (_, command) in table.items()
+                      if "geo_service serve" in command and f"--port {port}" in command)
+        workers = [pid for pid, (parent, _) in table.items() if parent == server]  # and the
+        # resource tracker, which leaves when its pipe closes
+        assert workers, "the image was drawn in no worker process"
+        os.kill(server, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(pid in _processes() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [pid for pid in workers if pid in _processes()]
+        assert left == [], f"workers still running 10 s after their server was killed: {left}"
+

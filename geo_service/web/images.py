@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +27,19 @@ from geo_service.web.http import CACHE, conditional
 
 router = APIRouter(tags=["Map images"])
 T = TypeVar("T")
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each drawing worker: leave as soon as the server that started it is gone. A server
+    stopped while a worker was still starting, or killed outright, left its workers running
+    (about 270 MB each) with nothing to ever tell them to stop."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class RenderPool:
@@ -64,7 +80,8 @@ class RenderPool:
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers,
                                    mp_context=multiprocessing.get_context("spawn"),
-                                   max_tasks_per_child=100)
+                                   max_tasks_per_child=100, initializer=_exit_with_parent,
+                                   initargs=(os.getpid(),))
 
     def _release(self) -> None:
         self.taken -= 1
