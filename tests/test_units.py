@@ -183,6 +183,40 @@ def test_tier_for_each_zoom(zoom: int) -> None:
         assert TIERS[tier][0] <= 360 / (256 * 2**zoom)
 
 
+def test_json_files_read_the_same_by_the_fast_path_and_by_json(tmp_path) -> None:
+    """The US places' files: the geometry is cut out of the text for GEOS to read; records the
+    cut does not fit (nested objects, a null geometry, a key in a string) are parsed whole, and
+    an unreadable geometry names its file."""
+    import shapely
+
+    from geo_service.errors import LoadError
+    from geo_service.load.read import read_json_files
+
+    square = '{"type":"MultiPolygon","coordinates":[[[[0,0],[1,0],[1,1],[0,1],[0,0]]]]}'
+    records = {
+        "a": '{"id":"A","name":"Plain","area":' + square + '}',
+        "b": '{"id":"B","name":"Spaced", "area" : ' + square + ', "pop": 3}',
+        "c": '{"id":"C","name":"He said \\"area\\": {","meta":{"x":1},"area":' + square + '}',
+        "d": '{"id":"D","name":"None","area":null,"meta":{"y":2}}',
+        "e": '{"id":"E","area":{"type":"Polygon","coordinates":[[[0,0],[2,0],[2,2],[0,0]]],'
+             '"crs":{"type":"name"}}}',
+    }
+    for name, text in records.items():
+        (tmp_path / f"USA-{name}.json").write_text(text)
+    layer = read_json_files(tmp_path, "USA-*.json", "area")
+    assert layer.columns["id"] == ["A", "B", "C", "D", "E"]
+    assert layer.columns["name"][2] == 'He said "area": {'
+    assert layer.columns["pop"] == [None, 3, None, None, None]
+    assert "area" not in layer.columns
+    assert [g.area if g is not None else None for g in layer.geoms] == [1, 1, 1, None, 2]
+    assert shapely.equals(layer.geoms[0], shapely.from_geojson(square))
+    (tmp_path / "USA-f.json").write_text('{"id":"F","area":{"type":"MultiPolygon",'
+                                         '"coordinates":[[[[0,0],[1]]]]}}')
+    with pytest.raises(LoadError) as refused:
+        read_json_files(tmp_path, "USA-*.json", "area")
+    assert "USA-f.json" in str(refused.value)
+
+
 def test_drop_specks_fills_small_holes_and_drops_small_parts_keeping_the_largest() -> None:
     import numpy as np
     import shapely

@@ -16,7 +16,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geo_service.domain import ISO3166_2, TIERS
 from geo_service.errors import LoadError, Problem
-from geo_service.load.read import RawLayer
+from geo_service.load.read import RawLayer, simplify_each
 from geo_service.manifests import FieldMap
 
 TEXT_FIELDS = (
@@ -164,7 +164,7 @@ def generalize(geoms: np.ndarray, coverage: bool = True) -> dict[int, np.ndarray
     source = geoms
     for tier, (tolerance, _) in sorted(TIERS.items(), key=lambda item: item[1][0]):
         simple = (shapely.coverage_simplify(source, tolerance) if coverage
-                  else shapely.simplify(source, tolerance, preserve_topology=True))
+                  else simplify_each(source, tolerance))
         bad = ~shapely.is_valid(simple) | shapely.is_empty(simple)
         if bad.any():
             simple[bad] = [

@@ -171,12 +171,22 @@ def _link_parents(conn: psycopg.Connection, record: SourceRecord, parent_match: 
                 for o, code, nat in orphans
             ])
         return []
+    # the region holding each label point: the points indexed, so that each region is tested
+    # against the points in its box in turn and PostGIS prepares its shape once (the US
+    # places took 16.5 s point by point against the states, 0.4 s so)
     conn.execute(
-        "UPDATE stage_boundaries s SET parent_code = r.code, "
-        "iso3166_1 = coalesce(s.iso3166_1, r.iso3166_1) FROM boundaries r "
-        "WHERE s.parent_code IS NULL AND r.level = 'region' "
-        "AND (s.iso3166_1 IS NULL OR r.iso3166_1 = s.iso3166_1) "
-        "AND ST_Contains(r.geom, ST_GeomFromWKB(s.label, 4326))"
+        "DROP TABLE IF EXISTS pg_temp.stage_labels; "
+        "CREATE TEMP TABLE stage_labels ON COMMIT DROP AS SELECT ord, iso3166_1, "
+        "ST_GeomFromWKB(label, 4326) AS geom FROM stage_boundaries WHERE parent_code IS NULL; "
+        "CREATE INDEX ON stage_labels USING gist (geom); ANALYZE stage_labels")
+    conn.execute(
+        "UPDATE stage_boundaries s SET parent_code = m.code, "
+        "iso3166_1 = coalesce(s.iso3166_1, m.country) FROM ("
+        "  SELECT DISTINCT ON (l.ord) l.ord, r.code, r.iso3166_1 AS country "
+        "  FROM boundaries r JOIN stage_labels l ON ST_Contains(r.geom, l.geom) "
+        "  WHERE r.level = 'region' AND (l.iso3166_1 IS NULL OR r.iso3166_1 = l.iso3166_1) "
+        "  ORDER BY l.ord, r.code) m "
+        "WHERE s.ord = m.ord"
     )
     # a label in water the region's coastline leaves out (Boston's harbour): the region the
     # shape overlaps most, then, for a shape wholly offshore, the nearest within 0.1°
