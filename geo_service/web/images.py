@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,24 +20,11 @@ from fastapi.responses import Response
 from geo_service.errors import ClientError, Overloaded, TooSlow
 from geo_service.query.service import data_version
 from geo_service.render import mapimage
-from geo_service.web import cache
+from geo_service.web import cache, lifeline
 from geo_service.web.http import CACHE, conditional
 
 router = APIRouter(tags=["Map images"])
 T = TypeVar("T")
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In each drawing worker: leave as soon as the server that started it is gone. A server
-    stopped while a worker was still starting, or killed outright, left its workers running
-    (about 270 MB each) with nothing to ever tell them to stop."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class RenderPool:
@@ -80,7 +65,7 @@ class RenderPool:
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers,
                                    mp_context=multiprocessing.get_context("spawn"),
-                                   max_tasks_per_child=100, initializer=_exit_with_parent,
+                                   max_tasks_per_child=100, initializer=lifeline.exit_with_parent,
                                    initargs=(os.getpid(),))
 
     def _release(self) -> None:
