@@ -153,8 +153,8 @@ def drop_specks(geoms: np.ndarray, min_area: float) -> np.ndarray:
 
 def generalize(geoms: np.ndarray, coverage: bool = True) -> dict[int, np.ndarray]:
     """Coverage-preserving simplification per tier: neighbours keep shared edges. Shapes that
-    do not tile the land (`coverage` False: US places) are simplified each on its own, keeping
-    their topology, which is also four times faster.
+    do not tile the land (`coverage` False: US places) are simplified each on its own
+    (`read.simplify_each`), which is also much faster.
 
     Tiers cascade from fine to coarse: each simplifies the finer tier's output (itself a clean
     coverage), which is much faster than starting from full resolution every time. Each tier

@@ -320,10 +320,11 @@ def _split_geometry(text: str, geometry_key: str) -> tuple[dict[str, Any], str] 
     if marker < 0:
         return None
     start = text.find("{", marker)
+    if start < 0 or text[marker + len(geometry_key) + 3:start].strip():
+        return None  # no object right after the key
     end = text.find("}", start) + 1
-    if start < 0 or end <= 0 or "{" in text[start + 1:end - 1] or text[marker:start].count(
-            ":") != 1 or text[marker + len(geometry_key) + 3:start].strip():
-        return None
+    if end <= 0 or "{" in text[start + 1:end - 1]:
+        return None  # not closed, or nested objects: the caller parses it whole
     try:
         record = json.loads(text[:start] + "null" + text[end:])
     except ValueError:

@@ -10,6 +10,13 @@ from psycopg import AsyncConnection, sql
 from geo_service.query import vocabulary as v
 
 
+def _short_credit(sources: str, fallback: str) -> sql.Composable:
+    """A load record's short credit (its manifest's `credit`), else its title, else `fallback`;
+    `sources` is the data_sources alias."""
+    return sql.SQL("coalesce({s}.details->'options'->'manifest'->>'credit', {s}.title, {f})"
+                   ).format(s=sql.Identifier(sources), f=sql.SQL(fallback))
+
+
 def _territories_sql(lang: str) -> sql.Composed:
     country_name = v.name_in(lang, "c", sql.SQL("c.name"), sql.SQL("t.iso3166_1"))
     return sql.SQL(
@@ -23,7 +30,7 @@ def _territories_sql(lang: str) -> sql.Composed:
         # draw it only where it is larger than its marker)
         "'shape', CASE WHEN b.id IS NOT NULL THEN json_build_object("
         "'level', b.level, 'area_km2', round(b.area_km2::numeric, 1), "
-        "'source', coalesce(ds.details->'options'->'manifest'->>'credit', ds.title, b.source)) END, "
+        "'source', {credit}) END, "
         "'sources', t.sources, 'confidence', t.confidence, 'website', t.website, "
         "'themes', to_json({themes}), "
         "'initiatives', (SELECT coalesce(json_agg(json_build_object("
@@ -34,7 +41,8 @@ def _territories_sql(lang: str) -> sql.Composed:
         "LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1 "
         "WHERE {shown} ORDER BY t.name, t.id").format(
             name=v.territory_name(lang), country_name=country_name, themes=v.TERRITORY_THEMES,
-            boundary=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY)
+            boundary=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY,
+            credit=_short_credit("ds", "b.source"))
 
 
 async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
@@ -53,13 +61,13 @@ async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
 
 # the boundary sources in place (their latest load, not a removal), countries first
 _CREDITS = sql.SQL(
-    "SELECT coalesce(details->'options'->'manifest'->>'credit', title, source), attribution "
+    "SELECT {credit}, attribution "
     "FROM (SELECT DISTINCT ON (source, level) * FROM data_sources "
     "      WHERE level IN ('country', 'region', 'municipality') "
     "      ORDER BY source, level, id DESC) latest "
     "WHERE NOT details ? 'removed' AND features > 0 "
     "ORDER BY array_position(ARRAY['country', 'region', 'municipality'], level), "
-    "features DESC, source")
+    "features DESC, source").format(credit=_short_credit("latest", "latest.source"))
 
 
 async def credits(conn: AsyncConnection) -> list[tuple[str, str | None]]:

@@ -105,8 +105,8 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
         if filters.theme:
             conditions.append(v.territory_has_theme(filters.theme))
         rows = await (await conn.execute(sql.SQL(
-            "SELECT t.id, {name}, t.kind, t.commitment_kind, ST_X(t.location), ST_Y(t.location), "
-            "b.id FROM territories t {join} WHERE {where} ORDER BY t.name, t.id").format(
+            "SELECT t.id, {name}, t.kind, t.commitment_kind, ST_X(t.location), ST_Y(t.location) "
+            "FROM territories t {join} WHERE {where} ORDER BY t.name, t.id").format(
                 name=v.territory_name(lang), join=v.TERRITORY_BOUNDARY,
                 where=v.conjunction(conditions)))).fetchall()
         territories = [{"id": r[0], "name": r[1], "kind": r[2], "commitment_kind": r[3],
