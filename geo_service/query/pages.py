@@ -76,3 +76,34 @@ async def credits(conn: AsyncConnection) -> list[tuple[str, str | None]]:
     for short, full in await (await conn.execute(_CREDITS)).fetchall():
         seen.setdefault(short, full)
     return list(seen.items())
+
+
+def _detail_sql(lang: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT t.joined_on, {boundary_name}, b.code, "
+        "ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), ds.attribution, ds.licence, ds.origin, "
+        "(SELECT coalesce(json_agg(json_build_object("
+        "'title', i.title, 'summary', i.summary, 'year', i.year_started, 'status', i.status, "
+        "'source', i.source, 'themes', to_json({themes})) "
+        "ORDER BY i.year_started NULLS LAST, i.title), '[]') "
+        "FROM initiatives i WHERE i.territory_id = t.id) "
+        "FROM territories t {join} LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
+        "LEFT JOIN LATERAL (SELECT ST_Envelope(b.geom) AS e) box ON TRUE "
+        "WHERE t.id = %s AND {shown}").format(
+            boundary_name=v.boundary_name(lang), themes=v.INITIATIVE_THEMES,
+            join=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY)
+
+
+async def territory_detail(conn: AsyncConnection, territory_id: str, lang: str
+                           ) -> dict[str, Any] | None:
+    """What a territory's own page adds to its map entry: the date it joined, its boundary's
+    name, code, box and full attribution, and its initiatives with their themes. None when no
+    shown territory has this id."""
+    row = await (await conn.execute(_detail_sql(lang), (territory_id,))).fetchone()
+    if row is None:
+        return None
+    joined, name, code, minx, miny, maxx, maxy, attribution, licence, origin, initiatives = row
+    return {"joined_on": joined.isoformat() if joined else None, "initiatives": initiatives,
+            "boundary": None if code is None else {
+                "name": name, "code": code, "bbox": [minx, miny, maxx, maxy],
+                "attribution": attribution, "licence": licence, "origin": origin}}

@@ -42,6 +42,8 @@ class SceneRows:
     # attribution, licence of the boundaries behind: the countries and the regions drawn
     sources: list[tuple[str, str | None]] = field(default_factory=list)
     stamp: dt.date | None = None  # when the data last changed
+    # the territory a map is framed on: id, name, kind, lon, lat, bbox of its boundary (or None)
+    territory: dict[str, Any] | None = None
 
 
 def tier_for(region: regions.Region) -> int:
@@ -72,20 +74,42 @@ async def _name_and_focus(conn: AsyncConnection, region: regions.Region, lang: s
     return row[0], {row[1]}
 
 
-async def load(conn: AsyncConnection, region_text: str, lang: str, filters: SceneFilters
-               ) -> SceneRows:
-    """Everything the image shows, at one data version (REPEATABLE READ, READ ONLY)."""
+async def _territory(conn: AsyncConnection, territory_id: str, lang: str) -> dict[str, Any]:
+    """The shown territory a map is framed on, or a ClientError."""
+    row = await (await conn.execute(sql.SQL(
+        "SELECT t.id, {name}, t.kind, t.iso3166_1, ST_X(t.location), ST_Y(t.location), "
+        "ST_XMin(b.geom), ST_YMin(b.geom), ST_XMax(b.geom), ST_YMax(b.geom) "
+        "FROM territories t {join} WHERE t.id = %s AND {shown}").format(
+            name=v.territory_name(lang), join=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY),
+        (territory_id,))).fetchone()
+    if row is None:
+        raise ClientError(f"territory={territory_id!r} is not a territory on the map "
+                          "(see /territories)")
+    return {"id": row[0], "name": row[1], "kind": row[2], "country": row[3], "lon": row[4],
+            "lat": row[5], "bbox": list(row[6:10]) if row[6] is not None else None}
+
+
+async def load(conn: AsyncConnection, region_text: str, lang: str, filters: SceneFilters,
+               territory_id: str | None = None) -> SceneRows:
+    """Everything the image shows, at one data version (REPEATABLE READ, READ ONLY). A map
+    framed on a territory shows its country as the region."""
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         version = await data_version(conn)
-        region = regions.resolve(region_text, await regions.known_regions(conn, version),
-                                 allow_world=True)
+        known = await regions.known_regions(conn, version)
+        focus_territory = None
+        if territory_id is not None:
+            focus_territory = await _territory(conn, territory_id, lang)
+            region = (regions.Region("country", focus_territory["country"])
+                      if focus_territory["country"] in known.countries else regions.WORLD)
+        else:
+            region = regions.resolve(region_text, known, allow_world=True)
         name, focus = await _name_and_focus(conn, region, lang)
         if filters.theme and not await _exists(conn, "rights_themes", filters.theme):
             raise ClientError(f"theme={filters.theme!r} is not a rights theme slug")
         if filters.section and not await _exists(conn, "uclg_sections", filters.section):
             raise ClientError(f"section={filters.section!r} is not a UCLG section slug")
-        tier = tier_for(region)
+        tier = tier_for(region) if focus_territory is None else 3
         countries = await (await conn.execute(sql.SQL(
             "SELECT b.code, ST_AsBinary(bt.geom) FROM boundaries b {} WHERE b.level = 'country' "
             "ORDER BY b.code").format(v.tier_join(tier, outer=False)))).fetchall()
@@ -139,7 +163,7 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
         territories=territories,
         polygons=[(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in polygons],
         subdivision_shape=shape, sources=[(r[0], r[1]) for r in sources],
-        stamp=stamp[0] if stamp else None)
+        stamp=stamp[0] if stamp else None, territory=focus_territory)
 
 
 async def _exists(conn: AsyncConnection, table: str, slug: str) -> bool:

@@ -47,13 +47,14 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
-Preset = Literal["slide-16x9", "slide-4k", "slide-4x3", "a4-landscape", "square"]
+Preset = Literal["slide-16x9", "slide-4k", "slide-4x3", "a4-landscape", "square", "social"]
 PRESETS: dict[Preset, tuple[int, int, int]] = {  # width px, height px, dpi
     "slide-16x9": (1920, 1080, 144),
     "slide-4k": (3840, 2160, 288),
     "slide-4x3": (1600, 1200, 144),
     "a4-landscape": (3508, 2480, 300),  # 297 × 210 mm at 300 dpi
     "square": (1080, 1080, 144),
+    "social": (1200, 630, 120),  # Open Graph and Twitter cards
 }
 assert set(PRESETS) == set(get_args(Preset))
 DEFAULT_PRESET: Preset = "slide-16x9"
@@ -83,6 +84,7 @@ class MapRequest:
 
     format: str = "png"
     region: str = "world"
+    territory: str | None = None
     theme: str | None = None
     section: str | None = None
     kind: str | None = None
@@ -127,6 +129,9 @@ class MapParams(BaseModel):
 
     region: str | None = Field(None, max_length=100, description=(
         "world (default), a UCLG section slug, ISO 3166-1 (FR) or ISO 3166-2 (KR-29)"))
+    territory: str | None = Field(None, max_length=200, description=(
+        "A territory's id: the map is framed on it (its boundary, or its point), with its name "
+        "as the title; not with `region`"))
     theme: str | None = Field(None, max_length=100, description="Rights theme slug")
     section: str | None = Field(None, max_length=100, description="UCLG section slug")
     kind: str | None = Field(None, max_length=100, description=", ".join(i18n.KINDS))
@@ -177,6 +182,8 @@ def request_from(params: MapParams, fmt: str) -> MapRequest:
              if getattr(params, k) is not None}
     if params.preset and sizes:
         raise ClientError("give a preset or width/height/dpi, not both")
+    if params.territory and params.region:
+        raise ClientError("give a region or a territory, not both")
     width, height, dpi = PRESETS[params.preset or DEFAULT_PRESET]
     width, height = sizes.get("width", width), sizes.get("height", height)
     dpi = sizes.get("dpi", 144 if sizes else dpi)
@@ -184,6 +191,7 @@ def request_from(params: MapParams, fmt: str) -> MapRequest:
                if (value := getattr(params, name))}
     return MapRequest(
         format=fmt, region=(params.region or "world").strip() or "world",
+        territory=params.territory.strip() if params.territory else None,
         lang=params.lang or "en", title=params.title, subtitle=params.subtitle,
         legend=params.legend is not False, labels=bool(params.labels),
         preset=params.preset or (None if sizes else DEFAULT_PRESET), width=width, height=height,
@@ -217,6 +225,8 @@ class Scene:
     sources: list[tuple[str, str | None]]  # of the boundaries behind (countries, regions)
     credit_prefix: str  # "Data" in the image's language
     credit_tail: str  # what follows the boundaries' sources: members, data version
+    subtitle: str | None = None  # of a territory's map: its kind and country
+    territory: str | None = None  # the id of the territory the map is framed on
 
     def credit(self, polygons: gpd.GeoDataFrame | None) -> str:
         """The credit line: the boundaries behind, those of the `polygons` drawn, the rest."""
@@ -266,7 +276,10 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
         {"id": [r[0] for r in rows.polygons], "commitment_kind": [r[1] for r in rows.polygons],
          "attribution": [r[3] for r in rows.polygons], "licence": [r[4] for r in rows.polygons]},
         geometry=shapely.from_wkb([r[2] for r in rows.polygons]), crs="EPSG:4326")
-    if kind == "world":
+    focus = rows.territory
+    if focus is not None:
+        extent = _around(focus["bbox"], focus["lon"], focus["lat"])
+    elif kind == "world":
         extent = (-180.0, -58.0, 180.0, 84.0)
     elif kind == "subdivision" and rows.subdivision_shape is not None:
         extent = _frame([shapely.from_wkb(rows.subdivision_shape)])
@@ -278,8 +291,32 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
     stamp = rows.stamp.isoformat() if rows.stamp else "?"
     tail = f"{members} · " + TEXT["version"][lang].format(v=rows.version, d=stamp)
     name = rows.region_name or TEXT["world"][lang]
+    subtitle = None
+    if focus is not None:
+        name = focus["name"]
+        subtitle = i18n.STRINGS["territory_of"][lang].format(
+            kind=i18n.KINDS[focus["kind"]][lang], country=rows.region_name)
     return Scene(kind, name, rows.focus, countries, regions, rows.territories, polygons, extent,
-                 rows.sources, TEXT["credit"][lang], tail)
+                 rows.sources, TEXT["credit"][lang], tail, subtitle,
+                 focus["id"] if focus is not None else None)
+
+
+def _around(bbox: list[float] | None, lon: float, lat: float) -> tuple[float, float, float, float]:
+    """The frame of a territory's map: its boundary's box with its surroundings (half its size
+    on each side), or its point; at least a degree of latitude tall, so a city shows where it
+    lies."""
+    minx, miny, maxx, maxy = bbox if bbox else (lon, lat, lon, lat)
+    dx, dy = (maxx - minx) * 0.5, (maxy - miny) * 0.5
+    minx, miny, maxx, maxy = minx - dx, miny - dy, maxx + dx, maxy + dy
+    half = 0.5  # degrees of latitude
+    if maxy - miny < 2 * half:
+        middle = (miny + maxy) / 2
+        miny, maxy = middle - half, middle + half
+    half_x = half / max(math.cos(math.radians((miny + maxy) / 2)), 0.2)
+    if maxx - minx < 2 * half_x:
+        middle = (minx + maxx) / 2
+        minx, maxx = middle - half_x, middle + half_x
+    return (max(minx, -180.0), max(miny, -89.0), min(maxx, 180.0), min(maxy, 89.0))
 
 
 def filters_of(request: MapRequest) -> SceneFilters:
@@ -289,7 +326,8 @@ def filters_of(request: MapRequest) -> SceneFilters:
 
 async def load(conn: AsyncConnection, request: MapRequest) -> SceneRows:
     """The rows of the image `request` asks for (one read-only transaction)."""
-    return await scene_query.load(conn, request.region, request.lang, filters_of(request))
+    return await scene_query.load(conn, request.region, request.lang, filters_of(request),
+                                  request.territory)
 
 
 def draw_rows(rows: SceneRows, request: MapRequest) -> bytes:
@@ -370,7 +408,8 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         # the territories' shapes drawn: those larger than their marker at the image's scale
         # (the map's height is estimated before the credit's lines are known)
         per_px = _units_per_pixel(bounds, 0.96 * request.width, (map_top - 0.06) * request.height)
-        polygons = _larger_than(project(scene.polygons), marker_px * per_px)
+        polygons = _larger_than(project(scene.polygons), marker_px * per_px,
+                                keep=scene.territory)
         credit_lines = _wrap(figure, scene.credit(polygons), credit_pt, 0.96 * request.width)
         credit_h = 0.015 + frac(credit_pt) * 1.6 * len(credit_lines)
         ax_box = (0.02, credit_h + 0.01, 0.96, map_top - credit_h - 0.02)
@@ -420,16 +459,18 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
             if request.legend and scene.territories else None
         if legend is not None and points is not None:
             _place_legend(figure, ax, legend, xs, ys, math.sqrt(size) * request.dpi / 72)
-        if points is not None and request.labels:
-            _labels(figure, ax, xs, ys, [t["name"] for t in scene.territories], text_size,
-                    colours, math.sqrt(size) * request.dpi / 72, legend)
+        if points is not None and (request.labels or scene.territory):
+            named = [i for i, t in enumerate(scene.territories)
+                     if request.labels or t["id"] == scene.territory]
+            _labels(figure, ax, xs[named], ys[named], [scene.territories[i]["name"] for i in named],
+                    text_size, colours, math.sqrt(size) * request.dpi / 72, legend)
         # title, subtitle, legend, credit
         title = request.title if request.title is not None else (
             f"{i18n.STRINGS['title'][lang]} — {scene.region_name}")
         heading = figure.text(0.02, y_title, title, ha="left", va="top", fontsize=title_pt,
                               fontweight="bold", color=colours["text"])
         _shrink_to_width(figure, heading, 0.96 * request.width)
-        subtitle = request.subtitle if request.subtitle is not None else (
+        subtitle = request.subtitle if request.subtitle is not None else scene.subtitle or (
             i18n.STRINGS["counter"][lang].format(n=len(scene.territories))
             if scene.region_kind == "world" and not request.filters else
             i18n.STRINGS["shown"][lang].format(n=len(scene.territories)))
@@ -510,13 +551,15 @@ def _units_per_pixel(bounds: tuple[float, ...], ax_w: float, ax_h: float) -> flo
     return max((maxx - minx) / ax_w, (maxy - miny) / ax_h)
 
 
-def _larger_than(frame: gpd.GeoDataFrame | None, length: float) -> gpd.GeoDataFrame | None:
-    """The shapes whose bounding box is at least `length` across (in the frame's units)."""
+def _larger_than(frame: gpd.GeoDataFrame | None, length: float, keep: str | None = None
+                 ) -> gpd.GeoDataFrame | None:
+    """The shapes whose bounding box is at least `length` across (in the frame's units), and
+    the one of territory `keep` whatever its size."""
     if frame is None or frame.empty:
         return frame
     bounds = frame.geometry.bounds
     across = (bounds["maxx"] - bounds["minx"]).combine(bounds["maxy"] - bounds["miny"], max)
-    return frame[across >= length]
+    return frame[(across >= length) | (frame["id"] == keep)]
 
 
 def _fit(ax: Any, bounds: tuple[float, ...], ax_w: float, ax_h: float) -> None:

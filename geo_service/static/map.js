@@ -272,6 +272,63 @@
     return el("div", {"class": "hr-field"}, [el("label", {"for": id, text: label}), control]);
   }
 
+  /* Countries (a quiet base), regions from z4, municipalities from z8 and territories' own
+   * boundaries, from one tileset. `drawn(properties, zoom)` says how a territory's boundary is
+   * drawn: "fill", "outline" or null (not at all). The layer tells tests and embedding pages when
+   * every tile in view has been fetched and drawn (window.HRTilesLoaded). */
+  function baseLayer(config, drawn) {
+    var layer = L.vectorGrid.protobuf(config.tiles, {
+      rendererFactory: L.svg.tile, interactive: false, maxNativeZoom: config.tileMaxZoom,
+      attribution: config.attribution,
+      vectorTileLayerStyles: {
+        countries: {fill: true, fillColor: "#f3f1ec", fillOpacity: 1, color: "#a8a294", weight: 0.7,
+                    className: "hr-country"},
+        regions: function (properties, zoom) {
+          return zoom >= 4 ? {fill: false, color: "#c9c3b6", weight: 0.5, className: "hr-region"} : [];
+        },
+        municipalities: function (properties, zoom) {
+          return zoom >= 8 ? {fill: false, color: "#d5d0c5", weight: 0.4, className: "hr-municipality"} : [];
+        },
+        // a member without a boundary is a point in this layer: `drawn` leaves it to the markers
+        // (VectorGrid 1.3 does not tell a style function a feature's geometry type)
+        territories: function (properties, zoom) {
+          var how = drawn(properties, zoom);
+          if (!how) { return []; }
+          var colour = config.colours[properties.commitment_kind] || "#777777";
+          var outline = how === "outline";
+          return {fill: !outline, fillColor: colour, fillOpacity: 0.35, color: colour,
+                  weight: outline ? 1.2 : 1.5,
+                  className: "hr-territory" + (outline ? " hr-territory-outline" : "")};
+        }
+      }
+    });
+    layer.on("loading", function () { window.HRTilesLoaded = false; });
+    layer.on("load", function () { window.HRTilesLoaded = true; });
+    return layer;
+  }
+
+  /* The small map of one territory's page: its boundary filled (or its point marked) on the
+   * same base as the world map, framed on it. Configured by the page's #hr-mini-config. */
+  function mini(node, config) {
+    var t = config.territory;
+    var map = L.map(node, {scrollWheelZoom: false, minZoom: 1, maxZoom: 18});
+    var layer = baseLayer(config, function (properties) {
+      return properties.id === t.id && t.bbox ? "fill" : null;
+    });
+    layer.addTo(map);
+    var colour = config.colours[t.commitment_kind] || "#777777";
+    L.circleMarker([t.lat, t.lon], {radius: 6, color: "#1d1d1b", weight: 1.5, fillColor: colour,
+                                    fillOpacity: 1, interactive: false}).addTo(map);
+    if (t.bbox) {
+      map.fitBounds([[t.bbox[1], t.bbox[0]], [t.bbox[3], t.bbox[2]]], {padding: [16, 16], maxZoom: 12});
+    } else {
+      map.setView([t.lat, t.lon], 9);
+    }
+    window.HRMap.map = map;
+    document.documentElement.setAttribute("data-hrmap", "ready");
+    return map;
+  }
+
   function init(map, config) {
     var s = config.strings;
     var filters = readFilters(config);
@@ -285,34 +342,11 @@
     var byId = {};
     config.territories.forEach(function (t) { byId[t.id] = t; });
 
-    // countries (a quiet base), regions from z4, territories' own boundaries, from one tileset
-    var base = L.vectorGrid.protobuf(config.tiles, {
-      rendererFactory: L.svg.tile, interactive: false, maxNativeZoom: config.tileMaxZoom,
-      attribution: config.attribution,
-      vectorTileLayerStyles: {
-        countries: {fill: true, fillColor: "#f3f1ec", fillOpacity: 1, color: "#a8a294", weight: 0.7,
-                    className: "hr-country"},
-        regions: function (properties, zoom) {
-          return zoom >= 4 ? {fill: false, color: "#c9c3b6", weight: 0.5, className: "hr-region"} : [];
-        },
-        municipalities: function (properties, zoom) {
-          return zoom >= 8 ? {fill: false, color: "#d5d0c5", weight: 0.4, className: "hr-municipality"} : [];
-        },
-        territories: function (properties, zoom, dimension) {
-          if (dimension === 1) { return []; }  // points are the markers' job
-          var t = byId[properties.id];
-          if (!t || !matches(t, filters) || shapePixels(t, zoom) < MIN_SHAPE_PX) { return []; }
-          var colour = config.colours[properties.commitment_kind] || "#777777";
-          var outline = zoom < OUTLINE_BELOW_ZOOM;
-          return {fill: !outline, fillColor: colour, fillOpacity: 0.35, color: colour,
-                  weight: outline ? 1.2 : 1.5,
-                  className: "hr-territory" + (outline ? " hr-territory-outline" : "")};
-        }
-      }
+    var base = baseLayer(config, function (properties, zoom) {
+      var t = byId[properties.id];
+      if (!t || !matches(t, filters) || shapePixels(t, zoom) < MIN_SHAPE_PX) { return null; }
+      return zoom < OUTLINE_BELOW_ZOOM ? "outline" : "fill";
     });
-    // a signal for tests and embedding pages: every tile in view has been fetched and drawn
-    base.on("loading", function () { window.HRTilesLoaded = false; });
-    base.on("load", function () { window.HRTilesLoaded = true; });
     base.addTo(map);
 
     var clusters = L.markerClusterGroup({
@@ -451,5 +485,10 @@
     document.documentElement.setAttribute("data-hrmap", "ready");
   }
 
-  window.HRMap = {init: init};
+  window.HRMap = {init: init, mini: mini};
+  document.addEventListener("DOMContentLoaded", function () {
+    var node = document.getElementById("hr-mini");
+    var source = document.getElementById("hr-mini-config");
+    if (node && source) { mini(node, JSON.parse(source.textContent)); }
+  });
 })();

@@ -25,7 +25,7 @@ from geo_service.errors import HTTP_STATUS, QUIET, RETRY_AFTER_S, http_status, p
 from geo_service.query import service, stats
 from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
-from geo_service.web import cache, images, ogc, pages, tiles
+from geo_service.web import cache, images, ogc, pages, site, tiles
 from geo_service.web.http import (
     ConnDep,
     InputGuard,
@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ogc.router)
     app.include_router(tiles.router)
     app.include_router(pages.router)
+    app.include_router(site.router)
     app.include_router(images.router)
     app.state.settings = settings
     app.state.asset_version = pages.asset_version()

@@ -82,9 +82,9 @@ def mount_static(app: FastAPI, settings: Settings) -> None:
 
 
 def asset_version() -> str:
-    """Changes when our own map.js or map.css change: their URLs carry it."""
+    """Changes when our own scripts or styles change: their URLs carry it."""
     digest = hashlib.sha256()
-    for name in ("map.js", "map.css"):
+    for name in ("map.js", "map.css", "page.css"):
         digest.update((STATIC / name).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -104,7 +104,7 @@ def _filters(params: PageParams, data: dict[str, Any]) -> dict[str, str]:
     return chosen
 
 
-def _csp(settings: Settings, nonce: str | None) -> str:
+def csp(settings: Settings, nonce: str | None) -> str:
     img = "'self' data: blob:"
     if settings.basemap_url:
         parts = urlsplit(settings.basemap_url.replace("{s}", "a"))
@@ -116,7 +116,9 @@ def _csp(settings: Settings, nonce: str | None) -> str:
             f"form-action 'self'; frame-ancestors {settings.frame_ancestors}")
 
 
-async def _page_data(request: Request, conn: ConnDep, lang: str) -> tuple[dict[str, Any], str]:
+async def cached_page_data(request: Request, conn: ConnDep, lang: str
+                           ) -> tuple[dict[str, Any], str]:
+    """The map pages' data in `lang` at the current data version, kept per version."""
     version = await data_version(conn)
     store: dict[tuple[str, str], dict[str, Any]] = request.app.state.page_data
     key = (version, lang)
@@ -130,7 +132,7 @@ async def _page_data(request: Request, conn: ConnDep, lang: str) -> tuple[dict[s
 async def _page(request: Request, conn: ConnDep, params: PageParams, embed: bool) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     lang = params.lang
-    data, version = await _page_data(request, conn, lang)
+    data, version = await cached_page_data(request, conn, lang)
     filters = _filters(params, data)
     nonce = secrets.token_urlsafe(18)
     basemap = ({"url": settings.basemap_url, "attribution": settings.basemap_attribution or ""}
@@ -140,7 +142,7 @@ async def _page(request: Request, conn: ConnDep, params: PageParams, embed: bool
         base=base_url(request), nonce=nonce, asset_version=request.app.state.asset_version,
         basemap=basemap)
     return HTMLResponse(body, headers={
-        "Content-Security-Policy": _csp(settings, nonce), "Cache-Control": "no-cache",
+        "Content-Security-Policy": csp(settings, nonce), "Cache-Control": "no-cache",
         "X-Content-Type-Options": "nosniff", "Referrer-Policy": "strict-origin-when-cross-origin"})
 
 
@@ -173,7 +175,7 @@ def snippet(src: str, title: str, height: int | None = None) -> str:
 async def embed_code(request: Request, conn: ConnDep,
                      params: Annotated[EmbedCodeParams, Query()]) -> Response:
     lang = params.lang
-    data, _ = await _page_data(request, conn, lang)
+    data, _ = await cached_page_data(request, conn, lang)
     query = {"lang": lang} | _filters(params, data)
     src = f"{base_url(request)}/embed?{urlencode(query)}"
     code = snippet(src, i18n.STRINGS["map_label"][lang], params.height)
