@@ -37,6 +37,10 @@ from geo_service.web.http import (
 from geo_service.web.openapi30 import openapi_30
 
 logger = logging.getLogger("geo_service")
+API_DOCS_CSS = (".swagger-ui .info .title small{background:#55595c}"
+                ".swagger-ui .info .title small.version-stamp{background:#2f6b12}"
+                ".swagger-ui .info .url,.swagger-ui .info .base-url{color:#3b4151}"
+                ".swagger-ui .opblock .opblock-summary-method{background:#1d5fa0 !important}")
 
 
 class StatsParams(Params):
@@ -143,13 +147,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api.html", include_in_schema=False)
     async def api_docs(params: Annotated[NoParams, Query()]) -> HTMLResponse:
         vendor = "/static/vendor/swagger-ui"
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/api", title=f"{app.title} — API",
             swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
             swagger_css_url=f"{vendor}/swagger-ui.css",
             swagger_favicon_url=f"{vendor}/favicon-32x32.png",
-            # no badge from the public validator: the page asks nothing of another host
-            swagger_ui_parameters={"validatorUrl": None})
+            # no badge from the public validator: the page asks nothing of another host; no deep
+            # links, which Swagger UI puts as links inside each operation's button
+            swagger_ui_parameters={"validatorUrl": None, "deepLinking": False})
+        # the page's language, and Swagger UI's version badges and URL in AA contrast
+        body = bytes(page.body).decode().replace("<html>", '<html lang="en">', 1).replace(
+            "</head>", f"<style>{API_DOCS_CSS}</style></head>", 1)
+        return HTMLResponse(body)
 
     app.include_router(ogc.router)
     app.include_router(tiles.router)
