@@ -4,6 +4,7 @@ which territories are shown. Plain constants; SQL built from them lives in geo_s
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # tier -> (tolerance in degrees, highest web-map zoom it serves). A pixel at zoom z spans about
 # 360 / (256 * 2**z) degrees, so each tolerance is about one pixel at its highest zoom.
@@ -31,3 +32,18 @@ def coarser(tier: int | None) -> int | None:
         return order[0]
     index = order.index(tier)
     return order[index + 1] if index + 1 < len(order) else tier
+
+
+@dataclass(frozen=True)
+class Credit:
+    """A boundary source to credit: its short name (a manifest's `credit`, e.g. "IGN España"),
+    its full licence and attribution, the level of its boundaries, and for the /about page
+    its title, version and origin."""
+
+    short: str
+    licence: str | None
+    attribution: str | None
+    level: str
+    title: str | None = None
+    version: str | None = None
+    origin: str | None = None

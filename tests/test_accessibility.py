@@ -48,7 +48,7 @@ MINI_READY = "() => document.documentElement.dataset.hrmap === 'ready'"
     ("/map", MAP_READY), ("/map?lang=fr", MAP_READY), ("/embed", MAP_READY),
     ("/embed?lang=es", MAP_READY),
     ("/api.html", "() => document.querySelectorAll('.opblock').length > 15"),
-    ("/territories", None), ("/territories?lang=fr&sort=-year", None),
+    ("/territories", None), ("/territories?lang=fr&sort=-year", None), ("/about?lang=es", None),
     ("bounded", MINI_READY), ("point", MINI_READY),
 ])
 def test_no_serious_or_critical_violations(browser, server: str, sample_dsn: str,  # noqa: F811

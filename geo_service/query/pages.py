@@ -7,14 +7,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from geo_service.domain import Credit
 from geo_service.query import vocabulary as v
-
-
-def _short_credit(sources: str, fallback: str) -> sql.Composable:
-    """A load record's short credit (its manifest's `credit`), else its title, else `fallback`;
-    `sources` is the data_sources alias."""
-    return sql.SQL("coalesce({s}.details->'options'->'manifest'->>'credit', {s}.title, {f})"
-                   ).format(s=sql.Identifier(sources), f=sql.SQL(fallback))
 
 
 def _territories_sql(lang: str) -> sql.Composed:
@@ -42,7 +36,7 @@ def _territories_sql(lang: str) -> sql.Composed:
         "WHERE {shown} ORDER BY t.name, t.id").format(
             name=v.territory_name(lang), country_name=country_name, themes=v.TERRITORY_THEMES,
             boundary=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY,
-            credit=_short_credit("ds", "b.source"))
+            credit=v.short_credit("ds", "b.source"))
 
 
 async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
@@ -61,21 +55,18 @@ async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:
 
 # the boundary sources in place (their latest load, not a removal), countries first
 _CREDITS = sql.SQL(
-    "SELECT {credit}, attribution "
+    "SELECT {credit}, licence, attribution, level, title, version, origin "
     "FROM (SELECT DISTINCT ON (source, level) * FROM data_sources "
     "      WHERE level IN ('country', 'region', 'municipality') "
     "      ORDER BY source, level, id DESC) latest "
     "WHERE NOT details ? 'removed' AND features > 0 "
     "ORDER BY array_position(ARRAY['country', 'region', 'municipality'], level), "
-    "features DESC, source").format(credit=_short_credit("latest", "latest.source"))
+    "features DESC, source").format(credit=v.short_credit("latest", "latest.source"))
 
 
-async def credits(conn: AsyncConnection) -> list[tuple[str, str | None]]:
-    """(short credit, full attribution) of every boundary source in place, each once."""
-    seen: dict[str, str | None] = {}
-    for short, full in await (await conn.execute(_CREDITS)).fetchall():
-        seen.setdefault(short, full)
-    return list(seen.items())
+async def credits(conn: AsyncConnection) -> list[Credit]:
+    """Every boundary source in place (its latest load), countries first."""
+    return [Credit(*row) for row in await (await conn.execute(_CREDITS)).fetchall()]
 
 
 def _detail_sql(lang: str) -> sql.Composed:

@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from geo_service.domain import Credit
 from geo_service.errors import ClientError
 from geo_service.query import regions
 from geo_service.query import vocabulary as v
@@ -36,11 +37,11 @@ class SceneRows:
     countries: list[tuple[str, bytes]]  # code, WKB
     regions: list[tuple[str, str | None, bytes]] | None  # code, ISO 3166-2, WKB
     territories: list[dict[str, Any]]
-    # territory id, commitment kind, WKB, and its boundary's source: attribution, licence
-    polygons: list[tuple[str, str, bytes, str | None, str | None]]
+    # territory id, commitment kind, WKB, and its boundary's source to credit where drawn
+    polygons: list[tuple[str, str, bytes, Credit]]
     subdivision_shape: bytes | None  # the full shape of a subdivision region (to frame)
-    # attribution, licence of the boundaries behind: the countries and the regions drawn
-    sources: list[tuple[str, str | None]] = field(default_factory=list)
+    # the sources of the boundaries behind: the countries and the regions drawn
+    sources: list[Credit] = field(default_factory=list)
     stamp: dt.date | None = None  # when the data last changed
     # the territory a map is framed on: id, name, kind, lon, lat, bbox of its boundary (or None)
     territory: dict[str, Any] | None = None
@@ -136,23 +137,27 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
         territories = [{"id": r[0], "name": r[1], "kind": r[2], "commitment_kind": r[3],
                         "lon": r[4], "lat": r[5]} for r in rows]
         polygons = await (await conn.execute(sql.SQL(
-            "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom), ds.attribution, ds.licence "
+            "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom), {credit}, ds.licence, "
+            "ds.attribution, b.level "
             "FROM territories t {} {} LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
             "WHERE t.id = ANY({}) ORDER BY t.id").format(
                 v.TERRITORY_BOUNDARY, v.tier_join(tier, outer=False),
-                sql.Literal([t["id"] for t in territories])))).fetchall()
+                sql.Literal([t["id"] for t in territories]),
+                credit=v.short_credit("ds", "b.source")))).fetchall()
         shape = None
         if region.kind == "subdivision":
             found = await (await conn.execute(
                 "SELECT ST_AsBinary(geom) FROM boundaries WHERE level = 'region' AND "
                 "iso3166_2 = %s ORDER BY code LIMIT 1", (region.code,))).fetchone()
             shape = bytes(found[0]) if found else None
-        sources = await (await conn.execute(  # the sources of the boundaries behind: the
-            # countries and the regions drawn (those of a country or subdivision shown); the
-            # territories' shapes carry theirs, credited where drawn
-            "SELECT attribution, licence FROM data_sources WHERE id IN (SELECT DISTINCT "
-            "data_source_id FROM boundaries WHERE level = 'country' OR (level = 'region' AND "
-            "iso3166_1 = ANY(%s))) ORDER BY id",
+        sources = await (await conn.execute(sql.SQL(  # the sources of the boundaries behind:
+            # the countries and the regions drawn (those of a country or subdivision shown);
+            # the territories' shapes carry theirs, credited where drawn
+            "SELECT {credit}, ds.licence, ds.attribution, ds.level FROM data_sources ds "
+            "WHERE ds.id IN (SELECT DISTINCT data_source_id FROM boundaries WHERE "
+            "level = 'country' OR (level = 'region' AND iso3166_1 = ANY(%s))) "
+            "ORDER BY array_position(ARRAY['country', 'region'], ds.level), ds.id").format(
+                credit=v.short_credit("ds", "ds.source")),
             (sorted(focus) if region_rows is not None else [],))).fetchall()
         stamp = await (await conn.execute(
             "SELECT changed_at::date FROM data_version")).fetchone()
@@ -161,8 +166,8 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
         countries=[(r[0], bytes(r[1])) for r in countries],
         regions=None if region_rows is None else [(r[0], r[1], bytes(r[2])) for r in region_rows],
         territories=territories,
-        polygons=[(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in polygons],
-        subdivision_shape=shape, sources=[(r[0], r[1]) for r in sources],
+        polygons=[(r[0], r[1], bytes(r[2]), Credit(*r[3:7])) for r in polygons],
+        subdivision_shape=shape, sources=[Credit(*r) for r in sources],
         stamp=stamp[0] if stamp else None, territory=focus_territory)
 
 

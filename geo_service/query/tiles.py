@@ -109,19 +109,6 @@ TILESET_TITLES = {
     "territories": "Human rights territories",
     "map": "The world map: countries, regions, municipalities and territories, one layer each",
 }
-MEMBERS_CREDIT = "members: documented public commitments, each with its source"
-
-
-def attribution(credits: list[tuple[str, str | None]]) -> str:
-    """The full credit of the boundary sources in place (TileJSON, archives)."""
-    return "Boundaries: " + "; ".join((full or short).rstrip(".") for short, full in credits) + \
-        f"; {MEMBERS_CREDIT}"
-
-
-def short_attribution(credits: list[tuple[str, str | None]]) -> str:
-    """One short credit per boundary source in place, for a map's corner."""
-    return "Boundaries: " + ", ".join(short for short, _ in credits) + \
-        " · Members: documented public commitments"
 
 
 def vector_layers(tileset: str) -> list[dict[str, Any]]:

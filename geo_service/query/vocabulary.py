@@ -111,3 +111,10 @@ def conjunction(conditions: list[sql.Composable]) -> sql.Composable:
     if not conditions:
         return sql.SQL("TRUE")
     return sql.SQL(" AND ").join(conditions)
+
+
+def short_credit(sources: str, fallback: str) -> sql.Composable:
+    """A load record's short credit (its manifest's `credit`), else its title, else `fallback`;
+    `sources` is the data_sources alias."""
+    return sql.SQL("coalesce({s}.details->'options'->'manifest'->>'credit', {s}.title, {f})"
+                   ).format(s=sql.Identifier(sources), f=sql.SQL(fallback))

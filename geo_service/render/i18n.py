@@ -97,6 +97,37 @@ STRINGS: dict[str, dict[str, str]] = {
                 "es": "Ordenar por {column}"},
     "territory_of": {"en": "{kind} in {country}", "fr": "{kind} — {country}",
                      "es": "{kind} en {country}"},
+    # the about page
+    "about": {"en": "About this map and its sources", "fr": "À propos de cette carte et de ses sources",
+              "es": "Acerca de este mapa y sus fuentes"},
+    "about_intro": {
+        "en": "This open map shows the local and regional governments of the human rights cities "
+              "and territories movement, with where each commitment and boundary comes from.",
+        "fr": "Cette carte ouverte montre les collectivités locales et régionales du mouvement des "
+              "villes et territoires des droits humains, avec l’origine de chaque engagement et "
+              "de chaque contour.",
+        "es": "Este mapa abierto muestra los gobiernos locales y regionales del movimiento de "
+              "ciudades y territorios de derechos humanos, con el origen de cada compromiso y de "
+              "cada límite."},
+    "boundary_sources": {"en": "Boundaries", "fr": "Contours", "es": "Límites"},
+    "dataset": {"en": "Dataset", "fr": "Jeu de données", "es": "Conjunto de datos"},
+    "level": {"en": "Level", "fr": "Niveau", "es": "Nivel"},
+    "licence": {"en": "Licence", "fr": "Licence", "es": "Licencia"},
+    "attribution": {"en": "Attribution", "fr": "Attribution", "es": "Atribución"},
+    "version": {"en": "Version", "fr": "Version", "es": "Versión"},
+    "members_data": {"en": "Members and initiatives", "fr": "Membres et initiatives",
+                     "es": "Miembros e iniciativas"},
+    "members_text": {
+        "en": "Each member and initiative is a documented public commitment, kept with its "
+              "sources (linked on its page) and a confidence level.",
+        "fr": "Chaque membre et chaque initiative est un engagement public documenté, conservé "
+              "avec ses sources (en lien sur sa page) et un niveau de fiabilité.",
+        "es": "Cada miembro e iniciativa es un compromiso público documentado, conservado con sus "
+              "fuentes (enlazadas en su página) y un nivel de confianza."},
+    "software": {"en": "Software and fonts", "fr": "Logiciels et polices",
+                 "es": "Software y tipografías"},
+    "for_developers": {"en": "Data for developers", "fr": "Données pour les développeurs",
+                       "es": "Datos para desarrolladores"},
     "matched": {"en": "on its boundary", "fr": "sur son contour", "es": "en su límite"},
     "point": {"en": "at a gazetteer point", "fr": "sur un point du répertoire",
               "es": "en un punto del nomenclátor"},

@@ -33,10 +33,11 @@ from pydantic import (
 )
 from shapely.geometry import box
 
+from geo_service.domain import Credit
 from geo_service.errors import ClientError
 from geo_service.query import scene as scene_query
 from geo_service.query.scene import SceneFilters, SceneRows
-from geo_service.render import i18n
+from geo_service.render import credits, i18n
 
 matplotlib.use("agg")
 from matplotlib import pyplot as plt
@@ -71,7 +72,6 @@ THEMES = {
 }
 TEXT = {
     "world": {"en": "World", "fr": "Monde", "es": "Mundo"},
-    "credit": {"en": "Data", "fr": "Données", "es": "Datos"},
     "version": {"en": "data version {v} of {d}", "fr": "version des données {v} du {d}",
                 "es": "versión de los datos {v} del {d}"},
 }
@@ -220,26 +220,24 @@ class Scene:
     countries: gpd.GeoDataFrame
     regions: gpd.GeoDataFrame | None
     territories: list[dict[str, Any]]
-    polygons: gpd.GeoDataFrame  # with each one's source: attribution, licence
+    polygons: gpd.GeoDataFrame  # with each one's source to credit (`credit`)
     extent: tuple[float, float, float, float]  # lon/lat of what to frame
-    sources: list[tuple[str, str | None]]  # of the boundaries behind (countries, regions)
-    credit_prefix: str  # "Data" in the image's language
-    credit_tail: str  # what follows the boundaries' sources: members, data version
+    sources: list[Credit]  # of the boundaries behind (countries, regions)
+    lang: str
+    version_text: str  # "data version 12 of 2026-12-03", in the image's language
     subtitle: str | None = None  # of a territory's map: its kind and country
     territory: str | None = None  # the id of the territory the map is framed on
 
     def credit(self, polygons: gpd.GeoDataFrame | None) -> str:
-        """The credit line: the boundaries behind, those of the `polygons` drawn, the rest."""
-        drawn = [] if polygons is None or polygons.empty else \
-            list(zip(polygons["attribution"], polygons["licence"], strict=True))
-        seen: list[str] = []
-        for attribution, licence in self.sources + drawn:
-            if not attribution:
-                continue
-            entry = f"{attribution.rstrip('.')} ({licence})" if licence else attribution.rstrip(".")
-            if entry not in seen:
-                seen.append(entry)
-        return f"{self.credit_prefix}: {' · '.join(seen)} · {self.credit_tail}"
+        """The credit line: one short credit per source drawn (the boundaries behind, then the
+        members' shapes of `polygons`), the members, the data version."""
+        drawn = [] if polygons is None or polygons.empty else list(polygons["credit"])
+        return f"{credits.line(self.sources, drawn, self.lang)} · {self.version_text}"
+
+    def full_credit(self, polygons: gpd.GeoDataFrame | None) -> str:
+        """The full attributions of what is drawn, for the file's metadata."""
+        drawn = [] if polygons is None or polygons.empty else list(polygons["credit"])
+        return credits.full(self.sources + drawn)
 
 
 def _frame(geoms: list[Any]) -> tuple[float, float, float, float]:
@@ -274,7 +272,7 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
     regions = _frame_of(rows.regions) if rows.regions is not None else None
     polygons = gpd.GeoDataFrame(
         {"id": [r[0] for r in rows.polygons], "commitment_kind": [r[1] for r in rows.polygons],
-         "attribution": [r[3] for r in rows.polygons], "licence": [r[4] for r in rows.polygons]},
+         "credit": [r[3] for r in rows.polygons]},
         geometry=shapely.from_wkb([r[2] for r in rows.polygons]), crs="EPSG:4326")
     focus = rows.territory
     if focus is not None:
@@ -285,11 +283,8 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
         extent = _frame([shapely.from_wkb(rows.subdivision_shape)])
     else:
         extent = _frame(list(countries[countries["code"].isin(rows.focus)].geometry))
-    members = {"en": "members: documented public commitments, each with its source",
-               "fr": "membres : engagements publics documentés, chacun avec sa source",
-               "es": "miembros: compromisos públicos documentados, cada uno con su fuente"}[lang]
     stamp = rows.stamp.isoformat() if rows.stamp else "?"
-    tail = f"{members} · " + TEXT["version"][lang].format(v=rows.version, d=stamp)
+    version_text = TEXT["version"][lang].format(v=rows.version, d=stamp)
     name = rows.region_name or TEXT["world"][lang]
     subtitle = None
     if focus is not None:
@@ -297,7 +292,7 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
         subtitle = i18n.STRINGS["territory_of"][lang].format(
             kind=i18n.KINDS[focus["kind"]][lang], country=rows.region_name)
     return Scene(kind, name, rows.focus, countries, regions, rows.territories, polygons, extent,
-                 rows.sources, TEXT["credit"][lang], tail, subtitle,
+                 rows.sources, lang, version_text, subtitle,
                  focus["id"] if focus is not None else None)
 
 
@@ -479,7 +474,7 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
                         color=colours["muted"])
         figure.text(0.02, 0.008, "\n".join(credit_lines), ha="left", va="bottom",
                     fontsize=credit_pt, color=colours["muted"], linespacing=1.3)
-        return _save(figure, request)
+        return _save(figure, request, title, scene.full_credit(polygons))
 
 
 def _renderer(figure: Figure) -> RendererAgg:
@@ -633,11 +628,18 @@ def _legend(ax: Any, lang: str, size: float, colours: dict[str, str], marker_siz
     return legend
 
 
-def _save(figure: Figure, request: MapRequest) -> bytes:
+def _save(figure: Figure, request: MapRequest, title: str, attributions: str) -> bytes:
+    """The file, with its title and the full attributions of what it draws in its metadata
+    (PDF Title and Subject, SVG Dublin Core title and rights, PNG Title and Copyright), and no
+    date or software version (the same request and data give the same bytes)."""
     out = io.BytesIO()
-    metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+    keywords = "human rights cities; human rights territories; UCLG; map"
+    metadata = {"png": {"Software": None, "Title": title, "Copyright": attributions},
+                "svg": {"Date": None, "Creator": None, "Title": title, "Rights": attributions,
+                        "Keywords": keywords},
                 "pdf": {"CreationDate": None, "ModDate": None, "Producer": None,
-                        "Creator": None}}[request.format]
+                        "Creator": None, "Title": title, "Subject": attributions,
+                        "Keywords": keywords}}[request.format]
     figure.savefig(out, format=request.format, dpi=request.dpi, metadata=metadata,
                    transparent=request.transparent,
                    facecolor="none" if request.transparent else figure.get_facecolor())

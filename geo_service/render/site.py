@@ -17,8 +17,9 @@ from xml.sax.saxutils import escape as xml_escape
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from geo_service.domain import Credit
 from geo_service.query import tiles
-from geo_service.render import i18n
+from geo_service.render import credits, i18n
 from geo_service.render.webmap import ASSET_VERSIONS, json_for_script
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -161,7 +162,7 @@ def territory_page(site: Site, t: dict[str, Any], detail: dict[str, Any],
                           "commitment_kind": t["commitment_kind"],
                           "bbox": boundary["bbox"] if boundary else None},
             "tiles": f"{site.base}/tiles/map/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}",
-            "attribution": tiles.short_attribution(data["credits"]),
+            "attribution": credits.corner(data["credits"], lang, f"{site.base}/about?lang={lang}"),
             "tileMaxZoom": tiles.DATA_MAX_ZOOM, "colours": i18n.COLOURS}
     initiatives = [{**i, "themes": ", ".join(data["themes"].get(x, x) for x in i["themes"]),
                     "source": i["source"] if _is_web(i.get("source")) else None}
@@ -277,7 +278,7 @@ def territories_page(site: Site, rows: list[dict[str, Any]], total: int, data: d
 
 def sitemap(base: str, territory_ids: list[str], lastmod: str | None) -> str:
     """sitemap.xml: the map, the list and every territory's page, each with its languages."""
-    paths = ["/map", "/territories"] + [territory_path(i) for i in territory_ids]
+    paths = ["/map", "/territories", "/about"] + [territory_path(i) for i in territory_ids]
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
            'xmlns:xhtml="http://www.w3.org/1999/xhtml">']
@@ -290,3 +291,21 @@ def sitemap(base: str, territory_ids: list[str], lastmod: str | None) -> str:
     out.append("</urlset>")
     return "\n".join(out) + "\n"
 
+
+
+FONTS = [("Noto Sans, Noto Sans CJK KR (map images)", "", "SIL Open Font License 1.1"),
+         ("DejaVu Sans (map images, fallback)", "", "Bitstream Vera License")]
+
+
+def about_page(site: Site, sources: list[Credit], software: list[tuple[str, str, str]]) -> str:
+    """/about: every boundary source in place with its full licence and attribution, the
+    members' provenance, and the software the pages and images are made with."""
+    lang = site.lang
+    text = i18n.strings(lang)
+    page = _common(site, "/about", {})
+    rows = [{"short": c.short, "title": c.title or "", "licence": c.licence or "",
+             "attribution": c.attribution or "", "version": c.version or "",
+             "level": i18n.LEVELS.get(c.level, {}).get(lang, c.level)} for c in sources]
+    return ENV.get_template("about.html").render(
+        **page, title=f"{text['about']} — {text['title']}", description=text["about_intro"],
+        sources=rows, software=software + FONTS, current="about")

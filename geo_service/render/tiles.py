@@ -35,6 +35,7 @@ from geo_service.domain import coarser, tier_for_zoom
 from geo_service.query import tiles
 from geo_service.query.pages import credits
 from geo_service.query.service import data_version, database_identity
+from geo_service.render.credits import full as full_credit
 from geo_service.render.i18n import LANGS
 
 DEFAULT_ARCHIVE_ZOOM = 6
@@ -186,7 +187,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         version = await data_version(conn)
         database = await database_identity(conn)
-        attribution = tiles.attribution(await credits(conn))
+        attribution = full_credit(await credits(conn))
     if not force:
         current = [_existing(directory, lang) for lang in LANGS]
         if all(a is not None and (a.database, a.version) == (database, version)

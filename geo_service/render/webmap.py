@@ -21,7 +21,7 @@ from folium.elements import JSCSSMixin
 from folium.template import Template
 
 from geo_service.query import tiles
-from geo_service.render import i18n
+from geo_service.render import credits, i18n
 
 VENDOR = "/static/vendor"
 ASSET_VERSIONS = {"leaflet": "1.9.4", "markercluster": "1.5.3", "vectorgrid": "1.3.0",
@@ -180,7 +180,8 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
         "territories": data["territories"], "total": len(data["territories"]),
         "filters": request.filters, "langs": list(i18n.LANGS),
         "tiles": f"{base}/tiles/map/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}",
-        "attribution": tiles.short_attribution(data["credits"]), "basemap": basemap,
+        "attribution": credits.corner(data["credits"], lang, f"{base}/about?lang={lang}"),
+        "basemap": basemap,
         "tileMaxZoom": tiles.DATA_MAX_ZOOM,
     }
     MovementLayers(config, asset_version).add_to(world)

@@ -6,6 +6,7 @@ GeoJSON: the OGC API items of the `territories` collection."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
@@ -15,8 +16,10 @@ from pydantic import Field
 
 from geo_service.errors import ClientError, NotFound
 from geo_service.query.features import MAX_LIMIT
-from geo_service.query.pages import territory_detail
+from geo_service.query.pages import credits, territory_detail
+from geo_service.query.service import data_version
 from geo_service.render import i18n, site
+from geo_service.settings import Settings
 from geo_service.web import ogc, pages
 from geo_service.web.http import ConnDep, NoParams, Params, base_url, conditional
 
@@ -29,6 +32,10 @@ class TerritoryParams(Params):
     lang: i18n.Lang = Field("en", description="Language of the page and names")
     f: Literal["html", "geojson", "json"] | None = Field(
         None, description="html, or geojson (as `Accept: application/geo+json` asks)")
+
+
+class AboutParams(Params):
+    lang: i18n.Lang = Field("en", description="Language of the page")
 
 
 class ListParams(TerritoryParams):
@@ -155,6 +162,33 @@ async def territory_page(request: Request, conn: ConnDep,
     code = pages.snippet(src, i18n.STRINGS["map_of"][params.lang].format(name=found["name"]))
     body = site.territory_page(here, found, detail, data, version, code, src)
     return HTMLResponse(body, headers=headers)
+
+
+@router.get("/about", response_class=HTMLResponse,
+            summary="Sources and licences: every boundary dataset's full attribution")
+async def about(request: Request, conn: ConnDep, params: Annotated[AboutParams, Query()]
+                ) -> Response:
+    version = await data_version(conn)
+    headers, unchanged = _headers(request, f"about|{version}|{request.url}")
+    if unchanged:
+        return unchanged
+    here = site.Site(params.lang, base_url(request), request.app.state.asset_version)
+    body = site.about_page(here, await credits(conn), _software(request.app.state.settings))
+    return HTMLResponse(body, headers=headers)
+
+
+def _software(settings: Settings) -> list[tuple[str, str, str]]:
+    """The pinned front-end packages the pages load: name, version, licence (from each
+    package's own package.json)."""
+    found = []
+    for folder in pages.VENDOR_DIRS.values():
+        package = folder.split("/", 1)[0]
+        try:
+            meta = json.loads((settings.node_modules / package / "package.json").read_text())
+        except (OSError, ValueError):
+            continue
+        found.append((package, str(meta.get("version", "")), str(meta.get("license", ""))))
+    return found
 
 
 @router.get("/sitemap.xml", summary="The sitemap: the map, the list and every territory's page",

@@ -18,6 +18,7 @@ from geo_service.query import tiles
 from geo_service.query.pages import credits
 from geo_service.query.service import data_version
 from geo_service.render import tiles as tile_store
+from geo_service.render.credits import full as full_credit
 from geo_service.render.i18n import Lang
 from geo_service.web import cache
 from geo_service.web.http import (
@@ -81,7 +82,7 @@ async def tilejson(request: Request, conn: ConnDep, tileset: Tileset,
     url = f"{base_url(request)}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt?v={version}&lang={lang}"
     body = {
         "tilejson": "3.0.0", "name": name, "description": tiles.TILESET_TITLES[name],
-        "version": "1.0.0", "attribution": tiles.attribution(await credits(conn)), "scheme": "xyz",
+        "version": "1.0.0", "attribution": full_credit(await credits(conn)), "scheme": "xyz",
         "tiles": [url],
         "minzoom": min(layer["minzoom"] for layer in layers), "maxzoom": tiles.DATA_MAX_ZOOM,
         "bounds": tiles.WORLD, "center": [10.0, 20.0, 1], "vector_layers": layers,
