@@ -50,6 +50,9 @@ MINI_READY = "() => document.documentElement.dataset.hrmap === 'ready'"
     ("/api.html", "() => document.querySelectorAll('.opblock').length > 15"),
     ("/territories", None), ("/territories?lang=fr&sort=-year", None), ("/about?lang=es", None),
     ("bounded", MINI_READY), ("point", MINI_READY),
+    ("/?f=html&lang=fr", None), ("/collections?f=html", None),
+    ("/collections/regions/items?f=html&region=FR&limit=20", MINI_READY),
+    ("/collections/territories/items/at-municipality-graz?f=html&lang=es", MINI_READY),
 ])
 def test_no_serious_or_critical_violations(browser, server: str, sample_dsn: str,  # noqa: F811
                                            path: str, ready: str | None) -> None:

@@ -66,7 +66,7 @@ def _with_lang(url: str, query: dict[str, str], lang: str) -> str:
     return url + (f"?{urlencode(given)}" if given else "")
 
 
-def _common(site: Site, path: str, query: dict[str, str]) -> dict[str, Any]:
+def common(site: Site, path: str, query: dict[str, str]) -> dict[str, Any]:
     text = i18n.strings(site.lang)
     languages = _languages(site, path, query)
     return {"lang": site.lang, "s": text, "asset_version": site.asset_version,
@@ -119,7 +119,7 @@ def territory_page(site: Site, t: dict[str, Any], detail: dict[str, Any],
     lang = site.lang
     text = i18n.strings(lang)
     path = territory_path(t["id"])
-    page = _common(site, path, {})
+    page = common(site, path, {})
     kind = i18n.KINDS[t["kind"]][lang]
     commitment = i18n.COMMITMENTS.get(t["commitment_kind"], {}).get(lang, t["commitment_kind"])
     sections = ", ".join(data["sections"].get(slug, slug) for slug in t["sections"])
@@ -243,7 +243,7 @@ def territories_page(site: Site, rows: list[dict[str, Any]], total: int, data: d
     lang = site.lang
     text = i18n.strings(lang)
     given = {"q": query.q, **dict(query.filters)}
-    page = _common(site, "/territories", {**given, "sort": query.sort})
+    page = common(site, "/territories", {**given, "sort": query.sort})
     labels = {"name": text["name"], "country": text["country"], "kind": text["kind"],
               "commitment": text["commitment_kind"], "year": text["year"],
               "section": text["section"]}
@@ -302,7 +302,7 @@ def about_page(site: Site, sources: list[Credit], software: list[tuple[str, str,
     members' provenance, and the software the pages and images are made with."""
     lang = site.lang
     text = i18n.strings(lang)
-    page = _common(site, "/about", {})
+    page = common(site, "/about", {})
     rows = [{"short": c.short, "title": c.title or "", "licence": c.licence or "",
              "attribution": c.attribution or "", "version": c.version or "",
              "level": i18n.LEVELS.get(c.level, {}).get(lang, c.level)} for c in sources]

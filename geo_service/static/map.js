@@ -485,10 +485,36 @@
     document.documentElement.setAttribute("data-hrmap", "ready");
   }
 
-  window.HRMap = {init: init, mini: mini};
+  /* The small map of an API page: the page's features (GeoJSON) on the same base, framed on
+   * them; members in their commitment's colour. Configured by the page's #hr-features-config. */
+  function features(node, config) {
+    var map = L.map(node, {scrollWheelZoom: false, minZoom: 1, maxZoom: 18});
+    baseLayer(config, function () { return null; }).addTo(map);
+    function colour(feature) {
+      return config.colours[(feature.properties || {}).commitment_kind] || "#005a8c";
+    }
+    var layer = L.geoJSON(config.data, {
+      style: function (feature) {
+        return {color: colour(feature), weight: 1.2, fillOpacity: 0.25, interactive: false};
+      },
+      pointToLayer: function (feature, latlng) {
+        return L.circleMarker(latlng, {radius: 5, color: "#1d1d1b", weight: 1, fillColor: colour(feature),
+                                       fillOpacity: 1, interactive: false});
+      }
+    }).addTo(map);
+    var bounds = layer.getBounds();
+    if (bounds.isValid()) { map.fitBounds(bounds, {padding: [16, 16], maxZoom: 12}); } else { map.setView([20, 10], 1); }
+    window.HRMap.map = map;
+    document.documentElement.setAttribute("data-hrmap", "ready");
+    return map;
+  }
+
+  window.HRMap = {init: init, mini: mini, features: features};
   document.addEventListener("DOMContentLoaded", function () {
-    var node = document.getElementById("hr-mini");
-    var source = document.getElementById("hr-mini-config");
-    if (node && source) { mini(node, JSON.parse(source.textContent)); }
+    [["hr-mini", mini], ["hr-features", features]].forEach(function (pair) {
+      var node = document.getElementById(pair[0]);
+      var source = document.getElementById(pair[0] + "-config");
+      if (node && source) { pair[1](node, JSON.parse(source.textContent)); }
+    });
   });
 })();

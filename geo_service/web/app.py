@@ -28,6 +28,7 @@ from geo_service.settings import Settings
 from geo_service.web import cache, images, ogc, pages, site, tiles
 from geo_service.web.http import (
     ConnDep,
+    HtmlFormQuery,
     InputGuard,
     NoParams,
     Params,
@@ -184,5 +185,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],
                        allow_headers=["*"], expose_headers=["ETag"])
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HtmlFormQuery)
     app.add_middleware(InputGuard)  # outermost: nothing else sees a request it refuses
     return app

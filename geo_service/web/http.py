@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -97,6 +97,23 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HtmlFormQuery:
+    """An HTML page's filter form (f=html) sends its empty fields too (`bbox=&limit=`): on such
+    a request an empty parameter is as if it were not given."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"f=html" in query and b"=&" in query + b"&":
+            pairs = parse_qsl(query.decode("ascii"), keep_blank_values=True)  # InputGuard checked it
+            if ("f", "html") in pairs:
+                kept = [(k, v) for k, v in pairs if v != ""]
+                scope = {**scope, "query_string": urlencode(kept).encode()}
+        await self.app(scope, receive, send)
+
+
 class InputGuard:
     """Refuses (400 problem details) a request whose path or query is not clean text, so that
     no route, query or drawing ever sees a NUL byte or broken UTF-8."""
@@ -138,7 +155,42 @@ class Params(BaseModel):
 
 
 class FormatParams(Params):
-    f: Literal["json", "geojson"] | None = Field(None, description="json (the only format)")
+    f: Literal["json", "geojson", "html"] | None = Field(
+        None, description="json, or html (as a browser's `Accept: text/html` asks)")
+    lang: Literal["en", "fr", "es"] = Field("en", description="Language of the HTML page")
+
+
+def prefers(accept: str, wanted: tuple[str, ...], others: tuple[str, ...]) -> bool:
+    """Whether an Accept header prefers one of `wanted` to every one of `others`: by q-value,
+    then by order (a browser names text/html first). `*/*` alone prefers nothing."""
+    best: dict[bool, tuple[float, int]] = {}
+    for position, part in enumerate(accept.split(",")):
+        pieces = [p.strip() for p in part.split(";")]
+        media = pieces[0].lower()
+        q = 1.0
+        for param in pieces[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        for side, names in ((True, wanted), (False, others)):
+            if media in names and (side not in best or (q, -position) > best[side]):
+                best[side] = (q, -position)
+    if True not in best or best[True][0] <= 0:
+        return False
+    return False not in best or best[True] > best[False]
+
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+JSON_TYPES = ("application/json", "application/geo+json", "application/schema+json")
+
+
+def wants_html(request: Request, f: str | None) -> bool:
+    """f=html, or (without f) an Accept header that prefers HTML to JSON."""
+    if f:
+        return f == "html"
+    return prefers(request.headers.get("accept", ""), HTML_TYPES, JSON_TYPES)
 
 
 FormatQuery = Annotated[FormatParams, Query()]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from psycopg import AsyncConnection
 from pydantic import Field
 
@@ -18,8 +18,10 @@ from geo_service.errors import ClientError
 from geo_service.query import features, filters, regions
 from geo_service.query.collections import COLLECTIONS, Collection
 from geo_service.query.features import CRS84, ItemsQuery
+from geo_service.query.pages import credits
 from geo_service.query.service import data_version
-from geo_service.render import export
+from geo_service.render import apihtml, export, i18n
+from geo_service.render.site import Site
 from geo_service.web.http import (
     CACHE,
     JSON,
@@ -29,11 +31,13 @@ from geo_service.web.http import (
     base_url,
     cached,
     conditional,
+    wants_html,
 )
 
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
@@ -44,6 +48,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
 ]
 GEOJSON = "application/geo+json"
+HTML_TIER = 3  # the generalized shapes an HTML page's small map draws
 CSV = "text/csv; charset=utf-8"
 GPKG = "application/geopackage+sqlite3"
 
@@ -66,7 +71,9 @@ class FeatureParams(Params):
 
 
 class ItemParams(FeatureParams):
-    f: Literal["json", "geojson"] | None = Field(None, description="json or geojson")
+    f: Literal["json", "geojson", "html"] | None = Field(
+        None, description="json or geojson; html for a browser (as `Accept: text/html` asks)")
+    lang: i18n.Lang = Field("en", description="Language of the HTML page")
 
 
 class ItemsParams(FeatureParams):
@@ -92,9 +99,11 @@ class ItemsParams(FeatureParams):
     filter_lang: Literal["cql2-text", "cql2-json"] | None = Field(
         None, alias="filter-lang", description="cql2-text (default) or cql2-json")
     filter_crs: str | None = Field(None, alias="filter-crs", description=f"Only {CRS84}")
-    f: Literal["json", "geojson", "csv", "gpkg"] | None = Field(
-        None, description="geojson (default), csv (id, properties, lon/lat, WKT) or gpkg "
-                          "(GeoPackage); or send Accept: text/csv or application/geopackage+sqlite3")
+    f: Literal["json", "geojson", "csv", "gpkg", "html"] | None = Field(
+        None, description="geojson (default), csv (id, properties, lon/lat, WKT), gpkg "
+                          "(GeoPackage) or html (a page with a table, a map and paging); or "
+                          "send Accept: text/csv, application/geopackage+sqlite3 or text/html")
+    lang: i18n.Lang = Field("en", description="Language of the HTML page")
 
 
 # query parameters that only some collections take: the collection's filters and extra_params
@@ -196,14 +205,28 @@ def _json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-@router.get("/", summary="Landing page")
-async def landing(request: Request, params: FormatQuery) -> JSONResponse:
+def _here(request: Request, lang: str) -> Site:
+    return Site(lang, base_url(request), request.app.state.asset_version)
+
+
+def _html(body: str, headers: dict[str, str] | None = None) -> HTMLResponse:
+    return HTMLResponse(body, headers={"Vary": "Accept", **(headers or {})})
+
+
+@router.get("/", summary="Landing page", response_class=JSONResponse,
+            responses={200: {"content": {JSON: {}, "text/html": {}}}})
+async def landing(request: Request, params: FormatQuery) -> Response:
     base = base_url(request)
+    if wants_html(request, params.f):
+        return _html(apihtml.landing(_here(request, params.lang), request.app.title,
+                                     request.app.description))
     return JSONResponse({
         "title": request.app.title,
         "description": request.app.description,
         "links": [
             {"href": f"{base}/", "rel": "self", "type": JSON, "title": "This document"},
+            {"href": f"{base}/?f=html", "rel": "alternate", "type": "text/html",
+             "title": "This document as HTML"},
             {"href": f"{base}/api", "rel": "service-desc",
              "type": "application/vnd.oai.openapi+json;version=3.0", "title": "OpenAPI 3"},
             {"href": f"{base}/api.html", "rel": "service-doc", "type": "text/html",
@@ -219,9 +242,12 @@ async def landing(request: Request, params: FormatQuery) -> JSONResponse:
     })
 
 
-@router.get("/conformance", summary="Conformance classes")
-async def conformance(params: FormatQuery) -> JSONResponse:
-    return JSONResponse({"conformsTo": CONFORMANCE})
+@router.get("/conformance", summary="Conformance classes", response_class=JSONResponse,
+            responses={200: {"content": {JSON: {}, "text/html": {}}}})
+async def conformance(request: Request, params: FormatQuery) -> Response:
+    if wants_html(request, params.f):
+        return _html(apihtml.conformance(_here(request, params.lang), CONFORMANCE))
+    return JSONResponse({"conformsTo": CONFORMANCE}, headers={"Vary": "Accept"})
 
 
 async def _describe(request: Request, conn: AsyncConnection, collection: Collection,
@@ -233,7 +259,11 @@ async def _describe(request: Request, conn: AsyncConnection, collection: Collect
         "itemType": "feature", "crs": [CRS84], "storageCrs": CRS84,
         "links": [
             {"href": url, "rel": "self", "type": JSON, "title": collection.title},
+            {"href": f"{url}?f=html", "rel": "alternate", "type": "text/html",
+             "title": f"{collection.title} (HTML)"},
             {"href": f"{url}/items", "rel": "items", "type": GEOJSON, "title": "Features"},
+            {"href": f"{url}/items?f=html", "rel": "items", "type": "text/html",
+             "title": "Features (HTML)"},
             {"href": f"{url}/queryables", "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
              "type": "application/schema+json", "title": "Queryables"},
         ],
@@ -243,16 +273,23 @@ async def _describe(request: Request, conn: AsyncConnection, collection: Collect
     return described
 
 
-@router.get("/collections", summary="The collections")
+@router.get("/collections", summary="The collections",
+            responses={200: {"content": {JSON: {}, "text/html": {}}}})
 async def collections(request: Request, conn: ConnDep, params: FormatQuery) -> Response:
     version = await data_version(conn)
-    headers, unchanged = _validators(request, version, JSON)
+    html = wants_html(request, params.f)
+    headers, unchanged = _validators(request, version, "text/html" if html else JSON)
     if unchanged:
         return unchanged
     base = base_url(request)
+    if html:
+        described = [await _describe(request, conn, c, version) for c in COLLECTIONS.values()]
+        return _html(apihtml.collections(_here(request, params.lang), described), headers)
     body = {
         "links": [{"href": f"{base}/collections", "rel": "self", "type": JSON,
-                   "title": "Collections"}],
+                   "title": "Collections"},
+                  {"href": f"{base}/collections?f=html", "rel": "alternate", "type": "text/html",
+                   "title": "Collections (HTML)"}],
         "collections": [await _describe(request, conn, c, version) for c in COLLECTIONS.values()],
     }
     return Response(_json(body), media_type=JSON, headers=headers)
@@ -263,9 +300,14 @@ async def collection(request: Request, conn: ConnDep, collection_id: CollectionI
                      params: FormatQuery) -> Response:
     described = _collection(collection_id)
     version = await data_version(conn)
-    headers, unchanged = _validators(request, version, JSON)
+    html = wants_html(request, params.f)
+    headers, unchanged = _validators(request, version, "text/html" if html else JSON)
     if unchanged:
         return unchanged
+    if html:
+        return _html(apihtml.collection(_here(request, params.lang),
+                                        await _describe(request, conn, described, version)),
+                     headers)
     return Response(_json(await _describe(request, conn, described, version)), media_type=JSON,
                     headers=headers)
 
@@ -306,6 +348,8 @@ def _page_link(request: Request, rel: str, offset: int) -> dict[str, str]:
 async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
                 params: Annotated[ItemsParams, Query()]) -> Response:
     c = _collection(collection_id)
+    if wants_html(request, params.f):
+        return await _items_html(request, conn, c, params)
     chosen = _negotiate(request, params.f)
     media_type = {"csv": CSV, "gpkg": GPKG}.get(chosen, GEOJSON)
     download = {"Content-Disposition": f'attachment; filename="{c.id}.{chosen}"'}
@@ -350,9 +394,18 @@ async def item(request: Request, conn: ConnDep, collection_id: CollectionId,
                params: Annotated[ItemParams, Query()]) -> Response:
     c = _collection(collection_id)
     q = _shape(c, params, ItemsQuery())
-    headers, unchanged = _validators(request, await data_version(conn), GEOJSON)
+    html = wants_html(request, params.f)
+    version = await data_version(conn)
+    headers, unchanged = _validators(request, version, "text/html" if html else GEOJSON)
     if unchanged:
         return unchanged
+    if html:
+        if params.zoom is None:
+            q.tier = HTML_TIER
+        feature = json.loads(await features.item(conn, c, feature_id, q))
+        here = _here(request, params.lang)
+        return _html(apihtml.item(here, c, feature, apihtml.map_config(
+            here, version, await credits(conn))), headers)
 
     async def make() -> bytes:
         feature = await features.item(conn, c, feature_id, q)
@@ -366,3 +419,24 @@ async def item(request: Request, conn: ConnDep, collection_id: CollectionId,
 
     return await cached(request, request.app.state.body_cache, headers["ETag"], headers, GEOJSON,
                         make)
+
+
+async def _items_html(request: Request, conn: AsyncConnection, c: Collection, p: ItemsParams
+                      ) -> Response:
+    """An items page as HTML: the same query as the JSON, its shapes from a generalized tier
+    unless `zoom` says otherwise (the map is small)."""
+    version = await data_version(conn)
+    q = await items_query(conn, c, p, version)
+    if p.zoom is None:
+        q.tier = HTML_TIER
+    headers, unchanged = _validators(request, version, "text/html")
+    if unchanged:
+        return unchanged
+    await features.check_budget(conn, c, q)
+    page = await features.items(conn, c, q)
+    parsed = {"features": json.loads(page["features"]), "numberMatched": page["matched"]}
+    here = _here(request, p.lang)
+    given = {k: v for k, v in request.query_params.items() if k not in ("f", "lang")}
+    body = apihtml.items(here, c, parsed, given, q.offset, q.limit,
+                         apihtml.map_config(here, version, await credits(conn)))
+    return _html(body, headers)

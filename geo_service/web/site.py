@@ -21,7 +21,15 @@ from geo_service.query.service import data_version
 from geo_service.render import i18n, site
 from geo_service.settings import Settings
 from geo_service.web import ogc, pages
-from geo_service.web.http import ConnDep, NoParams, Params, base_url, conditional
+from geo_service.web.http import (
+    HTML_TYPES,
+    ConnDep,
+    NoParams,
+    Params,
+    base_url,
+    conditional,
+    prefers,
+)
 
 router = APIRouter(tags=["Territory pages"])
 GEOJSON = "application/geo+json"
@@ -55,24 +63,7 @@ def wants_geojson(accept: str, f: str | None) -> bool:
     order). A browser's Accept names text/html first: it gets the page."""
     if f:
         return f in ("geojson", "json")
-    best: dict[str, tuple[float, int]] = {}
-    for position, part in enumerate(accept.split(",")):
-        pieces = [p.strip() for p in part.split(";")]
-        media = pieces[0].lower()
-        q = 1.0
-        for param in pieces[1:]:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        for kind, names in (("geojson", ("application/geo+json",)),
-                            ("html", ("text/html", "application/xhtml+xml"))):
-            if media in names and (kind not in best or q > best[kind][0]):
-                best[kind] = (q, -position)
-    if "geojson" not in best or best["geojson"][0] <= 0:
-        return False
-    return "html" not in best or best["geojson"] > best["html"]
+    return prefers(accept, ("application/geo+json",), HTML_TYPES)
 
 
 def _headers(request: Request, settings_key: str) -> tuple[dict[str, str], Response | None]:
