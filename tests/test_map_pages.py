@@ -140,7 +140,7 @@ def territory_paths(page: Page) -> list[dict[str, str]]:
 def test_member_shapes_by_zoom(visit: Visit, server: str) -> None:
     """A member's boundary is drawn where it is at least 8 pixels across (a marker stands for it
     below), as an outline below z6 and filled from z6."""
-    page = visit.open(f"{server}/map#2/20/10")  # the world: every member is smaller than that
+    page = visit.open(f"{server}/map")  # the world: every member is smaller than that
     wait_for_tiles(page)
     assert territory_paths(page) == []
     # z5 over Catalonia: the province of Barcelona (7,753 km², ~24 px) as an outline; the city
@@ -213,7 +213,7 @@ def test_filters_change_what_is_drawn_and_the_url(visit: Visit, server: str, dat
                                                   ) -> None:
     housing = ("EXISTS (SELECT 1 FROM initiatives i JOIN initiative_themes it ON it.initiative_id "
                "= i.id WHERE i.territory_id = t.id AND it.theme_slug = 'housing')")
-    page = visit.open(server + "/map?theme=housing#2/20/10")
+    page = visit.open(server + "/map?theme=housing")  # the first view fits the members shown
     expected = shown_in_db(database_url, housing)
     assert 0 < expected < shown_in_db(database_url)
     counts = drawn(page)
@@ -224,7 +224,7 @@ def test_filters_change_what_is_drawn_and_the_url(visit: Visit, server: str, dat
     page.wait_for_function(f"() => document.querySelector('.hr-shown').textContent === '{both} shown'")
     counts = drawn(page)
     assert counts["markers"] + counts["clustered"] == both
-    assert "kind=municipality" in page.url and "theme=housing" in page.url and "#2/" in page.url
+    assert "kind=municipality" in page.url and "theme=housing" in page.url and "#" in page.url
     page.locator(".hr-reset").click()
     total = shown_in_db(database_url)
     page.wait_for_function(f"() => document.querySelector('.hr-shown').textContent === '{total} shown'")
@@ -285,11 +285,12 @@ def test_embed_snippet_works_in_another_sites_page(browser: Browser, server: str
                 time.sleep(0.1)
         visit.page.goto(site + "/index.html")
         frame = visit.page.frame_locator("iframe")
-        frame.locator(".hr-counter").wait_for(timeout=15000)
+        frame.locator(".hr-toggle").wait_for(timeout=15000)
         inner = next(f for f in visit.page.frames if f.url.startswith(server))
         inner.wait_for_function("() => window.HRMapReady === true")
         assert inner.evaluate("() => document.documentElement.lang") == "es"
         assert inner.evaluate("() => HRMap.map.scrollWheelZoom.enabled()") is False  # gestures instead
+        frame.locator(".hr-toggle").click()  # a 640×480 frame: the panel starts as one button
         assert "de 1000 para 2030" in frame.locator(".hr-counter").inner_text()
         box = visit.page.locator("iframe").bounding_box()
         assert box and 600 <= box["width"] <= 660 and box["height"] >= 320
@@ -382,3 +383,62 @@ def test_every_html_page_asks_nothing_of_another_host(visit: Visit, server: str,
     assert visit.errors == [], visit.errors
     assert all(r.status < 400 for r in visit.responses), [
         (r.url, r.status) for r in visit.responses if r.status >= 400]
+
+
+FRAMES = [(320, 240), (375, 640), (640, 480), (1280, 800), (1920, 1080), (2560, 1440)]
+
+
+@pytest.mark.parametrize(("width", "height"), FRAMES)
+def test_the_first_view_fits_the_frame(browser: Browser, server: str, width: int,
+                                       height: int) -> None:
+    """Every member inside the first view of any frame from 320×240 to 2560×1440, the world
+    once across at most, and in small frames a collapsed panel (at most 20 % of the frame)
+    that opens from the keyboard."""
+    for path in ("/embed", "/map"):
+        visit = Visit(browser, (server,), width=width, height=height)
+        try:
+            page = visit.open(server + path)
+            wait_for_tiles(page)
+            view = page.evaluate("""() => {
+              const map = window.HRMap.map;
+              const config = JSON.parse(document.getElementById('hr-config').textContent);
+              const bounds = map.getBounds();
+              const panel = document.querySelector('.hr-panel').getBoundingClientRect();
+              return {outside: config.territories.filter(t => !bounds.contains([t.lat, t.lon]))
+                                                 .map(t => t.name),
+                      worlds: map.getSize().x / map.getPixelWorldBounds().getSize().x,
+                      zoom: map.getZoom(),
+                      panel: panel.width * panel.height / (innerWidth * innerHeight)};
+            }""")
+            assert view["outside"] == [], (path, view)
+            counts = drawn(page)  # and every one drawn: as a marker or within a cluster
+            total = page.evaluate(
+                "() => JSON.parse(document.getElementById('hr-config').textContent).territories"
+                ".length")
+            assert counts["markers"] + counts["clustered"] == total, (path, counts)
+            assert view["worlds"] <= 1.05, (path, view)
+            assert visit.errors == [] and visit.offsite == []
+            image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+            assert image.size == (width, height)
+            colours = image.getcolors(maxcolors=1 << 16)
+            assert colours is None or len(colours) > 50, "the screenshot is (nearly) blank"
+            toggle = page.locator(".hr-toggle")
+            if width < 700 or height < 500:
+                assert view["panel"] <= 0.20, (path, view)
+                assert toggle.get_attribute("aria-expanded") == "false"
+                assert not page.locator(".hr-title").is_visible()
+                toggle.focus()
+                page.keyboard.press("Enter")
+                assert toggle.get_attribute("aria-expanded") == "true"
+                assert page.locator(".hr-title").is_visible()
+                assert page.locator("#hr-search").is_visible()
+            else:
+                assert page.locator(".hr-title").is_visible()
+        finally:
+            visit.close()
+
+
+def test_a_view_in_the_url_is_kept(visit: Visit, server: str) -> None:
+    page = visit.open(server + "/map#6/41.4/2.2")
+    view = page.evaluate("() => [window.HRMap.map.getZoom(), window.HRMap.map.getCenter()]")
+    assert view[0] == 6 and abs(view[1]["lat"] - 41.4) < 0.01 and abs(view[1]["lng"] - 2.2) < 0.01

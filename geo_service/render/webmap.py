@@ -170,7 +170,8 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
         zoom_start=1 if request.embed else 2, tiles=None,
         world_copy_jump=True,
     )
-    world.options.update({"minZoom": 1, "maxZoom": 18})
+    # fractional zoom: the first view fits the members to any frame (map.js sets the minimum)
+    world.options.update({"minZoom": 0, "maxZoom": 18, "zoomSnap": 0, "zoomDelta": 1})
     world.add_to(page)
     config = {
         "lang": lang, "embed": request.embed, "strings": text,

@@ -11,6 +11,32 @@
     L.DomEvent.fakeStop = function () { return true; };
   }
 
+  // The view in the URL keeps fractional zooms (leaflet-hash 0.2.1 reads whole ones only), to
+  // two decimals, with the centre to about a pixel.
+  if (L.Hash) {
+    L.Hash.prototype.parseHash = function (hash) {
+      var found = /^#?(\d+(?:\.\d+)?)\/(-?\d+(?:\.\d+)?)\/(-?\d+(?:\.\d+)?)$/.exec(hash);
+      return found ? {center: L.latLng(parseFloat(found[2]), parseFloat(found[3])),
+                      zoom: parseFloat(found[1])} : false;
+    };
+    L.Hash.prototype.formatHash = function (map) {
+      var centre = map.getCenter(), zoom = map.getZoom();
+      var digits = Math.max(1, Math.ceil(Math.log(Math.max(zoom, 1)) / Math.LN2));
+      return "#" + [Math.round(zoom * 100) / 100, centre.lat.toFixed(digits),
+                    centre.lng.toFixed(digits)].join("/");
+    };
+  }
+
+  // Leaflet.markercluster 1.5.3 builds its levels from the floor of the map's minimum zoom but
+  // walks them from the minimum zoom itself: with a fractional minimum (the world once across,
+  // below) the markers of its top level were never shown. Walk from the floor too.
+  if (L.MarkerCluster) {
+    var walk = L.MarkerCluster.prototype._recursively;
+    L.MarkerCluster.prototype._recursively = function (bounds, start, stop, every, bottom) {
+      return walk.call(this, bounds, Math.floor(start), stop, every, bottom);
+    };
+  }
+
   var SVG = "http://www.w3.org/2000/svg";
 
   function el(tag, attrs, children) {
@@ -188,13 +214,13 @@
     return marker;
   }
 
-  function legendControl(config) {
+  function legendControl(config, closed) {
     var Legend = L.Control.extend({
       options: {position: "bottomleft"},
       onAdd: function () {
         var s = config.strings;
         var box = el("section", {"class": "hr-legend leaflet-bar", "aria-label": s.legend});
-        var details = el("details", config.embed ? {} : {open: ""}, [el("summary", {text: s.legend})]);
+        var details = el("details", config.embed || closed ? {} : {open: ""}, [el("summary", {text: s.legend})]);
         var colours = el("ul", {"aria-label": s.colour_by});
         Object.keys(config.commitments).forEach(function (key) {
           colours.appendChild(el("li", {}, [symbol("circle", config.colours[key], 14),
@@ -403,17 +429,26 @@
     panelBody.appendChild(el("label", {"for": searchId, "class": "hr-visually-hidden", text: s.search}));
     [search, results, fields, reset, shown, listHead, list,
      el("p", {"class": "hr-caveat", text: s.caveat})].forEach(function (n) { panelBody.appendChild(n); });
-    var toggle = el("button", {type: "button", "class": "hr-toggle", "aria-expanded": config.embed ? "false" : "true",
-                               "aria-controls": "hr-panel-body", text: s.filters});
-    panelBody.hidden = Boolean(config.embed);
-    toggle.addEventListener("click", function () {
-      panelBody.hidden = !panelBody.hidden;
-      toggle.setAttribute("aria-expanded", panelBody.hidden ? "false" : "true");
-    });
+    var toggle = el("button", {type: "button", "class": "hr-toggle", "aria-controls": "hr-panel-body",
+                               text: s.filters});
+    var box = null;  // the panel, once added
+    // A small frame (a phone, a narrow iframe) gets the panel as one button: opened, it shows
+    // the title, counter, languages, filters and list; closed, it covers little of the map.
+    var compactFrame = window.matchMedia("(max-width: 699px), (max-height: 499px)");
+    function setOpen(open) {
+      panelBody.hidden = !open;
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      if (box) { box.classList.toggle("hr-collapsed", compactFrame.matches && !open); }
+    }
+    function fitPanelToFrame() {
+      if (box) { box.classList.toggle("hr-compact", compactFrame.matches); }
+      setOpen(!compactFrame.matches && !config.embed);
+    }
+    toggle.addEventListener("click", function () { setOpen(panelBody.hidden); });
     var Panel = L.Control.extend({
       options: {position: "topright"},
       onAdd: function () {
-        var box = el("section", {"class": "hr-panel", "aria-label": s.title}, [
+        box = el("section", {"class": "hr-panel", "aria-label": s.title}, [
           el("h1", {"class": "hr-title", text: s.title}), counter, languages, toggle, panelBody]);
         L.DomEvent.disableClickPropagation(box);
         L.DomEvent.disableScrollPropagation(box);
@@ -421,7 +456,9 @@
       }
     });
     new Panel().addTo(map);
-    legendControl(config).addTo(map);
+    fitPanelToFrame();
+    if (compactFrame.addEventListener) { compactFrame.addEventListener("change", fitPanelToFrame); }
+    legendControl(config, compactFrame.matches).addTo(map);
     fullscreenControl(map, config).addTo(map);
     counter.textContent = format(s.counter, config.total);
 
@@ -477,6 +514,22 @@
 
     if (inFrame && map.gestureHandling) {
       map.gestureHandling.enable();  // no wheel zoom inside a host page: ctrl + wheel, two fingers
+    }
+    // At start, without a view in the URL: every member shown in the frame, at a fractional
+    // zoom, and the world about once across at most (no zoom out past one world's width).
+    function worldOnce() { return Math.max(0, Math.log(map.getSize().x / 256) / Math.LN2); }
+    map.options.minZoom = worldOnce();  // not setMinZoom: its animated zoom would end after the view set below
+    map.on("resize", function () { map.setMinZoom(worldOnce()); });
+    var asked = L.Hash.prototype.parseHash(window.location.hash);
+    if (asked) {  // the view in the URL, at once (leaflet-hash applies it 100 ms later)
+      map.setView(asked.center, asked.zoom, {animate: false});
+    } else {
+      var points = visible().map(function (m) { return m.getLatLng(); });
+      if (points.length) {
+        map.fitBounds(L.latLngBounds(points), {padding: [24, 24], animate: false});
+      } else {
+        map.setView([20, 10], map.getMinZoom(), {animate: false});
+      }
     }
     new L.Hash(map);  // the view as #zoom/lat/lon
     refresh(true);
