@@ -274,3 +274,21 @@ def pdf_info(pdf: bytes, key: str) -> str:
         i += 1
     data = bytes(raw)
     return data[2:].decode("utf-16-be") if data.startswith(b"\xfe\xff") else data.decode("latin-1")
+
+
+def test_a_map_of_a_box(sample_dsn) -> None:
+    """bbox= frames the image on a web map's view, with the members inside it."""
+    import psycopg
+
+    with psycopg.connect(sample_dsn) as conn:
+        inside = conn.execute(
+            "SELECT count(*) FROM territories t WHERE t.commitment_kind <> 'engagement-only' "
+            "AND t.location && ST_MakeEnvelope(-10, 35, 20, 60, 4326)").fetchone()[0]
+    texts = svg_texts(draw(sample_dsn, "svg", bbox="-10,35,20,60", preset="square"))
+    assert f"{inside} shown" in texts and any(t.endswith("— Map view") for t in texts)
+    with pytest.raises(ClientError, match="only one"):
+        mapimage.parse({"bbox": "-10,35,20,60", "region": "FR"}, "png")
+    with pytest.raises(ClientError, match="antimeridian"):
+        mapimage.parse({"bbox": "170,-10,-170,10"}, "png")
+    with pytest.raises(ClientError, match="bbox"):
+        mapimage.parse({"bbox": "1,2,3"}, "png")

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
@@ -442,3 +443,48 @@ def test_a_view_in_the_url_is_kept(visit: Visit, server: str) -> None:
     page = visit.open(server + "/map#6/41.4/2.2")
     view = page.evaluate("() => [window.HRMap.map.getZoom(), window.HRMap.map.getCenter()]")
     assert view[0] == 6 and abs(view[1]["lat"] - 41.4) < 0.01 and abs(view[1]["lng"] - 2.2) < 0.01
+
+
+def test_download_the_current_view(visit: Visit, server: str, database_url: str) -> None:
+    """The Download control offers the view, its filters and language as a map image, from the
+    keyboard; the image holds the members inside the view."""
+    page = visit.open(server + "/map?lang=fr&theme=housing#5/46/2")
+    toggle = page.locator(".hr-download-toggle")
+    assert toggle.get_attribute("aria-expanded") == "false"
+    toggle.focus()
+    page.keyboard.press("Enter")
+    assert toggle.get_attribute("aria-expanded") == "true"
+    page.select_option("#hr-download-format", "svg")
+    page.select_option("#hr-download-size", "square")
+    link = page.locator(".hr-download-link")
+    assert link.inner_text() == "Télécharger cette vue (SVG)"
+    href = link.get_attribute("href")
+    query = dict(parse_qsl(urlsplit(href).query))
+    assert urlsplit(href).path == "/export/map.svg"
+    assert {k: query[k] for k in ("theme", "preset", "lang")} == {
+        "theme": "housing", "preset": "square", "lang": "fr"}
+    west, south, east, north = (float(v) for v in query["bbox"].split(","))
+    bounds = page.evaluate("() => HRMap.map.getBounds().toBBoxString()").split(",")
+    assert abs(west - float(bounds[0])) < 0.01 and abs(north - float(bounds[3])) < 0.01
+    # the link follows the view
+    page.evaluate("() => HRMap.map.setView([41.4, 2.2], 7, {animate: false})")
+    page.wait_for_function(f"() => !document.querySelector('.hr-download-link').href"
+                           f".includes('{query['bbox']}')")
+    with urllib.request.urlopen(server + href) as answer:
+        assert answer.headers["content-type"] == "image/svg+xml"
+        svg = answer.read().decode()
+    inside = shown_in_db(database_url, (
+        "EXISTS (SELECT 1 FROM initiatives i JOIN initiative_themes it ON it.initiative_id = i.id "
+        "WHERE i.territory_id = t.id AND it.theme_slug = 'housing') AND "
+        f"t.location && ST_MakeEnvelope({west}, {south}, {east}, {north}, 4326)"))
+    assert f"{inside} affichés" in svg and "Vue de la carte" in svg
+    assert visit.errors == []
+
+
+def test_the_embed_offers_downloads_only_when_asked(visit: Visit, server: str) -> None:
+    page = visit.open(server + "/embed")
+    assert page.locator(".hr-download-toggle").count() == 0
+    page = visit.open(server + "/embed?download=true")
+    assert page.locator(".hr-download-toggle").count() == 1
+    code = urllib.request.urlopen(f"{server}/embed/code?download=true&f=json").read().decode()
+    assert "download=true" in json.loads(code)["src"]

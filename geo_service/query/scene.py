@@ -45,6 +45,7 @@ class SceneRows:
     stamp: dt.date | None = None  # when the data last changed
     # the territory a map is framed on: id, name, kind, lon, lat, bbox of its boundary (or None)
     territory: dict[str, Any] | None = None
+    bbox: tuple[float, float, float, float] | None = None  # the box a map is framed on
 
 
 def tier_for(region: regions.Region) -> int:
@@ -91,7 +92,8 @@ async def _territory(conn: AsyncConnection, territory_id: str, lang: str) -> dic
 
 
 async def load(conn: AsyncConnection, region_text: str, lang: str, filters: SceneFilters,
-               territory_id: str | None = None) -> SceneRows:
+               territory_id: str | None = None,
+               bbox: tuple[float, float, float, float] | None = None) -> SceneRows:
     """Everything the image shows, at one data version (REPEATABLE READ, READ ONLY). A map
     framed on a territory shows its country as the region."""
     async with conn.transaction():
@@ -111,16 +113,32 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
         if filters.section and not await _exists(conn, "uclg_sections", filters.section):
             raise ClientError(f"section={filters.section!r} is not a UCLG section slug")
         tier = tier_for(region) if focus_territory is None else 3
+        box = sql.SQL("ST_MakeEnvelope({}, 4326)").format(
+            sql.SQL(", ").join(sql.Literal(float(n)) for n in bbox)) if bbox else None
+        if bbox:  # a web map's view: finer shapes as it narrows, regions below 40° across
+            width = bbox[2] - bbox[0]
+            tier = 1 if width > 120 else 2 if width > 40 else 3
         countries = await (await conn.execute(sql.SQL(
             "SELECT b.code, ST_AsBinary(bt.geom) FROM boundaries b {} WHERE b.level = 'country' "
             "ORDER BY b.code").format(v.tier_join(tier, outer=False)))).fetchall()
         region_rows = None
-        if region.kind in ("country", "subdivision"):
+        region_countries = sorted(focus)
+        if box is not None and bbox and bbox[2] - bbox[0] <= 40:
+            region_rows = await (await conn.execute(sql.SQL(
+                "SELECT b.code, b.iso3166_2, ST_AsBinary(bt.geom) FROM boundaries b {} "
+                "WHERE b.level = 'region' AND b.geom && {} ORDER BY b.code").format(
+                    v.tier_join(3, outer=False), box))).fetchall()
+            region_countries = sorted({r[0] for r in await (await conn.execute(sql.SQL(
+                "SELECT DISTINCT iso3166_1 FROM boundaries WHERE level = 'region' AND geom && {} "
+                "AND iso3166_1 IS NOT NULL").format(box))).fetchall()})
+        elif region.kind in ("country", "subdivision"):
             region_rows = await (await conn.execute(sql.SQL(
                 "SELECT b.code, b.iso3166_2, ST_AsBinary(bt.geom) FROM boundaries b {} "
                 "WHERE b.level = 'region' AND b.iso3166_1 = ANY({}) ORDER BY b.code").format(
                     v.tier_join(3, outer=False), sql.Literal(sorted(focus))))).fetchall()
         conditions = [v.SHOWN_TERRITORY, regions.territories_in(region)]
+        if box is not None:
+            conditions.append(sql.SQL("t.location && {}").format(box))
         if filters.kind:
             conditions.append(v.equals(sql.SQL("t.kind"), filters.kind))
         if filters.commitment_kind:
@@ -158,7 +176,7 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
             "level = 'country' OR (level = 'region' AND iso3166_1 = ANY(%s))) "
             "ORDER BY array_position(ARRAY['country', 'region'], ds.level), ds.id").format(
                 credit=v.short_credit("ds", "ds.source")),
-            (sorted(focus) if region_rows is not None else [],))).fetchall()
+            (region_countries if region_rows is not None else [],))).fetchall()
         stamp = await (await conn.execute(
             "SELECT changed_at::date FROM data_version")).fetchone()
     return SceneRows(
@@ -168,7 +186,7 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
         territories=territories,
         polygons=[(r[0], r[1], bytes(r[2]), Credit(*r[3:7])) for r in polygons],
         subdivision_shape=shape, sources=[Credit(*r) for r in sources],
-        stamp=stamp[0] if stamp else None, territory=focus_territory)
+        stamp=stamp[0] if stamp else None, territory=focus_territory, bbox=bbox)
 
 
 async def _exists(conn: AsyncConnection, table: str, slug: str) -> bool:

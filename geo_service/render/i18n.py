@@ -58,6 +58,12 @@ STRINGS: dict[str, dict[str, str]] = {
     "high": {"en": "high", "fr": "élevée", "es": "alta"},
     "medium": {"en": "medium", "fr": "moyenne", "es": "media"},
     "low": {"en": "low", "fr": "faible", "es": "baja"},
+    # the map's Download control
+    "download": {"en": "Download", "fr": "Télécharger", "es": "Descargar"},
+    "format": {"en": "Format", "fr": "Format", "es": "Formato"},
+    "size": {"en": "Size", "fr": "Taille", "es": "Tamaño"},
+    "download_as": {"en": "Download this view ({fmt})", "fr": "Télécharger cette vue ({fmt})",
+                    "es": "Descargar esta vista ({fmt})"},
     # territory pages and the list of territories
     "territories": {"en": "Territories", "fr": "Territoires", "es": "Territorios"},
     "all_territories": {"en": "All territories", "fr": "Tous les territoires",
@@ -162,6 +168,22 @@ COMMITMENTS: dict[str, dict[str, str]] = {
                          "es": "Iniciativa ciudadana (PDHRE)"},
     "other-commitment": {"en": "Other commitment", "fr": "Autre engagement",
                          "es": "Otro compromiso"},
+}
+
+# the map images' sizes, as the Download control offers them
+PRESETS: dict[str, dict[str, str]] = {
+    "slide-16x9": {"en": "Slide 16:9 (1920×1080)", "fr": "Diapositive 16:9 (1920×1080)",
+                   "es": "Diapositiva 16:9 (1920×1080)"},
+    "slide-4x3": {"en": "Slide 4:3 (1600×1200)", "fr": "Diapositive 4:3 (1600×1200)",
+                  "es": "Diapositiva 4:3 (1600×1200)"},
+    "slide-4k": {"en": "Slide 4K (3840×2160)", "fr": "Diapositive 4K (3840×2160)",
+                 "es": "Diapositiva 4K (3840×2160)"},
+    "a4-landscape": {"en": "A4 landscape, 300 dpi", "fr": "A4 paysage, 300 dpi",
+                     "es": "A4 horizontal, 300 ppp"},
+    "square": {"en": "Square (1080×1080)", "fr": "Carré (1080×1080)",
+               "es": "Cuadrado (1080×1080)"},
+    "social": {"en": "Social card (1200×630)", "fr": "Carte sociale (1200×630)",
+               "es": "Tarjeta social (1200×630)"},
 }
 
 # the level of the boundary a territory is drawn with, as the popup names it

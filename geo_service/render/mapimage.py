@@ -36,6 +36,7 @@ from shapely.geometry import box
 from geo_service.domain import Credit
 from geo_service.errors import ClientError
 from geo_service.query import scene as scene_query
+from geo_service.query.features import parse_bbox
 from geo_service.query.scene import SceneFilters, SceneRows
 from geo_service.render import credits, i18n
 
@@ -72,6 +73,7 @@ THEMES = {
 }
 TEXT = {
     "world": {"en": "World", "fr": "Monde", "es": "Mundo"},
+    "view": {"en": "Map view", "fr": "Vue de la carte", "es": "Vista del mapa"},
     "version": {"en": "data version {v} of {d}", "fr": "version des données {v} du {d}",
                 "es": "versión de los datos {v} del {d}"},
 }
@@ -85,6 +87,7 @@ class MapRequest:
     format: str = "png"
     region: str = "world"
     territory: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
     theme: str | None = None
     section: str | None = None
     kind: str | None = None
@@ -132,6 +135,9 @@ class MapParams(BaseModel):
     territory: str | None = Field(None, max_length=200, description=(
         "A territory's id: the map is framed on it (its boundary, or its point), with its name "
         "as the title; not with `region`"))
+    bbox: str | None = Field(None, max_length=200, description=(
+        "minLon,minLat,maxLon,maxLat: the map framed on this box (a web map's view, as its "
+        "Download control sends it), with the members inside; not with `region` or `territory`"))
     theme: str | None = Field(None, max_length=100, description="Rights theme slug")
     section: str | None = Field(None, max_length=100, description="UCLG section slug")
     kind: str | None = Field(None, max_length=100, description=", ".join(i18n.KINDS))
@@ -184,6 +190,14 @@ def request_from(params: MapParams, fmt: str) -> MapRequest:
         raise ClientError("give a preset or width/height/dpi, not both")
     if params.territory and params.region:
         raise ClientError("give a region or a territory, not both")
+    box = None
+    if params.bbox:
+        if params.region or params.territory:
+            raise ClientError("give a bbox, a region or a territory, only one")
+        box = parse_bbox(params.bbox)
+        if not box[2] - box[0] > 1e-4 or not box[3] - box[1] > 1e-4:
+            raise ClientError("bbox: minLon < maxLon and minLat < maxLat (a box across the "
+                              "antimeridian is not drawn: split it)")
     width, height, dpi = PRESETS[params.preset or DEFAULT_PRESET]
     width, height = sizes.get("width", width), sizes.get("height", height)
     dpi = sizes.get("dpi", 144 if sizes else dpi)
@@ -191,7 +205,7 @@ def request_from(params: MapParams, fmt: str) -> MapRequest:
                if (value := getattr(params, name))}
     return MapRequest(
         format=fmt, region=(params.region or "world").strip() or "world",
-        territory=params.territory.strip() if params.territory else None,
+        territory=params.territory.strip() if params.territory else None, bbox=box,
         lang=params.lang or "en", title=params.title, subtitle=params.subtitle,
         legend=params.legend is not False, labels=bool(params.labels),
         preset=params.preset or (None if sizes else DEFAULT_PRESET), width=width, height=height,
@@ -214,7 +228,7 @@ def parse(params: dict[str, Any], fmt: str) -> MapRequest:
 class Scene:
     """Everything one image shows, read in one short transaction."""
 
-    region_kind: str  # world, section, country, subdivision
+    region_kind: str  # world, section, country, subdivision, view (a bbox)
     region_name: str
     focus: set[str]  # ISO 3166-1 codes drawn as the region
     countries: gpd.GeoDataFrame
@@ -267,7 +281,7 @@ def _frame_of(rows: list[tuple[Any, ...]]) -> gpd.GeoDataFrame:
 
 def scene_from(rows: SceneRows, lang: str) -> Scene:
     """The rows as frames to draw, the extent to frame and the credit line, in `lang`."""
-    kind = rows.region.kind
+    kind: str = rows.region.kind
     countries = _frame_of(rows.countries)
     regions = _frame_of(rows.regions) if rows.regions is not None else None
     polygons = gpd.GeoDataFrame(
@@ -275,7 +289,10 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
          "credit": [r[3] for r in rows.polygons]},
         geometry=shapely.from_wkb([r[2] for r in rows.polygons]), crs="EPSG:4326")
     focus = rows.territory
-    if focus is not None:
+    if rows.bbox is not None:
+        kind = "view"
+        extent = rows.bbox
+    elif focus is not None:
         extent = _around(focus["bbox"], focus["lon"], focus["lat"])
     elif kind == "world":
         extent = (-180.0, -58.0, 180.0, 84.0)
@@ -285,7 +302,7 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
         extent = _frame(list(countries[countries["code"].isin(rows.focus)].geometry))
     stamp = rows.stamp.isoformat() if rows.stamp else "?"
     version_text = TEXT["version"][lang].format(v=rows.version, d=stamp)
-    name = rows.region_name or TEXT["world"][lang]
+    name = rows.region_name or TEXT["view" if kind == "view" else "world"][lang]
     subtitle = None
     if focus is not None:
         name = focus["name"]
@@ -322,7 +339,7 @@ def filters_of(request: MapRequest) -> SceneFilters:
 async def load(conn: AsyncConnection, request: MapRequest) -> SceneRows:
     """The rows of the image `request` asks for (one read-only transaction)."""
     return await scene_query.load(conn, request.region, request.lang, filters_of(request),
-                                  request.territory)
+                                  request.territory, request.bbox)
 
 
 def draw_rows(rows: SceneRows, request: MapRequest) -> bytes:

@@ -157,6 +157,7 @@ class PageRequest:
     lang: str
     embed: bool
     filters: dict[str, str]
+    download: bool = True  # the Download control (on /embed when asked)
 
 
 def render_page(request: PageRequest, data: dict[str, Any], *, version: str, base: str,
@@ -184,6 +185,7 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
         "attribution": credits.corner(data["credits"], lang, f"{base}/about?lang={lang}"),
         "basemap": basemap,
         "tileMaxZoom": tiles.DATA_MAX_ZOOM,
+        "download": request.download, "presets": i18n.labels(i18n.PRESETS, lang),
     }
     MovementLayers(config, asset_version).add_to(world)
     if not request.embed:

@@ -285,6 +285,60 @@
     return new Full();
   }
 
+  /* "Download": the current view (its box), filters and language as a map image, through
+   * /export/map.{format}. The link's address follows the view; every part is a native control. */
+  function downloadControl(map, config, filters) {
+    var s = config.strings;
+    var Download = L.Control.extend({
+      options: {position: "topleft"},
+      onAdd: function () {
+        var button = el("button", {type: "button", "class": "hr-download-toggle", "aria-expanded": "false",
+                                   "aria-controls": "hr-download", text: s.download});
+        var kind = el("select", {id: "hr-download-format"});
+        ["png", "svg", "pdf"].forEach(function (f) { kind.appendChild(el("option", {value: f, text: f.toUpperCase()})); });
+        var size = el("select", {id: "hr-download-size"});
+        Object.keys(config.presets).forEach(function (key) {
+          size.appendChild(el("option", {value: key, text: config.presets[key]}));
+        });
+        var link = el("a", {"class": "hr-download-link", download: ""});
+        var body = el("div", {id: "hr-download", "class": "hr-download-body"}, [
+          el("div", {"class": "hr-field"}, [el("label", {"for": "hr-download-format", text: s.format}), kind]),
+          el("div", {"class": "hr-field"}, [el("label", {"for": "hr-download-size", text: s.size}), size]),
+          link]);
+        body.hidden = true;
+        function update() {
+          var b = map.getBounds();
+          var west = Math.max(-180, b.getWest()), east = Math.min(180, b.getEast());
+          var south = Math.max(-85, b.getSouth()), north = Math.min(85, b.getNorth());
+          var params = new URLSearchParams();
+          if (west < east) {
+            params.set("bbox", [west, south, east, north].map(function (v) { return v.toFixed(4); }).join(","));
+          }
+          Object.keys(filters).forEach(function (name) { if (filters[name]) { params.set(name, filters[name]); } });
+          params.set("preset", size.value);
+          params.set("lang", config.lang);
+          link.href = "/export/map." + kind.value + "?" + params.toString();
+          link.textContent = s.download_as.replace("{fmt}", kind.value.toUpperCase());
+        }
+        button.addEventListener("click", function () {
+          body.hidden = !body.hidden;
+          button.setAttribute("aria-expanded", body.hidden ? "false" : "true");
+          if (!body.hidden) { update(); }
+        });
+        kind.addEventListener("change", update);
+        size.addEventListener("change", update);
+        map.on("moveend", function () { if (!body.hidden) { update(); } });
+        var box = el("section", {"class": "hr-download leaflet-bar", "aria-label": s.download}, [button, body]);
+        box.hrUpdate = update;
+        L.DomEvent.disableClickPropagation(box);
+        L.DomEvent.disableScrollPropagation(box);
+        update();
+        return box;
+      }
+    });
+    return new Download();
+  }
+
   function select(name, label, options, value, onChange, allLabel) {
     var id = "hr-filter-" + name;
     var control = el("select", {id: id, name: name});
@@ -460,6 +514,7 @@
     if (compactFrame.addEventListener) { compactFrame.addEventListener("change", fitPanelToFrame); }
     legendControl(config, compactFrame.matches).addTo(map);
     fullscreenControl(map, config).addTo(map);
+    var download = config.download ? downloadControl(map, config, filters).addTo(map) : null;
     counter.textContent = format(s.counter, config.total);
 
     function setFilter(name, value) { filters[name] = value; refresh(false); }
@@ -489,6 +544,7 @@
       clusters.addLayers(keep);
       shown.textContent = format(s.shown, keep.length);
       if (!first) { base.redraw(); }  // territory polygons follow the filters
+      if (download) { download.getContainer().hrUpdate(); }  // and the download link
       refreshList();
       runSearch();
     }

@@ -45,6 +45,8 @@ class PageParams(BaseModel):
     section: str | None = Field(None, max_length=100, description="UCLG section slug")
     kind: str | None = Field(None, max_length=100, description="Kind of government")
     commitment_kind: str | None = Field(None, max_length=100, description="Commitment kind")
+    download: bool | None = Field(None, description="/embed: show the Download control (on "
+                                                    "/map it always is)")
 
 
 class EmbedCodeParams(PageParams):
@@ -138,7 +140,8 @@ async def _page(request: Request, conn: ConnDep, params: PageParams, embed: bool
     basemap = ({"url": settings.basemap_url, "attribution": settings.basemap_attribution or ""}
                if settings.basemap_url else None)
     body = webmap.render_page(
-        webmap.PageRequest(lang=lang, embed=embed, filters=filters), data, version=version,
+        webmap.PageRequest(lang=lang, embed=embed, filters=filters,
+                           download=not embed or bool(params.download)), data, version=version,
         base=base_url(request), nonce=nonce, asset_version=request.app.state.asset_version,
         basemap=basemap)
     return HTMLResponse(body, headers={
@@ -176,7 +179,8 @@ async def embed_code(request: Request, conn: ConnDep,
                      params: Annotated[EmbedCodeParams, Query()]) -> Response:
     lang = params.lang
     data, _ = await cached_page_data(request, conn, lang)
-    query = {"lang": lang} | _filters(params, data)
+    query = {"lang": lang} | _filters(params, data) | ({"download": "true"} if params.download
+                                                        else {})
     src = f"{base_url(request)}/embed?{urlencode(query)}"
     code = snippet(src, i18n.STRINGS["map_label"][lang], params.height)
     if params.f == "json":
