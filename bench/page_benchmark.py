@@ -38,10 +38,16 @@ import httpx
 from playwright.sync_api import Browser, Route, sync_playwright
 
 START, END = "<!-- bench:page:start -->", "<!-- bench:page:end -->"
-PAGES = (("/map", 1280, 800), ("/embed", 640, 480), ("/map?lang=fr", 1280, 800))
+PAGES = (("/map", 1280, 800), ("/embed", 640, 480), ("/map?lang=fr", 1280, 800),
+         ("/territories/kr-metropolitan-area-gwangju", 1280, 800))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 BUDGET_BYTES = 300_000  # "300 KB", read as 300,000 bytes (the stricter of 1,000 and 1,024)
+PAGE_BUDGET_BYTES = 150_000  # a territory's page: "150 KB or less on the wire before tiles"
+
+
+def budget(path: str) -> int:
+    return PAGE_BUDGET_BYTES if path.startswith("/territories/") else BUDGET_BYTES
 INTERACTIVE_MS = 1500.0
 TIMEOUT_MS = 30_000
 # Records performance.now() when the page sets window.HRMapReady, and the main thread's long tasks
@@ -359,10 +365,18 @@ def report(info: dict, pages: list[dict], args: argparse.Namespace, when: str, l
         interactive = "**not met**"
     offsite = sum(len(p["offsite"]) + len(set(p["routed"])) for p in pages)
     hosts = sorted({urlsplit(u).netloc for p in pages for u in p["offsite"] + p["routed"]})
+    maps = [p for p in pages if budget(p["path"]) == BUDGET_BYTES]
+    worst_bytes = max(max(p["before_wire"]) for p in maps)
+    worst_bytes_page = max(maps, key=lambda p: max(p["before_wire"]))["path"]
     weight = "met" if worst_bytes <= BUDGET_BYTES else "**not met**"
     lines += ["**Targets** (worst page; every load of every page counts):", "",
-              f"- First load ≤ 300 KB before tiles: {weight} ({kb(worst_bytes)}, `{worst_bytes_page}`; "
-              + ", ".join(f"`{p['path']}` {kb(max(p['before_wire']))}" for p in pages) + ")",
+              f"- First load of the maps ≤ 300 KB before tiles: {weight} ({kb(worst_bytes)}, "
+              f"`{worst_bytes_page}`; "
+              + ", ".join(f"`{p['path']}` {kb(max(p['before_wire']))}" for p in maps) + ")",
+              *(f"- A territory's page ≤ 150 KB before tiles: "
+                f"{'met' if max(p['before_wire']) <= PAGE_BUDGET_BYTES else '**not met**'} "
+                f"(`{p['path']}` {kb(max(p['before_wire']))})"
+                for p in pages if budget(p["path"]) == PAGE_BUDGET_BYTES),
               f"- Interactive ≤ 1.5 s on localhost: {interactive} (median {med:,.0f} ms on `{med_page}`, "
               f"max {top:,.0f} ms on `{top_page}`, over {len(every)} loads; in page, when the flag is set: "
               f"median {in_page_med:,.0f} ms, max {max(in_page):,.0f} ms)",

@@ -405,6 +405,7 @@
       map.setView([t.lat, t.lon], 9);
     }
     window.HRMap.map = map;
+    window.HRMapReady = true;
     document.documentElement.setAttribute("data-hrmap", "ready");
     return map;
   }
@@ -614,6 +615,7 @@
     var bounds = layer.getBounds();
     if (bounds.isValid()) { map.fitBounds(bounds, {padding: [16, 16], maxZoom: 12}); } else { map.setView([20, 10], 1); }
     window.HRMap.map = map;
+    window.HRMapReady = true;
     document.documentElement.setAttribute("data-hrmap", "ready");
     return map;
   }
