@@ -42,8 +42,9 @@ class Visit:
     """A page with its console errors, dialogs and the requests made to other hosts."""
 
     def __init__(self, browser: Browser, allowed: tuple[str, ...], width: int = 1200,
-                 height: int = 800) -> None:
-        self.context = browser.new_context(viewport={"width": width, "height": height})
+                 height: int = 800, **options: object) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height},
+                                           **options)
         self.page: Page = self.context.new_page()
         self.errors: list[str] = []
         self.offsite: list[str] = []
@@ -488,3 +489,53 @@ def test_the_embed_offers_downloads_only_when_asked(visit: Visit, server: str) -
     assert page.locator(".hr-download-toggle").count() == 1
     code = urllib.request.urlopen(f"{server}/embed/code?download=true&f=json").read().decode()
     assert "download=true" in json.loads(code)["src"]
+
+
+JOINED = "coalesce(t.joined_on, make_date(t.year, 1, 1)) <= make_date({year}, 12, 31)"
+
+
+def test_the_timeline(browser: Browser, server: str, database_url: str) -> None:
+    """year= shows the members who had joined by the end of that year, as the API's datetime=
+    and the map images do; the slider works from the keyboard and says its year; play goes
+    straight to the end when the reader asks for reduced motion; the milestones come from the
+    members' years."""
+    by_2011 = shown_in_db(database_url, JOINED.format(year=2011))
+    by_2012 = shown_in_db(database_url, JOINED.format(year=2012))
+    everyone = shown_in_db(database_url)
+    assert 0 < by_2011 <= by_2012 < everyone
+    visit = Visit(browser, (server,), reduced_motion="reduce")
+    try:
+        page = visit.open(server + "/map?year=2011")
+        assert page.locator(".hr-shown").inner_text() == f"{by_2011} shown"
+        counts = drawn(page)
+        assert counts["markers"] + counts["clustered"] == by_2011
+        slider = page.locator("#hr-filter-year")
+        assert slider.get_attribute("aria-valuetext") == "2011"
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        assert page.locator(".hr-shown").inner_text() == f"{by_2012} shown"
+        assert "year=2012" in page.url and slider.get_attribute("aria-valuetext") == "2012"
+        page.locator(".hr-play").click()  # reduced motion: to the end at once, every year
+        assert page.locator(".hr-shown").inner_text() == f"{everyone} shown"
+        assert "year=" not in page.url and slider.get_attribute("aria-valuetext") == "all years"
+        with psycopg.connect(database_url) as conn:
+            tenth = conn.execute(
+                "SELECT extract(year FROM coalesce(t.joined_on, make_date(t.year, 1, 1)))::int "
+                "FROM territories t WHERE t.commitment_kind <> 'engagement-only' AND "
+                "coalesce(t.joined_on, make_date(t.year, 1, 1)) IS NOT NULL "
+                "ORDER BY 1 OFFSET 9 LIMIT 1").fetchone()[0]
+        assert f"10 members: {tenth}" in page.locator(".hr-milestones").inner_text()
+        assert visit.errors == []
+    finally:
+        visit.close()
+    # the API and the map images read the same rule
+    with urllib.request.urlopen(f"{server}/collections/territories/items?datetime=../2011-12-31"
+                                "&limit=1000") as answer:
+        assert json.loads(answer.read())["numberMatched"] == by_2011
+    with urllib.request.urlopen(f"{server}/export/map.svg?year=2011&preset=square") as answer:
+        assert f"{by_2011} shown · members by the end of 2011" in answer.read().decode()
+    try:
+        urllib.request.urlopen(f"{server}/map?year=1800")
+        raise AssertionError("year=1800 was accepted")
+    except urllib.error.HTTPError as error:
+        assert error.code == 400

@@ -131,7 +131,7 @@ TERRITORIES = Collection(
     properties=_TERRITORY_PROPS, types=_TERRITORY_TYPES,
     filters=_MEMBER_FILTERS | {"theme": v.territory_has_theme},
     region="territory", spatial=sql.SQL("coalesce(b.geom, t.location)"),
-    datetime_sql=sql.SQL("coalesce(t.joined_on, make_date(t.year, 1, 1))"),
+    datetime_sql=v.TERRITORY_JOINED,
     hidden=True, extra_params=("geometry", "include_engagement"),
 )
 
@@ -152,7 +152,7 @@ TERRITORY_BOUNDARIES = Collection(
                               "boundary_source": "string"},
     filters=_MEMBER_FILTERS | {"theme": v.territory_has_theme},
     region="territory", spatial=sql.SQL("b.geom"),
-    datetime_sql=sql.SQL("coalesce(t.joined_on, make_date(t.year, 1, 1))"),
+    datetime_sql=v.TERRITORY_JOINED,
     hidden=True, extra_params=("include_engagement",),
 )
 

@@ -17,6 +17,7 @@ def _territories_sql(lang: str) -> sql.Composed:
         "SELECT json_build_object("
         "'id', t.id, 'name', {name}, 'local_name', t.local_name, 'kind', t.kind, "
         "'commitment_kind', t.commitment_kind, 'commitment', t.commitment, 'year', t.year, "
+        "'joined', extract(year FROM {joined})::int, "
         "'sections', t.sections, 'country', t.iso3166_1, 'country_name', {country_name}, "
         "'lat', round(ST_Y(t.location)::numeric, 5), 'lon', round(ST_X(t.location)::numeric, 5), "
         "'placed', t.match_outcome, 'boundary', t.boundary_code IS NOT NULL, "
@@ -35,6 +36,7 @@ def _territories_sql(lang: str) -> sql.Composed:
         "LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1 "
         "WHERE {shown} ORDER BY t.name, t.id").format(
             name=v.territory_name(lang), country_name=country_name, themes=v.TERRITORY_THEMES,
+            joined=v.TERRITORY_JOINED,
             boundary=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY,
             credit=v.short_credit("ds", "b.source"))
 

@@ -25,6 +25,7 @@ class SceneFilters:
     section: str | None = None
     kind: str | None = None
     commitment_kind: str | None = None
+    year: int | None = None  # the members who had joined by the end of it
 
 
 @dataclass
@@ -147,6 +148,8 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
             conditions.append(v.territory_in_section(filters.section))
         if filters.theme:
             conditions.append(v.territory_has_theme(filters.theme))
+        if filters.year:
+            conditions.append(v.joined_by(filters.year))
         rows = await (await conn.execute(sql.SQL(
             "SELECT t.id, {name}, t.kind, t.commitment_kind, ST_X(t.location), ST_Y(t.location) "
             "FROM territories t {join} WHERE {where} ORDER BY t.name, t.id").format(

@@ -26,6 +26,16 @@ def shown_territory(include_engagement: bool = False) -> sql.Composable:
     return sql.SQL("TRUE") if include_engagement else SHOWN_TERRITORY
 
 
+# When a territory joined: its joining date, else the first day of its year (NULL if neither is
+# known). `datetime=` in the API and `year=` on the maps both read it.
+TERRITORY_JOINED = sql.SQL("coalesce(t.joined_on, make_date(t.year, 1, 1))")
+
+
+def joined_by(year: int) -> sql.Composable:
+    """The territory had joined by the end of `year`."""
+    return sql.SQL("{} <= make_date({}, 12, 31)").format(TERRITORY_JOINED, sql.Literal(int(year)))
+
+
 # The territory -> boundary join: the boundary a territory was matched (or pinned) to, if any.
 TERRITORY_BOUNDARY = sql.SQL(
     "LEFT JOIN boundaries b ON b.level = t.boundary_level AND b.code = t.boundary_code")

@@ -58,6 +58,19 @@ STRINGS: dict[str, dict[str, str]] = {
     "high": {"en": "high", "fr": "élevée", "es": "alta"},
     "medium": {"en": "medium", "fr": "moyenne", "es": "media"},
     "low": {"en": "low", "fr": "faible", "es": "baja"},
+    # time: the timeline on the maps, year= on the images
+    "timeline": {"en": "Year", "fr": "Année", "es": "Año"},
+    "all_years": {"en": "all years", "fr": "toutes les années", "es": "todos los años"},
+    "by_year": {"en": "members by the end of {year}", "fr": "membres fin {year}",
+                "es": "miembros a fines de {year}"},
+    "play": {"en": "Play the years", "fr": "Faire défiler les années",
+             "es": "Recorrer los años"},
+    "pause": {"en": "Pause", "fr": "Pause", "es": "Pausa"},
+    "milestones": {"en": "Milestones", "fr": "Étapes", "es": "Hitos"},
+    "milestone": {"en": "{n} members: {year}", "fr": "{n} membres : {year}",
+                  "es": "{n} miembros: {year}"},
+    "not_yet": {"en": "not yet (goal: 2030)", "fr": "pas encore (objectif : 2030)",
+                "es": "todavía no (meta: 2030)"},
     # the map's Download control
     "download": {"en": "Download", "fr": "Télécharger", "es": "Descargar"},
     "format": {"en": "Format", "fr": "Format", "es": "Formato"},
@@ -169,6 +182,10 @@ COMMITMENTS: dict[str, dict[str, str]] = {
     "other-commitment": {"en": "Other commitment", "fr": "Autre engagement",
                          "es": "Otro compromiso"},
 }
+
+# the years the timeline and `year=` take: from the first documented commitments to the goal
+FIRST_YEAR, LAST_YEAR = 1990, 2030
+MILESTONES = (10, 100, 1000)
 
 # the map images' sizes, as the Download control offers them
 PRESETS: dict[str, dict[str, str]] = {

@@ -92,6 +92,7 @@ class MapRequest:
     section: str | None = None
     kind: str | None = None
     commitment_kind: str | None = None
+    year: int | None = None
     lang: str = "en"
     title: str | None = None
     subtitle: str | None = None
@@ -143,6 +144,9 @@ class MapParams(BaseModel):
     kind: str | None = Field(None, max_length=100, description=", ".join(i18n.KINDS))
     commitment_kind: str | None = Field(None, max_length=100,
                                         description=", ".join(i18n.COMMITMENTS))
+    year: int | None = Field(None, ge=i18n.FIRST_YEAR, le=i18n.LAST_YEAR, description=(
+        "The members who had joined by the end of this year (their joining date, else their "
+        "year)"))
     lang: i18n.Lang | None = Field(None, description="Language of the text")
     title: str | None = Field(None, max_length=200)
     subtitle: str | None = Field(None, max_length=200)
@@ -210,7 +214,7 @@ def request_from(params: MapParams, fmt: str) -> MapRequest:
         legend=params.legend is not False, labels=bool(params.labels),
         preset=params.preset or (None if sizes else DEFAULT_PRESET), width=width, height=height,
         dpi=dpi, transparent=bool(params.transparent), dark=bool(params.dark), filters=filters,
-        **filters)
+        year=params.year, **filters)
 
 
 def parse(params: dict[str, Any], fmt: str) -> MapRequest:
@@ -333,7 +337,7 @@ def _around(bbox: list[float] | None, lon: float, lat: float) -> tuple[float, fl
 
 def filters_of(request: MapRequest) -> SceneFilters:
     return SceneFilters(theme=request.theme, section=request.section, kind=request.kind,
-                        commitment_kind=request.commitment_kind)
+                        commitment_kind=request.commitment_kind, year=request.year)
 
 
 async def load(conn: AsyncConnection, request: MapRequest) -> SceneRows:
@@ -484,8 +488,10 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         _shrink_to_width(figure, heading, 0.96 * request.width)
         subtitle = request.subtitle if request.subtitle is not None else scene.subtitle or (
             i18n.STRINGS["counter"][lang].format(n=len(scene.territories))
-            if scene.region_kind == "world" and not request.filters else
+            if scene.region_kind == "world" and not request.filters and not request.year else
             i18n.STRINGS["shown"][lang].format(n=len(scene.territories)))
+        if request.year and request.subtitle is None:
+            subtitle += " · " + i18n.STRINGS["by_year"][lang].format(year=request.year)
         if subtitle:
             figure.text(0.02, y_sub, subtitle, ha="left", va="top", fontsize=sub_pt,
                         color=colours["muted"])

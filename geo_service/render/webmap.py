@@ -186,6 +186,7 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
         "basemap": basemap,
         "tileMaxZoom": tiles.DATA_MAX_ZOOM,
         "download": request.download, "presets": i18n.labels(i18n.PRESETS, lang),
+        "years": [i18n.FIRST_YEAR, i18n.LAST_YEAR], "milestones": list(i18n.MILESTONES),
     }
     MovementLayers(config, asset_version).add_to(world)
     if not request.embed:

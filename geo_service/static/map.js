@@ -102,7 +102,7 @@
   function readFilters(config) {
     var params = new URLSearchParams(window.location.search);
     var filters = {};
-    ["theme", "section", "kind", "commitment_kind"].forEach(function (name) {
+    ["theme", "section", "kind", "commitment_kind", "year"].forEach(function (name) {
       var value = params.get(name) || config.filters[name] || "";
       filters[name] = value;
     });
@@ -123,7 +123,78 @@
     return (!filters.theme || t.themes.indexOf(filters.theme) >= 0) &&
       (!filters.section || t.sections.indexOf(filters.section) >= 0) &&
       (!filters.kind || t.kind === filters.kind) &&
-      (!filters.commitment_kind || t.commitment_kind === filters.commitment_kind);
+      (!filters.commitment_kind || t.commitment_kind === filters.commitment_kind) &&
+      (!filters.year || (t.joined !== null && t.joined <= Number(filters.year)));
+  }
+
+  /* The year each milestone (10, 100, 1000 members) was reached, from the members' joining
+   * years, or null while it is not. */
+  function milestoneYears(territories, milestones) {
+    var years = territories.map(function (t) { return t.joined; })
+      .filter(function (y) { return y !== null && y !== undefined; }).sort(function (a, b) { return a - b; });
+    return milestones.map(function (n) { return [n, years.length >= n ? years[n - 1] : null]; });
+  }
+
+  /* The timeline: a slider from the first member's year to 2030 (its end means every year),
+   * with play. The slider is a native range input (arrow keys, Home, End); its value is
+   * announced with the count shown; play steps a year at a time, or, when the reader asks
+   * for reduced motion, goes straight to the end. */
+  function timeline(config, filters, onChange) {
+    var s = config.strings;
+    var known = config.territories.map(function (t) { return t.joined; })
+      .filter(function (y) { return y !== null && y !== undefined; });
+    var first = known.length ? Math.min.apply(null, known) : config.years[0];
+    var last = config.years[1];
+    var id = "hr-filter-year";
+    var slider = el("input", {id: id, type: "range", min: String(first), max: String(last), step: "1",
+                              list: "hr-milestone-years"});
+    var output = el("output", {"for": id, "class": "hr-year-value"});
+    var reached = milestoneYears(config.territories, config.milestones);
+    var ticks = el("datalist", {id: "hr-milestone-years"});
+    var notes = el("ul", {"class": "hr-milestones", "aria-label": s.milestones});
+    reached.forEach(function (pair) {
+      if (pair[1] !== null) { ticks.appendChild(el("option", {value: String(pair[1]), label: String(pair[0])})); }
+      notes.appendChild(el("li", {text: s.milestone.replace("{n}", pair[0])
+                                          .replace("{year}", pair[1] !== null ? pair[1] : s.not_yet)}));
+    });
+    var play = el("button", {type: "button", "class": "hr-play", "aria-pressed": "false", text: s.play});
+    var timer = null;
+    function show() {
+      var all = Number(slider.value) >= last;
+      output.textContent = all ? s.all_years : slider.value;
+      slider.setAttribute("aria-valuetext", all ? s.all_years : slider.value);
+    }
+    function set(value) {
+      slider.value = value ? String(Math.max(first, Math.min(last, Number(value)))) : String(last);
+      show();
+    }
+    function changed() {
+      show();
+      onChange("year", Number(slider.value) >= last ? "" : slider.value);
+    }
+    function stop() {
+      if (timer) { clearInterval(timer); timer = null; }
+      play.setAttribute("aria-pressed", "false");
+      play.textContent = s.play;
+    }
+    slider.addEventListener("input", function () { stop(); changed(); });
+    play.addEventListener("click", function () {
+      if (timer) { stop(); return; }
+      var reduce = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+      if (reduce) { slider.value = String(last); changed(); return; }
+      if (Number(slider.value) >= last) { slider.value = String(first); changed(); }
+      play.setAttribute("aria-pressed", "true");
+      play.textContent = s.pause;
+      timer = setInterval(function () {
+        if (Number(slider.value) >= last) { stop(); return; }
+        slider.value = String(Number(slider.value) + 1);
+        changed();
+      }, 700);
+    });
+    set(filters.year);
+    var label = el("label", {"for": id}, [document.createTextNode(s.timeline + ": "), output]);
+    var node = el("div", {"class": "hr-field hr-timeline"}, [label, slider, ticks, play, notes]);
+    return {node: node, set: set};
   }
 
   function formatArea(km2, lang) {
@@ -170,9 +241,11 @@
       t.local_name && t.local_name !== t.name ? el("p", {"class": "hr-local", text: t.local_name}) : null,
       dl
     ]);
-    if (t.initiatives.length) {
+    var year = Number(config.state.year || 0);  // the timeline's year: initiatives by then
+    var initiatives = t.initiatives.filter(function (i) { return !year || (i.year && i.year <= year); });
+    if (initiatives.length) {
       var list = el("ul", {"class": "hr-initiatives"});
-      t.initiatives.forEach(function (i) {
+      initiatives.forEach(function (i) {
         var item = el("li", {}, [el("span", {text: i.title + (i.year ? " (" + i.year + ")" : "")})]);
         if (i.source && safeUrl(i.source)) {
           item.appendChild(document.createTextNode(" "));
@@ -413,6 +486,7 @@
   function init(map, config) {
     var s = config.strings;
     var filters = readFilters(config);
+    config.state = {year: filters.year};
     var inFrame = window.self !== window.top;
     document.body.classList.add(config.embed ? "hr-embed" : "hr-full");
 
@@ -453,7 +527,9 @@
     var results = el("ul", {id: "hr-results", "class": "hr-results", "aria-label": s.search});
     var listHead = el("h2", {"class": "hr-list-head", text: s.in_view});
     var list = el("ul", {"class": "hr-list", "aria-label": s.in_view});
+    var years = timeline(config, filters, function (name, value) { setFilter(name, value); });
     var fields = el("div", {"class": "hr-fields"}, [
+      years.node,
       select("theme", s.theme, config.themes, filters.theme, setFilter, s.all),
       select("section", s.section, config.sections, filters.section, setFilter, s.all),
       select("kind", s.kind, config.kinds, filters.kind, setFilter, s.all),
@@ -463,7 +539,7 @@
     reset.addEventListener("click", function () {
       Object.keys(filters).forEach(function (name) {
         filters[name] = "";
-        document.getElementById("hr-filter-" + name).value = "";
+        if (name === "year") { years.set(""); } else { document.getElementById("hr-filter-" + name).value = ""; }
       });
       refresh(false);
     });
@@ -518,7 +594,7 @@
     var download = config.download ? downloadControl(map, config, filters).addTo(map) : null;
     counter.textContent = format(s.counter, config.total);
 
-    function setFilter(name, value) { filters[name] = value; refresh(false); }
+    function setFilter(name, value) { filters[name] = value; config.state.year = filters.year; refresh(false); }
 
     function visible() { return markers.filter(function (m) { return matches(m.territory, filters); }); }
 

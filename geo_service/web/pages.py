@@ -45,6 +45,8 @@ class PageParams(BaseModel):
     section: str | None = Field(None, max_length=100, description="UCLG section slug")
     kind: str | None = Field(None, max_length=100, description="Kind of government")
     commitment_kind: str | None = Field(None, max_length=100, description="Commitment kind")
+    year: int | None = Field(None, ge=i18n.FIRST_YEAR, le=i18n.LAST_YEAR, description=(
+        "The members who had joined by the end of this year (the timeline's position)"))
     download: bool | None = Field(None, description="/embed: show the Download control (on "
                                                     "/map it always is)")
 
@@ -103,6 +105,8 @@ def _filters(params: PageParams, data: dict[str, Any]) -> dict[str, str]:
                 raise ClientError(
                     f"{name}={value!r} is not known: one of {', '.join(sorted(values))}")
             chosen[name] = value
+    if params.year:
+        chosen["year"] = str(params.year)
     return chosen
 
 
