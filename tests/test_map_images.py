@@ -292,3 +292,30 @@ def test_a_map_of_a_box(sample_dsn) -> None:
         mapimage.parse({"bbox": "170,-10,-170,10"}, "png")
     with pytest.raises(ClientError, match="bbox"):
         mapimage.parse({"bbox": "1,2,3"}, "png")
+
+
+def test_the_progress_chart(client, sample_dsn) -> None:
+    """/export/progress.{png,svg,pdf}: members by year against 10/100/1000, in the map images'
+    presets and languages; the same numbers as /api/stats."""
+    import psycopg
+
+    stats = client.get("/api/stats").json()
+    with psycopg.connect(sample_dsn) as conn:
+        tenth = conn.execute(
+            "SELECT year FROM territories WHERE commitment_kind <> 'engagement-only' AND year IS "
+            "NOT NULL ORDER BY year OFFSET 9 LIMIT 1").fetchone()[0]
+    french = client.get("/export/progress.svg", params={"lang": "fr", "preset": "square"})
+    assert french.status_code == 200 and french.headers["content-type"] == "image/svg+xml"
+    texts = svg_texts(french.content)
+    assert f"10 atteint en {tenth}" in texts and "1000 : objectif 2030" in texts
+    assert f"{stats['territories']} sur 1000 d’ici 2030 · {stats['undated']} sans année " \
+           "connue, hors de la courbe" in texts
+    for preset in ("slide-16x9", "social"):
+        png = client.get("/export/progress.png", params={"preset": preset})
+        width, height, _ = mapimage.PRESETS[preset]
+        assert Image.open(io.BytesIO(png.content)).size == (width, height)
+    pdf = client.get("/export/progress.pdf", params={"lang": "es"})
+    assert pdf.content.startswith(b"%PDF") and "miembros por año" in pdf_info(pdf.content, "Title")
+    assert client.get("/export/progress.png?region=FR").status_code == 400
+    again = client.get("/export/progress.svg", params={"lang": "fr", "preset": "square"})
+    assert again.content == french.content  # the same data version, the same bytes

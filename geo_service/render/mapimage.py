@@ -77,7 +77,7 @@ TEXT = {
     "version": {"en": "data version {v} of {d}", "fr": "version des données {v} du {d}",
                 "es": "versión de los datos {v} del {d}"},
 }
-_LOCK = threading.Lock()  # matplotlib's pyplot state and font cache are not thread-safe
+LOCK = threading.Lock()  # matplotlib's pyplot state and font cache are not thread-safe
 
 
 @dataclass(frozen=True)
@@ -349,7 +349,7 @@ async def load(conn: AsyncConnection, request: MapRequest) -> SceneRows:
 def draw_rows(rows: SceneRows, request: MapRequest) -> bytes:
     """The image of rows read by `load` (no database: may run in a worker thread)."""
     built = scene_from(rows, request.lang)
-    with _LOCK:
+    with LOCK:
         return draw(built, request)
 
 
@@ -386,14 +386,19 @@ def _clip_box(scene: Scene) -> Any:
 
 
 # -------------------------------------------------------------------------------------- drawing
+def styled() -> Any:
+    """matplotlib's settings for every image: our fonts, text kept as text in SVG and embedded
+    in PDF, stable SVG ids, and text drawn as written ("$x$" in a title or a member's name is
+    not math markup, which could also fail to parse)."""
+    return plt.rc_context({"font.family": FONTS, "svg.fonttype": "none", "pdf.fonttype": 42,
+                           "svg.hashsalt": "geo-service", "path.simplify": True,
+                           "text.parse_math": False})
+
+
 def draw(scene: Scene, request: MapRequest) -> bytes:
     colours = THEMES[request.dark]
     lang = request.lang
-    with plt.rc_context({"font.family": FONTS, "svg.fonttype": "none", "pdf.fonttype": 42,
-                         "svg.hashsalt": "geo-service", "path.simplify": True,
-                         # text is drawn as written: "$x$" in a title or a member's name is
-                         # not math markup (which could also fail to parse)
-                         "text.parse_math": False}):
+    with styled():
         figure = Figure(figsize=(request.width / request.dpi, request.height / request.dpi),
                         dpi=request.dpi)
         FigureCanvasAgg(figure)  # label placement measures text with it
@@ -497,7 +502,7 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
                         color=colours["muted"])
         figure.text(0.02, 0.008, "\n".join(credit_lines), ha="left", va="bottom",
                     fontsize=credit_pt, color=colours["muted"], linespacing=1.3)
-        return _save(figure, request, title, scene.full_credit(polygons))
+        return save(figure, request, title, scene.full_credit(polygons))
 
 
 def _renderer(figure: Figure) -> RendererAgg:
@@ -651,7 +656,7 @@ def _legend(ax: Any, lang: str, size: float, colours: dict[str, str], marker_siz
     return legend
 
 
-def _save(figure: Figure, request: MapRequest, title: str, attributions: str) -> bytes:
+def save(figure: Figure, request: MapRequest, title: str, attributions: str) -> bytes:
     """The file, with its title and the full attributions of what it draws in its metadata
     (PDF Title and Subject, SVG Dublin Core title and rights, PNG Title and Copyright), and no
     date or software version (the same request and data give the same bytes)."""

@@ -16,12 +16,13 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import Field
 
 from geo_service.errors import ClientError, Overloaded, TooSlow
 from geo_service.query.service import data_version
-from geo_service.render import mapimage
+from geo_service.render import i18n, mapimage, progress
 from geo_service.web import cache, lifeline
-from geo_service.web.http import CACHE, conditional
+from geo_service.web.http import CACHE, Params, conditional
 
 router = APIRouter(tags=["Map images"])
 T = TypeVar("T")
@@ -116,5 +117,52 @@ async def export_map(
         data = await renders.run(mapimage.draw_rows, rows, wanted)
         entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=6)
         if rows.version == version:  # data changed meanwhile: send it, but keep nothing stale
+            store.put(key, entry)
+    return cache.respond(request, entry, headers)
+
+
+class ProgressParams(Params):
+    """What a progress chart takes: the map images' sizes, language and colours."""
+
+    lang: i18n.Lang | None = Field(None, description="Language of the text")
+    preset: mapimage.Preset | None = Field(None, description="As map images (default slide-16x9)")
+    width: int | None = Field(None, ge=mapimage.MIN_PIXELS, le=mapimage.MAX_PIXELS)
+    height: int | None = Field(None, ge=mapimage.MIN_PIXELS, le=mapimage.MAX_PIXELS)
+    dpi: int | None = Field(None, ge=mapimage.MIN_DPI, le=mapimage.MAX_DPI)
+    dark: bool | None = Field(None, description="Dark colours")
+    transparent: bool | None = Field(None, description="No background")
+
+
+@router.get(
+    "/export/progress.{fmt}", summary="The campaign's progress as an image (PNG, SVG or PDF)",
+    description="Members by year, cumulative, against the 10, 100 and 1000 milestones (the "
+                "numbers of /api/stats), in the map images' presets and languages.",
+    response_class=Response,
+    responses={200: {"content": {m: {} for m in mapimage.FORMATS.values()}},
+               400: {"description": "Unknown preset or size out of range"}},
+)
+async def export_progress(
+    request: Request,
+    fmt: Annotated[Literal["png", "svg", "pdf"], Path(description="png, svg or pdf")],
+    params: Annotated[ProgressParams, Query()],
+) -> Response:
+    wanted = progress.check(params.model_dump(exclude_none=True), fmt)
+    store: cache.BodyCache = request.app.state.image_cache
+    async with request.app.state.pool.connection() as conn:
+        version = await data_version(conn)
+        key = "progress|" + wanted.key(version)
+        headers, unchanged = conditional(request, key, {
+            "Cache-Control": CACHE,
+            "Content-Disposition": f'inline; filename="progress.{fmt}"'})
+        if unchanged:
+            return unchanged
+        entry = store.get(key)
+        rows = await progress.load(conn) if entry is None else None
+    if entry is None:
+        assert rows is not None
+        renders: RenderPool = request.app.state.renders
+        data = await renders.run(progress.draw_rows, rows, wanted)
+        entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=6)
+        if rows.version == version:
             store.put(key, entry)
     return cache.respond(request, entry, headers)
