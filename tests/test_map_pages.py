@@ -231,6 +231,8 @@ def test_filters_change_what_is_drawn_and_the_url(visit: Visit, server: str, dat
     total = shown_in_db(database_url)
     page.wait_for_function(f"() => document.querySelector('.hr-shown').textContent === '{total} shown'")
     assert "theme=" not in page.url
+    # the base redrawn for the filters, at the first view's fractional zoom: whole-zoom tiles
+    assert [(r.url, r.status) for r in visit.responses if r.status >= 400] == []
 
 
 @pytest.fixture()
@@ -525,7 +527,8 @@ def test_the_timeline(browser: Browser, server: str, database_url: str) -> None:
                 "coalesce(t.joined_on, make_date(t.year, 1, 1)) IS NOT NULL "
                 "ORDER BY 1 OFFSET 9 LIMIT 1").fetchone()[0]
         assert f"10 members: {tenth}" in page.locator(".hr-milestones").inner_text()
-        assert visit.errors == []
+        bad = [(r.url, r.status) for r in visit.responses if r.status >= 400]
+        assert visit.errors == [] and bad == [], bad
     finally:
         visit.close()
     # the API and the map images read the same rule

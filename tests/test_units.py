@@ -403,7 +403,7 @@ def test_properties_and_sortby_take_only_the_collections_properties() -> None:
 # --------------------------------------------------------------------------- map parameters
 @pytest.mark.parametrize("params, message", [
     ({"zoom": "3"}, "unknown parameter\\(s\\): zoom"),
-    ({"zoom": "3", "bbox": "1,2,3,4"}, "unknown parameter\\(s\\): zoom, bbox"),
+    ({"zoom": "3", "colour": "red"}, "unknown parameter\\(s\\): zoom, colour"),
     ({"preset": "square", "width": "500"}, "not both"),
     ({"preset": "slide-4k", "dpi": "300"}, "not both"),
     ({"width": "199"}, "width='199': is outside the range"),

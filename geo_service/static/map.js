@@ -37,6 +37,22 @@
     };
   }
 
+  // Leaflet 1.9.4's GridLayer.redraw takes the map's zoom as the tiles' zoom without rounding it:
+  // at a fractional zoom (a filter changed, the base redrawn) it asked for tiles at z=2.69.
+  // Round it, as GridLayer._setView does.
+  L.GridLayer.prototype.redraw = function () {
+    if (this._map) {
+      this._removeAllTiles();
+      var tileZoom = this._clampZoom(Math.round(this._map.getZoom()));
+      if (tileZoom !== this._tileZoom) {
+        this._tileZoom = tileZoom;
+        this._updateLevels();
+      }
+      this._update();
+    }
+    return this;
+  };
+
   var SVG = "http://www.w3.org/2000/svg";
 
   function el(tag, attrs, children) {

@@ -87,7 +87,7 @@ async def territory_list(request: Request, conn: ConnDep,
     if params.sort is not None and params.sort not in SORTS:
         raise ClientError(f"sort={params.sort!r}: one of {', '.join(SORTS)}")
     if wants_geojson(request.headers.get("accept", ""), params.f):
-        given = {"limit": MAX_LIMIT} | {k: v for k, v in chosen if k != "section"}
+        given = {"limit": MAX_LIMIT, "f": "geojson"} | {k: v for k, v in chosen if k != "section"}
         if "section" in dict(chosen):
             given["region"] = dict(chosen)["section"]
         if params.q:
@@ -137,7 +137,7 @@ async def territory_page(request: Request, conn: ConnDep,
                          params: Annotated[TerritoryParams, Query()]) -> Response:
     if wants_geojson(request.headers.get("accept", ""), params.f):
         return await ogc.item(request, conn, "territories", territory_id,
-                              ogc.ItemParams.model_validate({}))
+                              ogc.ItemParams.model_validate({"f": "geojson"}))
     data, version = await pages.cached_page_data(request, conn, params.lang)
     headers, unchanged = _headers(request, f"territory|{version}|{request.url}")
     if unchanged:
