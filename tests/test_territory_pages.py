@@ -7,18 +7,20 @@ import io
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
 from PIL import Image
 
-from geo_service.campaign.members import import_members
 from geo_service.render import site
-from tests.test_map_pages import XSS, Visit, browser, wait_for_tiles  # noqa: F401 (fixture)
+from tests.test_map_pages import (  # noqa: F401 (fixtures)
+    Visit,
+    browser,
+    hostile_member,
+    wait_for_tiles,
+)
 
 PAGE_BUDGET = 150_000  # bytes on the wire before tiles
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -222,22 +224,7 @@ def test_sitemap_lists_every_page_in_each_language(client, sample_dsn) -> None:
         assert client.get(urlsplit(url).path).status_code == 200
 
 
-@pytest.fixture()
-def hostile_member(database_url: str, tmp_path: Path) -> Iterator[str]:
-    roster = tmp_path / "hostile.csv"
-    roster.write_text(
-        "name,country_iso2,level,year,commitment_kind,commitment,source,confidence\n"
-        f"\"{XSS.replace(chr(34), chr(34) * 2)}\",FR,municipality,2024,declared,"
-        "\"<script>alert(2)</script>\",https://example.org/<b>x</b>,low\n", encoding="utf-8")
-    import_members(database_url, roster)
-    with psycopg.connect(database_url) as conn:
-        tid = conn.execute("SELECT id FROM territories WHERE name = %s", (XSS,)).fetchone()[0]
-    yield tid
-    with psycopg.connect(database_url) as conn:
-        conn.execute("DELETE FROM territories WHERE id = %s", (tid,))
-
-
-def test_hostile_names_and_links_stay_text(client, hostile_member: str) -> None:
+def test_hostile_names_and_links_stay_text(client, hostile_member: str) -> None:  # noqa: F811
     text = client.get(f"/territories/{hostile_member}").text
     assert "<img src=x" not in text and "<script>alert(2)" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
