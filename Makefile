@@ -77,6 +77,7 @@ missing-packages: ## Print the Debian packages whose pieces are missing (what sy
 	for p in $(filter fonts-liberation,$(APT_PACKAGES)); do [ -e "$(SYSTEM_ROOT)/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf" ] || missing="$$missing $$p"; done; \
 	for p in $(filter python3-qgis,$(APT_PACKAGES)); do [ -e "$(SYSTEM_ROOT)/usr/lib/python3/dist-packages/qgis/core/__init__.py" ] || missing="$$missing $$p"; done; \
 	for p in $(filter qgis-providers,$(APT_PACKAGES)); do [ -e "$(SYSTEM_ROOT)/usr/lib/qgis/plugins/libprovider_wfs.so" ] || missing="$$missing $$p"; done; \
+	for p in $(filter nginx,$(APT_PACKAGES)); do [ -x "$(SYSTEM_ROOT)/usr/sbin/nginx" ] || missing="$$missing $$p"; done; \
 	echo $$missing
 
 system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, venv, Noto fonts)
@@ -90,9 +91,10 @@ system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, 
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
 
 # the clients the tests drive: headless Chromium for the map pages (Debian's; Playwright drives
-# it, never downloads one) and QGIS offscreen over OGC API Features (Debian's, run by its Python)
-CLIENT_PACKAGES := chromium fonts-liberation python3-qgis qgis-providers
-$(STAMPS)/clients:
+# it, never downloads one), QGIS offscreen over OGC API Features (Debian's, run by its Python),
+# and nginx as the compose scale profile's caching proxy (Debian's, run unprivileged on loopback)
+CLIENT_PACKAGES := chromium fonts-liberation python3-qgis qgis-providers nginx
+$(STAMPS)/clients: Makefile
 	@$(MAKE) --no-print-directory APT_PACKAGES="$(CLIENT_PACKAGES)" system-deps
 	@mkdir -p $(STAMPS) && touch $@
 

@@ -83,12 +83,29 @@ def test_optional_pieces_only_when_asked_for(tmp_path: Path) -> None:
     assert with_browser == ["fonts-liberation"]
 
 
-def test_the_test_clients_chromium_and_qgis(tmp_path: Path) -> None:
-    clients = "chromium fonts-liberation python3-qgis qgis-providers"
+def test_the_test_clients_chromium_qgis_and_nginx(tmp_path: Path) -> None:
+    clients = "chromium fonts-liberation python3-qgis qgis-providers nginx"
     assert missing(tmp_path, EVERYTHING, COMMANDS, apt=clients) == clients.split()
     qgis = ["usr/lib/python3/dist-packages/qgis/core/__init__.py",
             "usr/lib/qgis/plugins/libprovider_wfs.so"]
     found = missing(tmp_path, [*EVERYTHING, *qgis[:1]], [*COMMANDS, "chromium"], apt=clients)
-    assert found == ["fonts-liberation", "qgis-providers"]
+    assert found == ["fonts-liberation", "qgis-providers", "nginx"]
+    # nginx is looked for where Debian puts it (/usr/sbin is not on a normal user's PATH)
+    nginx = tmp_path / "root" / "usr" / "sbin" / "nginx"
+    nginx.parent.mkdir(parents=True)
+    nginx.write_text("#!/bin/sh\n")
+    nginx.chmod(0o755)
     assert missing(tmp_path, [*EVERYTHING, *qgis], [*COMMANDS, "chromium"], apt=clients) == [
         "fonts-liberation"]
+
+
+def test_make_test_installs_the_clients(tmp_path: Path) -> None:
+    """`make test` runs the clients' install step, which names nginx; a new Makefile reruns it
+    (its stamp depends on the Makefile), so a checkout made before nginx was added gets it."""
+    result = subprocess.run([MAKE, "-pn", "test"], cwd=PROJECT, capture_output=True, text=True,
+                            timeout=60)
+    database = result.stdout
+    assert "CLIENT_PACKAGES := chromium fonts-liberation python3-qgis qgis-providers nginx" in (
+        database)
+    assert "\n.stamps/clients: Makefile" in database
+    assert "test: setup .stamps/clients lint" in database
