@@ -673,6 +673,63 @@ def tiles_build(
               + f" (data version {result.version})", highlight=False)
 
 
+# --------------------------------------------------------------------------- publish
+@app.command("publish")
+def publish_site(
+    directory: Annotated[Path, typer.Argument(
+        help="Folder to write the site into: new, empty or a previous publish.")],
+    lang: Annotated[list[str] | None, typer.Option(
+        "--lang", help="A language to publish (repeat it); the first one's pages are at the "
+                       "top (index.html), the others in their own folder. Default: en, fr, es.")
+                    ] = None,
+    max_zoom: Annotated[int, typer.Option(
+        min=0, max=10, help="Deepest zoom of the tile archives (beyond it the browser scales "
+                            "the deepest tiles). Deeper archives grow about 4× per zoom.")] = 6,
+    build: Annotated[bool, typer.Option(
+        help="Build the tile archives when they are missing or out of date (else fail).")] = True,
+    force: Annotated[bool, typer.Option(
+        help="Replace DIR whole even if it is not empty and not a previous publish.")] = False,
+    service_url: Annotated[str | None, typer.Option(
+        help="The live service's address (https://...): the credit links to its /about page. "
+             "Default: the site's own data/sources.txt.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Database connections for a "
+                                                              "tile build.")] = 3,
+) -> None:
+    """Write the visitors' map as a static site any static host or CDN can serve: /map as
+    DIR/index.html and /embed as DIR/embed.html in each language, their scripts and styles, the
+    members as GeoJSON and the base as PMTiles archives read with HTTP range requests (the host
+    must answer Range requests, as nginx, Apache, S3 and the usual CDNs do). The site is built
+    beside DIR and moved in place whole. No Download control and no territory pages: they need
+    the app."""
+    import asyncio
+
+    from geo_service.render import publish
+
+    settings = _settings()
+    dsn = _dsn(settings)
+    if service_url and not service_url.startswith(("https://", "http://")):
+        raise _fail(f"--service-url {service_url!r} is not an http(s) address")
+    progress = Progress(SpinnerColumn(), TextColumn("tiles z0–z" + str(max_zoom)), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+    task = progress.add_task("tiles", total=None)
+    try:
+        with progress:
+            result = asyncio.run(publish.publish(
+                dsn, directory, tiles_dir=settings.tiles_dir, node_modules=settings.node_modules,
+                langs=tuple(lang or publish.i18n.LANGS), max_zoom=max_zoom, build=build,
+                force=force, service_url=service_url, workers=workers,
+                progress=lambda done, total: progress.update(task, completed=done, total=total)))
+    except (publish.PublishError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"published {result.directory}: {len(result.pages)} pages "
+              f"({', '.join(result.langs)}), {result.members} members, tiles z0–z{result.max_zoom}"
+              f"{' (built now)' if result.tiles_built else ''}; {result.files} files, "
+              f"{result.bytes / 1e6:.1f} MB (archives "
+              + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in result.archive_bytes.items())
+              + f") in {result.seconds:.1f} s, data version {result.version}",
+              highlight=False, markup=False)
+
+
 # --------------------------------------------------------------------------- export
 @app.command("export")
 def export_image(

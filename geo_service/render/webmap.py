@@ -23,9 +23,18 @@ from folium.template import Template
 from geo_service.query import tiles
 from geo_service.render import credits, i18n
 
-VENDOR = "/static/vendor"
+STATIC_ROOT = "/static"  # where the app serves our files; a published site uses a relative root
+VENDOR_DIRS = {  # /static/vendor/ folder -> folder inside node_modules (only the built files)
+    "leaflet": "leaflet/dist",
+    "leaflet.markercluster": "leaflet.markercluster/dist",
+    "leaflet.vectorgrid": "leaflet.vectorgrid/dist",
+    "leaflet-gesture-handling": "leaflet-gesture-handling/dist",
+    "leaflet-hash": "leaflet-hash",
+    "pmtiles": "pmtiles/dist",
+    "swagger-ui": "swagger-ui-dist",
+}
 ASSET_VERSIONS = {"leaflet": "1.9.4", "markercluster": "1.5.3", "vectorgrid": "1.3.0",
-                  "gesture": "1.2.2", "hash": "0.2.1"}
+                  "gesture": "1.2.2", "hash": "0.2.1", "pmtiles": "4.5.0"}
 FILTERS = ("theme", "section", "kind", "commitment_kind")
 
 
@@ -54,7 +63,7 @@ class Page(Figure):
         "<meta charset=\"utf-8\">\n"
         "<title>{{ this.escaped_title }}</title>\n"
         "<meta name=\"description\" content=\"{{ this.escaped_description }}\">\n"
-        "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">\n"
+        "<link rel=\"icon\" href=\"{{ this.root }}/favicon.svg\" type=\"image/svg+xml\">\n"
         "{{ this.header.render(**kwargs) }}\n"
         "</head>\n"
         "<body>\n"
@@ -66,9 +75,11 @@ class Page(Figure):
         "</html>\n"
     )
 
-    def __init__(self, lang: str, title: str, description: str, nonce: str) -> None:
+    def __init__(self, lang: str, title: str, description: str, nonce: str,
+                 root: str = STATIC_ROOT) -> None:
         super().__init__(title=None)
         self.lang = lang
+        self.root = html.escape(root)
         self.escaped_title = html.escape(title)
         self.escaped_description = html.escape(description)
         self.nonce = nonce
@@ -103,10 +114,11 @@ class LocalMap(folium.Map):
         """
     )
 
-    def __init__(self, aria_label: str, **kwargs: Any) -> None:
+    def __init__(self, aria_label: str, root: str = STATIC_ROOT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.default_js = [("leaflet", f"{VENDOR}/leaflet/leaflet.js?v={_v('leaflet')}")]
-        self.default_css = [("leaflet_css", f"{VENDOR}/leaflet/leaflet.css?v={_v('leaflet')}")]
+        vendor = f"{root}/vendor"
+        self.default_js = [("leaflet", f"{vendor}/leaflet/leaflet.js?v={_v('leaflet')}")]
+        self.default_css = [("leaflet_css", f"{vendor}/leaflet/leaflet.css?v={_v('leaflet')}")]
         self.aria_label = html.escape(aria_label)
 
 
@@ -127,28 +139,30 @@ class MovementLayers(JSCSSMixin, MacroElement):
         """
     )
 
-    def __init__(self, config: dict[str, Any], asset_version: str) -> None:
+    def __init__(self, config: dict[str, Any], asset_version: str, root: str = STATIC_ROOT,
+                 scripts: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__()
         self._name = "MovementLayers"
         self.config_json = json_for_script(config)
-        self.default_js = [
-            ("markercluster", f"{VENDOR}/leaflet.markercluster/leaflet.markercluster.js"
+        vendor = f"{root}/vendor"
+        self.default_js = [*scripts,
+            ("markercluster", f"{vendor}/leaflet.markercluster/leaflet.markercluster.js"
                               f"?v={_v('markercluster')}"),
-            ("vectorgrid", f"{VENDOR}/leaflet.vectorgrid/Leaflet.VectorGrid.bundled.min.js"
+            ("vectorgrid", f"{vendor}/leaflet.vectorgrid/Leaflet.VectorGrid.bundled.min.js"
                            f"?v={_v('vectorgrid')}"),
-            ("gesture", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.js"
+            ("gesture", f"{vendor}/leaflet-gesture-handling/leaflet-gesture-handling.min.js"
                         f"?v={_v('gesture')}"),
-            ("hash", f"{VENDOR}/leaflet-hash/leaflet-hash.js?v={_v('hash')}"),
-            ("hrmap", f"/static/map.js?v={asset_version}"),
+            ("hash", f"{vendor}/leaflet-hash/leaflet-hash.js?v={_v('hash')}"),
+            ("hrmap", f"{root}/map.js?v={asset_version}"),
         ]
         self.default_css = [
-            ("markercluster_css", f"{VENDOR}/leaflet.markercluster/MarkerCluster.css"
+            ("markercluster_css", f"{vendor}/leaflet.markercluster/MarkerCluster.css"
                                   f"?v={_v('markercluster')}"),
-            ("markercluster_default_css", f"{VENDOR}/leaflet.markercluster/"
+            ("markercluster_default_css", f"{vendor}/leaflet.markercluster/"
                                           f"MarkerCluster.Default.css?v={_v('markercluster')}"),
-            ("gesture_css", f"{VENDOR}/leaflet-gesture-handling/leaflet-gesture-handling.min.css"
+            ("gesture_css", f"{vendor}/leaflet-gesture-handling/leaflet-gesture-handling.min.css"
                             f"?v={_v('gesture')}"),
-            ("hrmap_css", f"/static/map.css?v={asset_version}"),
+            ("hrmap_css", f"{root}/map.css?v={asset_version}"),
         ]
 
 
@@ -160,14 +174,31 @@ class PageRequest:
     download: bool = True  # the Download control (on /embed when asked)
 
 
+@dataclass(frozen=True)
+class Published:
+    """How a page of the static site (geo-service publish) differs from the app's: its files
+    under a relative `root`, its config's `overrides` (data and tiles from files), the extra
+    `scripts` it loads first, and its policy as a <meta> (no server sends headers for it)."""
+
+    root: str
+    overrides: dict[str, Any]
+    scripts: tuple[tuple[str, str], ...]
+    csp: str
+
+
 def render_page(request: PageRequest, data: dict[str, Any], *, version: str, base: str,
-                nonce: str, asset_version: str, basemap: dict[str, str] | None) -> str:
-    """The whole HTML page."""
+                nonce: str, asset_version: str, basemap: dict[str, str] | None,
+                published: Published | None = None) -> str:
+    """The whole HTML page (a static site's page when `published`)."""
     lang = request.lang
     text = i18n.strings(lang)
-    page = Page(lang, text["title"], text["caveat"], nonce)
+    root = published.root if published else STATIC_ROOT
+    page = Page(lang, text["title"], text["caveat"], nonce, root)
+    if published:
+        page.header.add_child(Element(
+            f'<meta http-equiv="Content-Security-Policy" content="{html.escape(published.csp)}">'))
     world = LocalMap(
-        aria_label=text["map_label"], location=[20.0, 10.0],
+        aria_label=text["map_label"], root=root, location=[20.0, 10.0],
         zoom_start=1 if request.embed else 2, tiles=None,
         world_copy_jump=True,
     )
@@ -188,8 +219,11 @@ def render_page(request: PageRequest, data: dict[str, Any], *, version: str, bas
         "download": request.download, "presets": i18n.labels(i18n.PRESETS, lang),
         "years": [i18n.FIRST_YEAR, i18n.LAST_YEAR], "milestones": list(i18n.MILESTONES),
     }
-    MovementLayers(config, asset_version).add_to(world)
-    if not request.embed:
+    if published:
+        config.update(published.overrides)
+    MovementLayers(config, asset_version, root, published.scripts if published else ()
+                   ).add_to(world)
+    if not request.embed and not published:
         page.header.add_child(Element(
             f'<link rel="alternate" type="application/json+oembed" title="oEmbed" '
             f'href="{html.escape(base)}/oembed?url={html.escape(base)}/map">'))

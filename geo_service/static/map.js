@@ -446,7 +446,7 @@
    * drawn: "fill", "outline" or null (not at all). The layer tells tests and embedding pages when
    * every tile in view has been fetched and drawn (window.HRTilesLoaded). */
   function baseLayer(config, drawn) {
-    var layer = L.vectorGrid.protobuf(config.tiles, {
+    var options = {
       rendererFactory: L.svg.tile, interactive: false, maxNativeZoom: config.tileMaxZoom,
       attribution: config.attribution,
       vectorTileLayerStyles: {
@@ -470,11 +470,39 @@
                   className: "hr-territory" + (outline ? " hr-territory-outline" : "")};
         }
       }
-    });
+    };
+    var layer = config.tilesArchive ? new ArchiveGrid(config.tilesArchive, options)
+      : L.vectorGrid.protobuf(config.tiles, options);
     layer.on("loading", function () { window.HRTilesLoaded = false; });
     layer.on("load", function () { window.HRTilesLoaded = true; });
     return layer;
   }
+
+  /* The base from one PMTiles archive (a published static site): each tile read with HTTP range
+   * requests by the pmtiles package, then decoded by VectorGrid as if fetched from a URL (a blob:
+   * URL of the tile's bytes, released once read). Beyond the archive's zoom, Leaflet scales its
+   * deepest tiles (maxNativeZoom). A tile that cannot be read is left empty and said once. */
+  var ArchiveGrid = L.VectorGrid.Protobuf.extend({
+    initialize: function (url, options) {
+      this._archive = new window.pmtiles.PMTiles(url);
+      L.VectorGrid.Protobuf.prototype.initialize.call(this, "", options);
+    },
+    _getVectorTilePromise: function (coords) {
+      var self = this, read = L.VectorGrid.Protobuf.prototype._getVectorTilePromise;
+      return this._archive.getZxy(coords.z, coords.x, coords.y).then(function (found) {
+        if (!found || !found.data || !found.data.byteLength) { return {layers: {}}; }
+        var url = URL.createObjectURL(new Blob([found.data]));
+        self._url = url;  // read synchronously by the call below
+        return read.call(self, coords).then(function (tile) {
+          URL.revokeObjectURL(url);
+          return tile;
+        });
+      }).catch(function (error) {
+        if (!self._failed) { self._failed = true; console.error("tiles: " + error); }
+        return {layers: {}};
+      });
+    }
+  });
 
   /* The small map of one territory's page: its boundary filled (or its point marked) on the
    * same base as the world map, framed on it. Configured by the page's #hr-mini-config. */
@@ -561,17 +589,22 @@
     });
     var languages = el("nav", {"class": "hr-langs", "aria-label": s.language});
     config.langs.forEach(function (code) {
-      var params = new URLSearchParams(window.location.search);
-      params.set("lang", code);
-      var a = el("a", {href: "?" + params.toString(), lang: code, hreflang: code, text: code.toUpperCase()});
+      var a = el("a", {href: langHref(code), lang: code, hreflang: code, text: code.toUpperCase()});
       if (code === config.lang) { a.setAttribute("aria-current", "true"); }
-      a.addEventListener("click", function () { a.href = "?" + currentParams(code) + window.location.hash; });
+      a.addEventListener("click", function () { a.href = langHref(code) + window.location.hash; });
       languages.appendChild(a);
     });
-    function currentParams(code) {
+    // the page in another language: ?lang= here, or that language's own file (config.pages,
+    // relative) in a published site, with the same filters
+    function langHref(code) {
       var params = new URLSearchParams(window.location.search);
+      if (config.pages) {
+        params.delete("lang");
+        var query = params.toString();
+        return config.pages[code] + (query ? "?" + query : "");
+      }
       params.set("lang", code);
-      return params.toString();
+      return "?" + params.toString();
     }
     panelBody.appendChild(el("label", {"for": searchId, "class": "hr-visually-hidden", text: s.search}));
     [search, results, fields, reset, shown, listHead, list,
@@ -712,7 +745,28 @@
     return map;
   }
 
-  window.HRMap = {init: init, mini: mini, features: features};
+  /* The world map, once its members are in the config: inline (the app's pages), or read from
+   * the GeoJSON file of a published site (config.membersUrl). If that file cannot be read, the
+   * map says so in place of the members. */
+  function start(map, config) {
+    if (!config.membersUrl) { return init(map, config); }
+    fetch(config.membersUrl).then(function (response) {
+      if (!response.ok) { throw new Error(config.membersUrl + ": HTTP " + response.status); }
+      return response.json();
+    }).then(function (members) {
+      config.territories = members.features.map(function (f) { return f.properties; });
+      config.total = config.territories.length;
+      init(map, config);
+    }).catch(function (error) {
+      console.error("members: " + error);
+      map.getContainer().appendChild(el("p", {"class": "hr-unavailable", role: "alert",
+                                              text: config.strings.unavailable}));
+      map.setView([20, 10], 1);
+      window.HRMapFailed = true;
+    });
+  }
+
+  window.HRMap = {init: start, mini: mini, features: features};
   document.addEventListener("DOMContentLoaded", function () {
     [["hr-mini", mini], ["hr-features", features]].forEach(function (pair) {
       var node = document.getElementById(pair[0]);

@@ -24,14 +24,7 @@ from geo_service.settings import Settings
 from geo_service.web.http import ConnDep, base_url
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-VENDOR_DIRS = {  # URL folder -> folder inside node_modules (only the built files)
-    "leaflet": "leaflet/dist",
-    "leaflet.markercluster": "leaflet.markercluster/dist",
-    "leaflet.vectorgrid": "leaflet.vectorgrid/dist",
-    "leaflet-gesture-handling": "leaflet-gesture-handling/dist",
-    "leaflet-hash": "leaflet-hash",
-    "swagger-ui": "swagger-ui-dist",
-}
+VENDOR_DIRS = webmap.VENDOR_DIRS  # URL folder -> folder inside node_modules
 EMBED_SIZE = (800, 600)
 router = APIRouter(tags=["Map"])
 
