@@ -35,7 +35,7 @@ from geo_service.campaign.members import (
 from geo_service.campaign.restore import restore_import
 from geo_service.campaign.rows import ImportResult, report_json
 from geo_service.campaign.sample import load_sample
-from geo_service.embedded import EmbeddedError, redact
+from geo_service.embedded import EmbeddedCluster, EmbeddedError, EmbeddedReplica, redact
 from geo_service.errors import LoadError
 from geo_service.load import store
 from geo_service.load.pipeline import (
@@ -104,7 +104,11 @@ def db_stop() -> None:
     if not settings.embedded:
         out.print("DATABASE_URL is set: the embedded cluster is not in use.")
         return
-    stopped = db.cluster(settings).stop()
+    primary = db.cluster(settings)
+    for replica in _replicas(primary):  # a replica left running would outlive its checkout
+        if replica.stop():
+            out.print(f"replica {replica.name} stopped", highlight=False)
+    stopped = primary.stop()
     out.print("stopped" if stopped else "not running")
 
 
@@ -154,6 +158,96 @@ def db_url(role: Annotated[str, typer.Option(
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     print(url)
+
+
+replica_app = typer.Typer(
+    help="A streaming replica of the embedded cluster on this machine (a hot standby on its own "
+         "loopback port), for the web server to read from: GEO_READ_DATABASE_URL=\"$(geo-service "
+         "db replica url)\".", no_args_is_help=True)
+db_app.add_typer(replica_app, name="replica")
+ReplicaName = Annotated[str, typer.Option(
+    "--name", help="Which replica (several may run, each on its own port).")]
+
+
+def _replicas(primary: EmbeddedCluster) -> list[EmbeddedReplica]:
+    folder = primary.root / "replicas"
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return [EmbeddedReplica(primary, name) for name in names]
+
+
+def _replica(name: str) -> EmbeddedReplica:
+    settings = _settings()
+    if not settings.embedded:
+        raise _fail("DATABASE_URL is set: replicate that PostGIS with its own tools "
+                    "(docker-compose.yml's scale profile shows one way)", 2)
+    try:
+        return EmbeddedReplica(db.cluster(settings), name)
+    except EmbeddedError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
+@replica_app.command("start")
+def replica_start(name: ReplicaName = "replica") -> None:
+    """Clone the embedded cluster into a hot standby (first use: pg_basebackup -R, a copy of
+    every database) and start it; idempotent. It streams every change the primary makes."""
+    replica = _replica(name)
+    try:
+        if not replica.initialised:
+            out.print(f"cloning the embedded cluster into {replica.pgdata} ...", highlight=False)
+        status = replica.start()
+    except EmbeddedError as exc:
+        raise _fail(f"{exc}\n(log: {replica.log_file})") from exc
+    out.print(f"replica {name} running on 127.0.0.1:{status.port} (data in {status.pgdata}); "
+              f"read from it with GEO_READ_DATABASE_URL=\"$(geo-service db replica url"
+              f"{'' if name == 'replica' else ' --name ' + name})\"", highlight=False)
+
+
+@replica_app.command("stop")
+def replica_stop(
+    name: ReplicaName = "replica",
+    remove: Annotated[bool, typer.Option(
+        "--remove", help="Also delete the replica's folder and its slot on the primary (the "
+                         "next start clones afresh).")] = False,
+) -> None:
+    """Stop the replica (the primary keeps the WAL it has yet to replay, up to 2 GB)."""
+    replica = _replica(name)
+    if remove:
+        out.print("removed" if replica.remove() else "no such replica")
+        return
+    out.print("stopped" if replica.stop() else "not running")
+
+
+@replica_app.command("status")
+def replica_status(name: ReplicaName = "replica", as_json: JsonFlag = False) -> None:
+    """Whether the replica runs, is a standby, streams from the primary, and how many bytes of
+    WAL it has yet to replay. Exit code 3 when it is not running."""
+    status = _replica(name).replication()
+    info = {"name": status.name, "initialised": status.initialised, "running": status.running,
+            "port": status.port, "pgdata": str(status.pgdata), "standby": status.in_recovery,
+            "streaming": status.streaming, "behind_bytes": status.behind_bytes}
+    if as_json:
+        out.print_json(json.dumps(info))
+    else:
+        for key, value in info.items():
+            out.print(f"{key}: {value}", highlight=False)
+    if not status.running:
+        raise typer.Exit(3)
+
+
+@replica_app.command("url")
+def replica_url(name: ReplicaName = "replica", role: Annotated[str, typer.Option(
+        help="reader: what the web server reads with (SELECT only); admin: the superuser.")]
+        = "reader") -> None:
+    """Print the replica's DSN (the reader role by default), for GEO_READ_DATABASE_URL."""
+    if role not in ("reader", "admin"):
+        raise _fail(f"--role {role!r}: reader or admin (a replica takes no writes)", 2)
+    replica = _replica(name)
+    if not replica.initialised:
+        raise _fail(f"no replica {name!r}: run `geo-service db replica start`")
+    try:
+        print(replica.url(role=None if role == "admin" else "reader"))
+    except EmbeddedError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @db_app.command("roles")

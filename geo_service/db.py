@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -46,13 +47,48 @@ def read_url(settings: Settings, start: bool = True) -> str:
     """The libpq DSN the web server reads with: GEO_READ_DATABASE_URL, else the embedded
     cluster's reader role (SELECT only), else DATABASE_URL."""
     if settings.read_database_url:
-        return libpq(settings.read_database_url)
+        return split_urls(settings.read_database_url)[0]
     if settings.database_url:
         return libpq(settings.database_url)
     embedded = cluster(settings)
     if start:
         embedded.start()
     return embedded.url(role="reader")
+
+
+# where one URL ends and the next begins in GEO_READ_DATABASE_URL: spaces or commas before a new
+# scheme (a comma inside one URL, as in libpq's host1,host2 lists, stays part of it)
+_URL_SEPARATOR = re.compile(r"[\s,;]+(?=postgres(?:ql)?(?:\+\w+)?://)")
+
+
+def split_urls(value: str) -> list[str]:
+    """The URLs of a setting that may hold several (separated by spaces or commas)."""
+    return [libpq(part.strip(" ,;\t\n")) for part in _URL_SEPARATOR.split(value.strip())
+            if part.strip(" ,;\t\n")]
+
+
+def read_urls(settings: Settings, start: bool = True) -> list[str]:
+    """Every database the web server spreads its reads over (see read_url for one)."""
+    if settings.read_database_url:
+        return split_urls(settings.read_database_url)
+    return [read_url(settings, start)]
+
+
+def read_fallback_url(settings: Settings, start: bool = True) -> str | None:
+    """Where the web server reads when none of read_urls answers: GEO_READ_FALLBACK_URL, else
+    the embedded primary's reader role when replicas are listed, else nothing ('none': 503)."""
+    chosen = (settings.read_fallback_url or "").strip()
+    if chosen.lower() == "none":
+        return None
+    if chosen:
+        return libpq(chosen)
+    if settings.read_database_url and settings.embedded:
+        embedded = cluster(settings)
+        if start:
+            embedded.start()
+        primary = embedded.url(role="reader")
+        return None if primary in read_urls(settings, start) else primary
+    return None
 
 
 def admin_url(settings: Settings, start: bool = True) -> str:

@@ -21,7 +21,7 @@ import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -437,3 +437,158 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(descriptor, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)
+
+
+REPLICATOR = "geo_replicator"
+SLOT_WAL_KEEP = "2GB"  # WAL a stopped replica's slot may hold back on the primary, at most
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What `geo-service db replica status` reports."""
+
+    name: str
+    initialised: bool
+    running: bool
+    pgdata: Path
+    port: int | None
+    in_recovery: bool | None  # None: not reachable
+    behind_bytes: int | None  # WAL the replica has yet to replay (None: unknown)
+    streaming: bool | None  # the primary sees it streaming
+
+
+class EmbeddedReplica(EmbeddedCluster):
+    """A streaming replica of the embedded cluster, on the same machine: a hot standby made by
+    `pg_basebackup -R` into the cluster's folder (replicas/NAME), on its own loopback port. It
+    holds the same roles and data, so the web server reads from it with the same reader role;
+    the primary keeps a replication slot for it, so it catches up after a stop (the slot holds
+    back at most SLOT_WAL_KEEP of WAL, beyond which it must be removed and started afresh)."""
+
+    def __init__(self, primary: EmbeddedCluster, name: str = "replica") -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name):
+            raise EmbeddedError(f"replica name {name!r}: lower-case letters, digits and _, "
+                                "starting with a letter")
+        super().__init__(primary.data_dir, primary.reader_timeout_ms)
+        self.primary = primary
+        self.name = name
+        self.slot = f"geo_{name}"
+        self.root = primary.root / "replicas" / name
+        self.pgdata = self.root / "data"
+        self.port_file = self.state_dir / f"{name}-port"
+        self.log_file = self.root / "server.log"
+        self.socket_file = self.state_dir / f"{name}-socket-dir"
+        self.replicator_file = self.state_dir / "replicator-password"
+
+    def _replicator(self) -> str:
+        """The replication role on the primary (REPLICATION, nothing else), with its password;
+        the password is set again each time, so a lost file is no harm."""
+        password = secrets.token_urlsafe(24)
+        with psycopg.connect(self.primary.url(), connect_timeout=10, autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (REPLICATOR,))
+            if found.fetchone() is None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION").format(
+                    sql.Identifier(REPLICATOR)))
+            conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB "
+                                 "NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(REPLICATOR), sql.Literal(password)))
+            # a stopped replica's slot may not fill the primary's disk
+            conn.execute(sql.SQL("ALTER SYSTEM SET max_slot_wal_keep_size = {}").format(
+                sql.Literal(SLOT_WAL_KEEP)))
+            conn.execute("SELECT pg_reload_conf()")
+            slot = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+                                (self.slot,)).fetchone()
+            if slot is not None:  # left by a replica whose folder is gone
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+        return password
+
+    def _clone(self, bindir: Path) -> None:
+        """pg_basebackup -R of the running primary into a new folder, renamed into place only
+        once complete, so an interrupted clone never looks like a replica."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root.parent, self.root):
+            self._chown(folder)
+        password = self._replicator()
+        passfile = self.root / "pgpass"
+        _write_private(passfile, f"127.0.0.1:{self.primary.port}:*:{REPLICATOR}:{password}\n")
+        self._chown(passfile)
+        partial = self.root / "data.partial"
+        if partial.exists():
+            shutil.rmtree(partial)
+        conninfo = (f"host=127.0.0.1 port={self.primary.port} user={REPLICATOR} "
+                    f"passfile={passfile} application_name={self.slot}")
+        self._run([str(bindir / "pg_basebackup"), "-D", str(partial), "-d", conninfo, "-R",
+                   "-X", "stream", "-C", "-S", self.slot, "--checkpoint=fast", "--no-sync"])
+        partial.rename(self.pgdata)
+
+    def start(self) -> ClusterStatus:
+        """Clone the primary on first use (starting it), then start the replica if it is not
+        running; idempotent. The primary may be down when an existing replica starts: it serves
+        what it has and streams again when the primary is back."""
+        bindir = find_pg_bindir()
+        if not self.initialised:
+            self.primary.start()
+        with self._lock():
+            if not self.initialised:
+                self._clone(bindir)
+            if not self.running():
+                port = self._pick_port()
+                socket_dir = self._make_socket_dir()
+                options = (
+                    f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 "
+                    "-c hot_standby=on -c hot_standby_feedback=on -c shared_buffers=128MB "
+                    "-c max_connections=100 -c work_mem=32MB")
+                self._run([str(bindir / "pg_ctl"), "start", "-w", "-t", "60",
+                           "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options])
+            elif self.port is None:
+                self._adopt_port()
+        return self.status()
+
+    def remove(self) -> bool:
+        """Stop the replica, delete its folder and its slot on the primary; False when there
+        was none. The primary's data is untouched."""
+        found = self.initialised or self.root.exists()
+        if self.running():
+            self.stop()
+        if self.primary.running():
+            with psycopg.connect(self.primary.url(), connect_timeout=10, autocommit=True) as conn:
+                if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+                                (self.slot,)).fetchone() is not None:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                    found = True
+        with self._lock():
+            if self.root.exists():
+                shutil.rmtree(self.root)
+            for path in (self.port_file, self.socket_file):
+                path.unlink(missing_ok=True)
+        return found
+
+    def replication(self) -> ReplicaStatus:
+        """Status, with whether it is a standby, how far behind the primary it is, and whether
+        the primary sees it streaming (each None when it cannot be asked)."""
+        base = self.status()
+        in_recovery = behind = streaming = None
+        mine = _ask(self.url, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text",
+                    ()) if base.running else None
+        replayed = mine[1] if mine else None
+        theirs = _ask(self.primary.url,
+                      "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE application_name = "
+                      "%s AND state = 'streaming'), pg_wal_lsn_diff(pg_current_wal_lsn(), "
+                      "%s::pg_lsn)::bigint", (self.slot, replayed or "0/0"))
+        if mine:
+            in_recovery = bool(mine[0])
+        if theirs:
+            streaming = bool(theirs[0])
+            behind = int(theirs[1]) if replayed else None
+        return ReplicaStatus(self.name, base.initialised, base.running, base.pgdata, base.port,
+                             in_recovery, behind, streaming)
+
+
+def _ask(url: Callable[..., str], query: str, params: tuple[object, ...]) -> tuple | None:
+    """One row from a cluster's `postgres` database as its superuser, or None when it cannot be
+    reached (a status report goes on without it)."""
+    try:
+        with psycopg.connect(url(database="postgres"), connect_timeout=3) as conn:
+            return conn.execute(query, params).fetchone()
+    except (psycopg.Error, EmbeddedError):
+        return None

@@ -52,6 +52,11 @@ class Overloaded(RuntimeError):
     """Too much work of one kind is queued already (map images): retry later, a 429."""
 
 
+class NoDatabase(RuntimeError):
+    """None of the databases the web server reads from answers (replicas and fallback): a 503
+    the client may retry. Its message names no host."""
+
+
 class TooSlow(RuntimeError):
     """A piece of work ran past its time limit (a map image): a 503 the client may retry."""
 
@@ -70,6 +75,7 @@ HTTP_STATUS: dict[type[Exception], tuple[int, str]] = {
     # a value the database refuses (an impossible date, a bad LIKE pattern...): the client's
     psycopg.errors.DataError: (400, "Invalid value"),
     PoolTimeout: (503, "Database unavailable"),
+    NoDatabase: (503, "Database unavailable"),
 }
 RETRY_AFTER_S = 5  # what a 429 or 503 tells the client to wait
 # the messages of these may name hosts: their detail is the error's type alone

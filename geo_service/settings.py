@@ -48,9 +48,21 @@ class Settings(BaseSettings):
     read_database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("GEO_READ_DATABASE_URL", "READ_DATABASE_URL"),
-        description="What the web server connects with: a read-only role (SELECT only). Default: "
-                    "the embedded cluster's reader role, else DATABASE_URL.",
+        description="What the web server reads from: a read-only role (SELECT only), on the "
+                    "primary or on streaming replicas. Several URLs, separated by spaces or commas, "
+                    "spread the reads over them (those that answer). Default: the embedded "
+                    "cluster's reader role, else DATABASE_URL.",
     )
+    read_fallback_url: str | None = Field(
+        default=None,
+        description="What the web server reads from only when none of GEO_READ_DATABASE_URL "
+                    "answers (the primary's reader role, say); 'none' for no fallback (503). "
+                    "Default: the embedded cluster's reader role when the embedded cluster is "
+                    "the primary, else none.",
+    )
+    read_probe_s: float = Field(
+        default=1.0, gt=0, description="How often the web server checks each database it reads "
+        "from when there are several, to stop or resume sending them requests.")
     data_dir: Path = Field(
         default=PROJECT_ROOT / ".data",
         description="Where the embedded cluster and other local state live (ignored by git).",

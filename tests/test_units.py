@@ -680,3 +680,14 @@ def test_short_licences_and_credit_entries() -> None:
     hostile = Credit("<b>x</b>", None, None, "municipality")
     assert credits.corner([hostile], "en", "/about").startswith(
         "Boundaries: &lt;b&gt;x&lt;/b&gt; · members")
+
+
+def test_several_read_urls_split_on_spaces_or_commas_before_a_scheme() -> None:
+    from geo_service.db import split_urls
+
+    a = "postgresql://geo_reader:p%2Cw@replica-a:5432/geo_service"
+    multi_host = "postgresql://geo_reader:pw@r1:5432,r2:5433/geo_service"  # libpq's own list
+    assert split_urls(a) == [a]
+    assert split_urls(f" {a}, postgres://b/geo_service\n{multi_host} ") == [
+        a, "postgresql://b/geo_service", multi_host]
+    assert split_urls(f"{a};postgresql+psycopg://c/db") == [a, "postgresql://c/db"]

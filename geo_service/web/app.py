@@ -25,7 +25,7 @@ from geo_service.errors import HTTP_STATUS, QUIET, RETRY_AFTER_S, http_status, p
 from geo_service.query import service, stats
 from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
-from geo_service.web import cache, images, ogc, pages, site, tiles
+from geo_service.web import cache, images, ogc, pages, reads, site, tiles
 from geo_service.web.http import (
     ConnDep,
     HtmlFormQuery,
@@ -55,19 +55,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dsn = await asyncio.to_thread(db.read_url, settings)
-        pool = AsyncConnectionPool(
-            dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max, open=False,
+        dsns = await asyncio.to_thread(db.read_urls, settings)
+        fallback = await asyncio.to_thread(db.read_fallback_url, settings)
+        pool = reads.ReadPools(
+            dsns, fallback, settings.read_probe_s, settings.db_connect_attempt_s,
             # a request waits at most db_wait_s for a connection (then 503); each connection is
             # checked before it is handed out, so one broken by a database restart is replaced
-            timeout=settings.db_wait_s, check=AsyncConnectionPool.check_connection,
+            settings.db_wait_s, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+            check=AsyncConnectionPool.check_connection,
             reconnect_timeout=settings.db_connect_timeout_s,
             kwargs={"autocommit": True, "connect_timeout": settings.db_connect_attempt_s,
                     "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"})
-        await pool.open(wait=True, timeout=settings.db_connect_timeout_s)
+        await pool.open(timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
         app.state.page_data = {}
-        app.state.dsn = dsn
+        app.state.dsn = dsns[0]
         app.state.image_cache = cache.BodyCache(settings.image_cache_mb * 1024 * 1024)
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
@@ -134,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {"status": "ok", "service_version": __version__,
                 "database": "embedded" if settings.embedded and not settings.read_database_url
                 else "external", **info}
+        if request.app.state.pool.several:  # which replicas answer (the fallback included)
+            body["read_databases"] = request.app.state.pool.health()
         if not settings.health_versions:  # versions help an attacker pick an exploit
             for key in ("service_version", "postgres", "postgis"):
                 body.pop(key, None)
