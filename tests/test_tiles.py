@@ -299,3 +299,40 @@ def test_an_archive_from_another_renderer_is_neither_served_nor_kept(settings, d
     rebuilt = asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=1))
     assert not rebuilt.skipped
     assert tilestore.Archives(settings.tiles_dir, identity).current("en", version) is not None
+
+
+@pytest.mark.parametrize("layer, level", [("countries", "country"), ("regions", "region")])
+def test_tiers_stored_in_web_mercator_draw_the_shapes_projected_per_request(
+        client, database_url, layer: str, level: str) -> None:
+    """Tiles read the generalized tiers as stored in EPSG:3857 (`geom_3857`); inside the tile
+    they draw what projecting the stored EPSG:4326 tier per request drew (the features and, to
+    a fraction of a tile unit, their shapes): only clipping in the buffer may differ."""
+    from shapely import wkb
+    from shapely.geometry import box
+
+    extent = box(0, 0, tiles.EXTENT, tiles.EXTENT)
+    compared = 0
+    for z, lon, lat in ((2, 2.35, 48.85), (5, 2.35, 48.85), (6, 126.98, 37.56), (7, -99.13, 19.43)):
+        x, y = tile_xy(lon, lat, z)
+        tier = tier_for_zoom(z)
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "WITH box AS (SELECT ST_TileEnvelope(%s, %s, %s) AS merc, "
+                "ST_MakeEnvelope(%s, %s, %s, %s, 4326) AS geo) "
+                "SELECT b.code, ST_AsBinary(ST_AsMVTGeom(ST_Transform(ST_ClipByBox2D(bt.geom, "
+                "box.geo), 3857), box.merc, %s, %s, true)) FROM box, boundaries b JOIN "
+                "boundary_tiers bt ON bt.boundary_id = b.id AND bt.tier = %s "
+                "WHERE b.level = %s AND bt.geom && box.geo",
+                (z, x, y, *tile_box(z, x, y), tiles.EXTENT, tiles.BUFFER, tier, level)).fetchall()
+        expected = {code: wkb.loads(bytes(g)) for code, g in rows if g is not None}
+        features = mapbox_vector_tile.decode(fetch(client, layer, z, x, y),
+                                             default_options={"y_coord_down": True})
+        drawn = {f["properties"]["code"]: shape(f["geometry"]) for f in
+                 features.get(layer, {"features": []})["features"]}
+        assert drawn and set(drawn) == set(expected), (z, set(drawn) ^ set(expected))
+        for code, found in drawn.items():
+            inside, wanted = (g.buffer(0).intersection(extent) for g in (found, expected[code]))
+            # quantised to the same grid: at most a few units of area move along the clip edges
+            assert inside.symmetric_difference(wanted).area <= 2 + 0.001 * wanted.area, (z, code)
+            compared += 1
+    assert compared > 50

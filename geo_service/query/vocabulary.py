@@ -49,11 +49,12 @@ def tier_join(tier: int | None, *, outer: bool = True) -> sql.Composable:
         kind, value)
 
 
-def tier_of(boundary: sql.Composable, tier: int) -> sql.Composable:
+def tier_of(boundary: sql.Composable, tier: int, column: str = "geom") -> sql.Composable:
     """The tier's shape of one boundary (by id), as a scalar subquery: cheaper than a join when
-    few rows have a boundary."""
-    return sql.SQL("(SELECT bt.geom FROM boundary_tiers bt WHERE bt.boundary_id = {} "
-                   "AND bt.tier = {})").format(boundary, sql.Literal(tier))
+    few rows have a boundary. `column`: geom (EPSG:4326) or geom_3857 (Web Mercator)."""
+    return sql.SQL("(SELECT {} FROM boundary_tiers bt WHERE bt.boundary_id = {} "
+                   "AND bt.tier = {})").format(sql.Identifier("bt", column), boundary,
+                                               sql.Literal(tier))
 
 
 _LANG = re.compile(r"^[a-z]{2}$")
