@@ -36,37 +36,46 @@ def test_empty_bodies_still_count_so_the_cache_stays_bounded() -> None:
     assert store.get('"tile-00099999"') is not None and store.get('"tile-00000000"') is None
 
 
-def test_large_uncached_bodies_are_gzipped_off_the_event_loop(settings, sample, monkeypatch
-                                                               ) -> None:
-    """With the response cache off, a large page is compressed by GZipMiddleware: in a worker
-    thread (no running event loop there), so other requests are not held up meanwhile."""
+def test_uncached_bodies_are_gzipped_once_quickly_and_large_ones_off_the_event_loop(
+        settings, sample, monkeypatch) -> None:
+    """With the response cache off, a page is compressed for its one answer at the quickest
+    level (not at the stored bodies' level 9), a large one in a worker thread (no running event
+    loop there) so other requests are not held up; the gzip body is the plain body."""
     from fastapi.testclient import TestClient
-    from starlette.middleware import gzip as starlette_gzip
 
+    from geo_service.web import cache
     from geo_service.web.app import create_app
-    from geo_service.web.cache import THREAD_MIN
 
-    where: list[tuple[int, bool]] = []
-    compress = starlette_gzip.GZipResponder._compress_body
+    where: list[tuple[int, bool, int]] = []
+    make = cache.make_entry
 
-    def watched(self, body: bytes, more_body: bool) -> bytes:
+    def watched(body: bytes, media_type: str, level: int = 9) -> cache.Entry:
         try:
             asyncio.get_running_loop()
             on_loop = True
         except RuntimeError:
             on_loop = False
-        where.append((len(body), on_loop))
-        return compress(self, body, more_body)
+        where.append((len(body), on_loop, level))
+        return make(body, media_type, level)
 
-    monkeypatch.setattr(starlette_gzip.GZipResponder, "_compress_body", watched)
+    monkeypatch.setattr(cache, "make_entry", watched)
     uncached = settings.model_copy(update={"response_cache_mb": 0})
+    page = "/collections/regions/items?limit=200&country=FR"
     with TestClient(create_app(uncached)) as client:
-        response = client.get("/collections/regions/items?limit=200&country=FR",
-                              headers={"Accept-Encoding": "gzip"})
-        assert response.status_code == 200, response.text
-        assert response.headers["content-encoding"] == "gzip"
-        small = client.get("/collections", headers={"Accept-Encoding": "gzip"})
-        assert small.status_code == 200
-    large = [on_loop for size, on_loop in where if size >= THREAD_MIN]
-    assert large and not any(large), where  # every large body went to a thread
-    assert any(on_loop for size, on_loop in where if size < THREAD_MIN), where  # small: inline
+        with client.stream("GET", page, headers={"Accept-Encoding": "gzip"}) as packed:
+            wire = b"".join(packed.iter_raw())
+        assert packed.status_code == 200
+        assert packed.headers["content-encoding"] == "gzip"
+        assert "accept-encoding" in packed.headers["vary"].lower()
+        small = client.get("/collections/regions/items?limit=2",
+                           headers={"Accept-Encoding": "gzip"})
+        assert small.status_code == 200 and small.headers["content-encoding"] == "gzip"
+        plain = client.get(page, headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    assert gzip.decompress(wire) == plain.content  # the same page
+    assert wire[8] == 4  # the gzip header's XFL: compressed at the fastest level
+    large = [(on_loop, level) for size, on_loop, level in where if size >= cache.THREAD_MIN]
+    assert large and all(not on_loop and level == cache.FAST_LEVEL for on_loop, level in large)
+    small_ones = [(on_loop, level) for size, on_loop, level in where if size < cache.THREAD_MIN]
+    assert small_ones and all(on_loop and level == cache.FAST_LEVEL for on_loop, level in small_ones)
+    assert len(where) == 2  # the identity request compressed nothing

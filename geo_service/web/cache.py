@@ -3,6 +3,9 @@ so a page or tile asked for again is sent without touching the database beyond t
 
 The gzip form is made once, at the highest level, when a body is stored; clients that accept gzip
 get it as it is, and GZipMiddleware passes responses that already carry Content-Encoding through.
+A body no cache keeps is compressed for its one answer only, at the quickest level (`send_once`):
+at level 9 France's 102 regions took 25 ms a request with the cache off, against 10-11 ms
+without gzip.
 A change of data version changes every key, so nothing stale can be served; old entries simply
 age out of the LRU.
 """
@@ -20,6 +23,9 @@ from fastapi.responses import Response
 ENTRY_OVERHEAD = 400  # bytes counted per entry beyond bodies and key (about 270 measured, key included)
 GZIP_MIN = 500  # bytes; smaller bodies go out as they are (as GZipMiddleware does)
 THREAD_MIN = 64 * 1024  # bytes; larger bodies are compressed in a worker thread
+# gzip level of a body sent once: on France's 436 KB of regions level 1 is 161 KB (tipg's own
+# gzip 165 KB) in a third of level 5's time and a thirteenth of level 9's (137 KB and 136 KB)
+FAST_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,15 @@ async def entry_for(body: bytes, media_type: str, level: int = 9) -> Entry:
     if len(body) > THREAD_MIN:
         return await asyncio.to_thread(make_entry, body, media_type, level)
     return make_entry(body, media_type, level)
+
+
+async def send_once(request: Request, body: bytes, media_type: str, headers: dict[str, str]
+                    ) -> Response:
+    """A body no cache keeps: gzipped at FAST_LEVEL when the client accepts gzip (in a worker
+    thread when large), else as it is."""
+    if "gzip" not in request.headers.get("accept-encoding", ""):
+        return Response(body, media_type=media_type, headers=headers)
+    return respond(request, await entry_for(body, media_type, level=FAST_LEVEL), headers)
 
 
 def respond(request: Request, entry: Entry, headers: dict[str, str], status_code: int = 200

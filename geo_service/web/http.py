@@ -226,8 +226,8 @@ async def cached(request: Request, store: cache.BodyCache, key: str, headers: di
         body = await make()
         if not body and empty is not None:  # not kept: distinct empty tiles are unbounded
             return Response(status_code=empty, headers=headers)
-        if not store.keeps(len(body)):  # GZipMiddleware compresses it, at a quicker level
-            return Response(body, media_type=media_type, headers=headers)
+        if not store.keeps(len(body)):  # compressed for this answer only, at a quick level
+            return await cache.send_once(request, body, media_type, headers)
         entry = await cache.entry_for(body, media_type, level=level)
         store.put(key, entry)
     if not entry.body and empty is not None:

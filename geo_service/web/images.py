@@ -115,10 +115,15 @@ async def export_map(
         assert rows is not None
         renders: RenderPool = request.app.state.renders
         data = await renders.run(mapimage.draw_rows, rows, wanted)
-        entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=6)
+        entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=_level(store, data))
         if rows.version == version:  # data changed meanwhile: send it, but keep nothing stale
             store.put(key, entry)
     return cache.respond(request, entry, headers)
+
+
+def _level(store: cache.BodyCache, data: bytes) -> int:
+    """gzip level 6 for an image the cache keeps, the quickest for one it sends once."""
+    return 6 if store.keeps(len(data)) else cache.FAST_LEVEL
 
 
 class ProgressParams(Params):
@@ -162,7 +167,7 @@ async def export_progress(
         assert rows is not None
         renders: RenderPool = request.app.state.renders
         data = await renders.run(progress.draw_rows, rows, wanted)
-        entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=6)
+        entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=_level(store, data))
         if rows.version == version:
             store.put(key, entry)
     return cache.respond(request, entry, headers)

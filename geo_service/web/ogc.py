@@ -359,8 +359,8 @@ async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
                                      download if chosen != "geojson" else None)
     if unchanged:
         return unchanged
-    if headers["ETag"] not in request.app.state.body_cache:  # about to build it
-        await features.check_budget(conn, c, q)
+    if chosen != "geojson" and headers["ETag"] not in request.app.state.body_cache:
+        await features.check_budget(conn, c, q)  # about to build it (GeoJSON checks in its query)
 
     async def make() -> bytes:
         if chosen == "csv":
@@ -432,7 +432,6 @@ async def _items_html(request: Request, conn: AsyncConnection, c: Collection, p:
     headers, unchanged = _validators(request, version, "text/html")
     if unchanged:
         return unchanged
-    await features.check_budget(conn, c, q)
     page = await features.items(conn, c, q)
     parsed = {"features": json.loads(page["features"]), "numberMatched": page["matched"]}
     here = _here(request, p.lang)
