@@ -778,7 +778,8 @@ def publish_site(
                     ] = None,
     max_zoom: Annotated[int, typer.Option(
         min=0, max=10, help="Deepest zoom of the tile archives (beyond it the browser scales "
-                            "the deepest tiles). Deeper archives grow about 4× per zoom.")] = 6,
+                            "the deepest tiles); 8 draws municipalities. An archive is about "
+                            "5 MB at 6, 9 MB at 7, 27 MB at 8.")] = 6,
     build: Annotated[bool, typer.Option(
         help="Build the tile archives when they are missing or out of date (else fail).")] = True,
     force: Annotated[bool, typer.Option(
