@@ -211,6 +211,13 @@ def conditional(request: Request, key: str, headers: dict[str, str]
     already holds it (before any query runs)."""
     tag = etag(key)
     headers = {"ETag": tag, **headers}
+    policy = headers.get("Cache-Control", "")
+    if "max-age" in policy and "immutable" not in policy:
+        # nginx keeps it as stale at once (a time long past) and asks an app at each use (304
+        # while the data version is the same): a caching proxy in front of several apps
+        # (deploy/nginx/scale.conf.template) never serves an older version than the apps read,
+        # while browsers keep the max-age. URLs naming the version (immutable) are left alone.
+        headers["X-Accel-Expires"] = "@1"
     if request.headers.get("if-none-match") in (tag, f"W/{tag}"):
         return headers, Response(status_code=304, headers=headers)
     return headers, None
