@@ -35,6 +35,7 @@ from geo_service.campaign.members import (
 from geo_service.campaign.restore import restore_import
 from geo_service.campaign.rows import ImportResult, report_json
 from geo_service.campaign.sample import load_sample
+from geo_service.campaign.synthetic import write_synthetic
 from geo_service.embedded import EmbeddedCluster, EmbeddedError, EmbeddedReplica, redact
 from geo_service.errors import LoadError
 from geo_service.load import store
@@ -543,6 +544,27 @@ def members_import(
     Wikidata id or our code: a manual override), lon, lat."""
     _run_import(import_members, file, dry_run, skip_invalid, report, delimiter, sheet, prune=prune,
                 force=force)
+
+
+@members_app.command("synthetic")
+def members_synthetic(
+    file: Annotated[Path, typer.Argument(help="The CSV file to write.")],
+    count: Annotated[int, typer.Option(help="How many territories.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="The same seed and data give the same file.")] = 1,
+) -> None:
+    """Write a SYNTHETIC roster for load tests: COUNT made-up territories on real boundaries of
+    this database (every country once the count allows, then municipalities where the data has
+    them, else regions, and a few national associations), each with a boundary_code that matches
+    exactly. Ids synthetic-00001..., names "Synthetic 00001 (Lyon)", sources under example.org,
+    confidence low: never members. Nothing is imported: run `geo-service members import` on the
+    file, in a database made for the test (see docs/scaling.md)."""
+    try:
+        counts = write_synthetic(_dsn(_settings()), file, count=count, seed=seed)
+    except LoadError as exc:
+        raise _report_problems(exc, "synthetic roster") from exc
+    summary = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "countries")
+    out.print(f"{file}: {count} synthetic territories ({summary}) in "
+              f"{counts['countries']} countries, seed {seed}", highlight=False)
 
 
 @members_app.command("override")

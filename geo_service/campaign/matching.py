@@ -112,6 +112,7 @@ class Matcher:
         self._boundaries: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._places: dict[str, list[dict[str, Any]]] = {}
         self._country_points: dict[str, tuple[float, float] | None] = {}
+        self._codes: dict[str | tuple[str, str], list[dict[str, Any]]] | None = None
 
     # ------------------------------------------------------------------ lookups
     def boundaries(self, country: str, level: str) -> list[dict[str, Any]]:
@@ -151,12 +152,23 @@ class Matcher:
         return self._country_points[country]
 
     def by_code(self, code: str, country: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT level, code, name, ST_X(label_point), ST_Y(label_point) FROM boundaries "
-            "WHERE code = %s OR iso3166_2 = %s OR wikidata_id = %s "
-            "OR (national_code = %s AND iso3166_1 = %s) ORDER BY level, code",
-            (code, code, code, code, country)).fetchall()
-        return [{"level": r[0], "code": r[1], "name": r[2], "lon": r[3], "lat": r[4]} for r in rows]
+        """The boundaries whose code, ISO 3166-2 or Wikidata id is `code`, or whose national
+        code is `code` in `country`, by level and code. Every boundary's codes are read once
+        per matcher: asked in SQL, the four alternatives scanned the whole table (0.3 s a row,
+        an hour for a roster of 10,000 rows placed by code)."""
+        if self._codes is None:
+            self._codes = {}
+            rows = self.conn.execute(
+                "SELECT level, code, name, ST_X(label_point), ST_Y(label_point), iso3166_2, "
+                "wikidata_id, national_code, iso3166_1 FROM boundaries").fetchall()
+            for r in rows:
+                found = {"level": r[0], "code": r[1], "name": r[2], "lon": r[3], "lat": r[4]}
+                keys = {r[1], r[5], r[6], (r[7], r[8]) if r[7] is not None else None} - {None}
+                for key in keys:
+                    self._codes.setdefault(key, []).append(found)
+        hits = {(b["level"], b["code"]): b for key in (code, (code, country))
+                for b in self._codes.get(key, [])}
+        return [hits[k] for k in sorted(hits)]
 
     def containing(self, level: str, lon: float, lat: float) -> list[dict[str, Any]]:
         rows = self.conn.execute(
