@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi.testclient import TestClient
-from psycopg_pool import AsyncConnectionPool
 
 from geo_service.web.app import create_app
+from geo_service.web.reads import ReadPools
 
 
 def test_database_gone_is_503_with_retry_after(settings, database_url) -> None:
@@ -15,9 +15,9 @@ def test_database_gone_is_503_with_retry_after(settings, database_url) -> None:
         assert client.get("/collections/regions/items?limit=1").status_code == 200
         real = client.app.state.pool
         # a pool whose server does not answer: every request must fail fast and cleanly
-        nowhere = AsyncConnectionPool("postgresql://geo@127.0.0.1:9/none?connect_timeout=1",
-                                      min_size=0, max_size=1, timeout=1, open=False)
-        client.portal.call(lambda: nowhere.open(wait=False))
+        nowhere = ReadPools(["postgresql://geo@127.0.0.1:9/none?connect_timeout=1"], None,
+                            probe_s=1, connect_timeout_s=1, wait_s=1, min_size=0, max_size=1)
+        client.portal.call(lambda: nowhere.sources[0].pool.open(wait=False))
         client.app.state.pool = nowhere
         try:
             for url in ("/collections/regions/items?limit=1", "/tiles/map/0/0/0.mvt",

@@ -691,3 +691,21 @@ def test_several_read_urls_split_on_spaces_or_commas_before_a_scheme() -> None:
     assert split_urls(f" {a}, postgres://b/geo_service\n{multi_host} ") == [
         a, "postgresql://b/geo_service", multi_host]
     assert split_urls(f"{a};postgresql+psycopg://c/db") == [a, "postgresql://c/db"]
+
+
+def test_reads_spread_over_the_databases_that_answer_then_the_fallback() -> None:
+    """Round robin over the listed databases that answer; the fallback only after them; those
+    marked down last (tried only when nothing else is left)."""
+    from geo_service.web.reads import ReadPools
+
+    pools = ReadPools(["postgresql://a/db", "postgresql://b/db", "postgresql://c/db"],
+                      "postgresql://primary/db", probe_s=1, connect_timeout_s=1, wait_s=1)
+    names = [[s.dsn[13] for s in pools.order()] for _ in range(3)]
+    assert names == [list("abcp"), list("bcap"), list("cabp")]
+    pools.sources[1].mark(False)
+    assert [s.dsn[13] for s in pools.order()] == list("acpb")
+    for source in pools.sources[:3]:
+        source.mark(False)
+    assert pools.order()[0].dsn[13] == "p"
+    single = ReadPools(["postgresql://a/db"], None, probe_s=1, connect_timeout_s=1, wait_s=1)
+    assert not single.several and [s.dsn for s in single.order()] == ["postgresql://a/db"]

@@ -102,7 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
 
-    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+    async def known_error(request: Request, exc: Exception) -> JSONResponse:
+        reads.note_lost(request, exc)  # RetryLostReads tries once more instead of sending it
         status, title = http_status(exc)
         if isinstance(exc, QUIET):
             logger.warning("database unavailable: %s", exc)
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # level 5: 1% larger than level 9 on a 1.1 MB page of regions, in a third of the CPU time.
     # Bodies the response cache does not keep are compressed here; large ones in a worker
     # thread, so one big page never stalls the event loop for the other requests.
+    app.add_middleware(reads.RetryLostReads)  # innermost: sees the error handler's answer
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5,
                        thread_minimum_size=cache.THREAD_MIN)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],

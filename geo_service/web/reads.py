@@ -21,13 +21,75 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from fastapi import Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_service.errors import NoDatabase
 
 logger = logging.getLogger("geo_service")
 SKIP_WAIT_S = 0.5  # how long a request waits on one database's pool before it tries the next
+
+
+# the database went away under a request (shut down, crashed, starting up, connection broken)
+# or a replica cancelled its query to replay the primary's changes: another try may succeed
+RETRYABLE = ("57P01", "57P02", "57P03", "40001")
+
+
+def lost(exc: psycopg.OperationalError) -> bool:
+    """Whether the error says the connection or its database went away (not a slow query)."""
+    state = exc.sqlstate
+    return state is None or state in RETRYABLE or state.startswith("08")
+
+
+LOST = "geo_service.lost_database"  # set in the request's scope by the app's error handler
+
+
+def note_lost(request: Request, exc: Exception) -> None:
+    """Called by the error handler: this GET or HEAD failed because its database went away."""
+    if (isinstance(exc, psycopg.OperationalError) and lost(exc)
+            and request.method in ("GET", "HEAD")):
+        request.scope[LOST] = True
+
+
+class RetryLostReads:
+    """Run a GET or HEAD request again, once, when its database went away under it (a replica
+    stopped mid-query): the error's 503 is dropped unsent and the second try takes a connection
+    from a database that answers (checked first). Other answers pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        dropped = False
+
+        async def first_send(message: Message) -> None:
+            nonlocal dropped
+            if message["type"] == "http.response.start" and scope.get(LOST):
+                dropped = True
+            if not dropped:
+                await send(message)
+
+        await self.app(scope, receive, first_send)
+        if not dropped:
+            return
+        scope.pop(LOST, None)
+        logger.warning("database gone under %s: trying once more", scope.get("path"))
+        await scope["app"].state.pool.probe()  # which one went away, before choosing again
+        sent_body = False
+
+        async def again(message: Message | None = None) -> Message:
+            nonlocal sent_body
+            if not sent_body:  # a GET's (empty) body, once more
+                sent_body = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return await receive()
+
+        await self.app(scope, again, send)
 
 
 @dataclass
@@ -108,11 +170,15 @@ class ReadPools:
         source.mark(True)
         return True
 
+    async def probe(self) -> None:
+        """Check every database now (when there are several to choose from)."""
+        if self.several:
+            await asyncio.gather(*(self._reach(s) for s in self.sources), return_exceptions=True)
+
     async def _probe_forever(self) -> None:
         while True:
             await asyncio.sleep(self.probe_s)
-            await asyncio.gather(*(self._reach(s) for s in self.sources),
-                                 return_exceptions=True)
+            await self.probe()
 
     def order(self) -> list[Source]:
         """Who to ask, in turn: the listed databases that answer, starting with the next one
@@ -145,6 +211,10 @@ class ReadPools:
                 continue
             try:
                 yield conn
+            except psycopg.OperationalError as exc:
+                if lost(exc):  # the next request goes elsewhere at once, not after a probe
+                    source.mark(False, type(exc).__name__)
+                raise
             finally:
                 await source.pool.putconn(conn)
             return
