@@ -198,6 +198,9 @@ def replica_start(name: ReplicaName = "replica") -> None:
         status = replica.start()
     except EmbeddedError as exc:
         raise _fail(f"{exc}\n(log: {replica.log_file})") from exc
+    if replica.recloned:
+        out.print(f"replica {name} had fallen beyond catching up (its slot on the primary is "
+                  "gone): cloned afresh", highlight=False)
     out.print(f"replica {name} running on 127.0.0.1:{status.port} (data in {status.pgdata}); "
               f"read from it with GEO_READ_DATABASE_URL=\"$(geo-service db replica url"
               f"{'' if name == 'replica' else ' --name ' + name})\"", highlight=False)
@@ -220,12 +223,14 @@ def replica_stop(
 
 @replica_app.command("status")
 def replica_status(name: ReplicaName = "replica", as_json: JsonFlag = False) -> None:
-    """Whether the replica runs, is a standby, streams from the primary, and how many bytes of
-    WAL it has yet to replay. Exit code 3 when it is not running."""
+    """Whether the replica runs, is a standby, streams from the primary, how many bytes of WAL
+    it has yet to replay, and its slot on the primary (lost: it fell more than 2 GB behind, and
+    `start` clones it afresh). Exit code 3 when it is not running."""
     status = _replica(name).replication()
     info = {"name": status.name, "initialised": status.initialised, "running": status.running,
             "port": status.port, "pgdata": str(status.pgdata), "standby": status.in_recovery,
-            "streaming": status.streaming, "behind_bytes": status.behind_bytes}
+            "streaming": status.streaming, "behind_bytes": status.behind_bytes,
+            "slot": status.slot}
     if as_json:
         out.print_json(json.dumps(info))
     else:

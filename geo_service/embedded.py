@@ -346,6 +346,17 @@ class EmbeddedCluster:
         self.password_file.write_text(password + "\n")
         os.chmod(self.password_file, 0o600)
 
+    # the server's settings beyond its port and socket (a replica has its own)
+    SETTINGS = ("-c shared_buffers=256MB -c max_connections=100 -c fsync=on -c max_wal_size=2GB "
+                "-c work_mem=32MB -c maintenance_work_mem=256MB")
+
+    def _serve(self, bindir: Path) -> None:
+        """Start the server on its port, listening on the loopback and its private socket."""
+        options = (f"-p {self._pick_port()} -k {self._make_socket_dir()} "
+                   f"-c listen_addresses=127.0.0.1 {self.SETTINGS}")
+        self._run([str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.pgdata),
+                   "-l", str(self.log_file), "-o", options])
+
     def start(self) -> ClusterStatus:
         """Initialise on first use, then start the server if it is not running; idempotent."""
         bindir = find_pg_bindir()
@@ -353,19 +364,7 @@ class EmbeddedCluster:
             if not self.initialised:
                 self._init(bindir)
             if not self.running():
-                port = self._pick_port()
-                socket_dir = self._make_socket_dir()
-                options = (
-                    f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 "
-                    "-c shared_buffers=256MB -c max_connections=100 -c fsync=on "
-                    "-c max_wal_size=2GB -c work_mem=32MB -c maintenance_work_mem=256MB"
-                )
-                self._run(
-                    [
-                        str(bindir / "pg_ctl"), "start", "-w", "-t", "60",
-                        "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options,
-                    ]
-                )
+                self._serve(bindir)
             elif self.port is None:  # the state file was lost while the server ran
                 self._adopt_port()
             if not self.password_file.exists():
@@ -455,6 +454,7 @@ class ReplicaStatus:
     in_recovery: bool | None  # None: not reachable
     behind_bytes: int | None  # WAL the replica has yet to replay (None: unknown)
     streaming: bool | None  # the primary sees it streaming
+    slot: str | None  # its slot on the primary: reserved ... lost (then start clones afresh)
 
 
 class EmbeddedReplica(EmbeddedCluster):
@@ -463,6 +463,9 @@ class EmbeddedReplica(EmbeddedCluster):
     holds the same roles and data, so the web server reads from it with the same reader role;
     the primary keeps a replication slot for it, so it catches up after a stop (the slot holds
     back at most SLOT_WAL_KEEP of WAL, beyond which it must be removed and started afresh)."""
+
+    SETTINGS = ("-c hot_standby=on -c hot_standby_feedback=on -c shared_buffers=128MB "
+                "-c max_connections=100 -c work_mem=32MB")
 
     def __init__(self, primary: EmbeddedCluster, name: str = "replica") -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name):
@@ -478,11 +481,15 @@ class EmbeddedReplica(EmbeddedCluster):
         self.log_file = self.root / "server.log"
         self.socket_file = self.state_dir / f"{name}-socket-dir"
         self.replicator_file = self.state_dir / "replicator-password"
+        self.recloned = False  # start() found it beyond catching up and cloned it again
 
     def _replicator(self) -> str:
-        """The replication role on the primary (REPLICATION, nothing else), with its password;
-        the password is set again each time, so a lost file is no harm."""
-        password = secrets.token_urlsafe(24)
+        """The replication role on the primary (REPLICATION, nothing else), with its password:
+        one for every replica of this cluster, kept in the state folder (set again each time, so
+        a lost file is no harm, and the other replicas keep theirs)."""
+        if not self.replicator_file.exists():
+            _write_private(self.replicator_file, secrets.token_urlsafe(24) + "\n")
+        password = self.replicator_file.read_text().strip()
         with psycopg.connect(self.primary.url(), connect_timeout=10, autocommit=True) as conn:
             found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (REPLICATOR,))
             if found.fetchone() is None:
@@ -528,21 +535,31 @@ class EmbeddedReplica(EmbeddedCluster):
         bindir = find_pg_bindir()
         if not self.initialised:
             self.primary.start()
+        elif self.primary.running() and self.slot_state() in ("lost", None):
+            # the primary no longer keeps the WAL this replica needs (it fell more than
+            # SLOT_WAL_KEEP behind, or its slot is gone): it holds nothing of its own, so clone it
+            # afresh rather than leave a standby that can never catch up
+            self.stop()
+            with self._lock():
+                shutil.rmtree(self.pgdata)
+            self.recloned = True
         with self._lock():
             if not self.initialised:
                 self._clone(bindir)
             if not self.running():
-                port = self._pick_port()
-                socket_dir = self._make_socket_dir()
-                options = (
-                    f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 "
-                    "-c hot_standby=on -c hot_standby_feedback=on -c shared_buffers=128MB "
-                    "-c max_connections=100 -c work_mem=32MB")
-                self._run([str(bindir / "pg_ctl"), "start", "-w", "-t", "60",
-                           "-D", str(self.pgdata), "-l", str(self.log_file), "-o", options])
+                self._serve(bindir)
             elif self.port is None:
                 self._adopt_port()
         return self.status()
+
+    def slot_state(self) -> str | None:
+        """The primary's word on this replica's slot: reserved, extended, unreserved or lost
+        (pg_replication_slots.wal_status), None when there is no slot, '?' when unknown."""
+        row = _ask(self.primary.url, "SELECT coalesce((SELECT wal_status FROM "
+                   "pg_replication_slots WHERE slot_name = %s), 'none')", (self.slot,))
+        if row is None:
+            return "?"
+        return None if row[0] == "none" else str(row[0])
 
     def remove(self) -> bool:
         """Stop the replica, delete its folder and its slot on the primary; False when there
@@ -581,7 +598,7 @@ class EmbeddedReplica(EmbeddedCluster):
             streaming = bool(theirs[0])
             behind = int(theirs[1]) if replayed else None
         return ReplicaStatus(self.name, base.initialised, base.running, base.pgdata, base.port,
-                             in_recovery, behind, streaming)
+                             in_recovery, behind, streaming, self.slot_state())
 
 
 def _ask(url: Callable[..., str], query: str, params: tuple[object, ...]) -> tuple | None:

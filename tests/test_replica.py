@@ -183,3 +183,19 @@ def test_without_fallback_a_stopped_replica_is_a_clear_503_then_recovers(
         while get(server + "/collections/territories/items?limit=3")[0] != 200:
             assert time.monotonic() < deadline, "reads did not resume by themselves"
             time.sleep(0.2)
+
+
+def test_a_replica_beyond_catching_up_is_cloned_afresh(replica: EmbeddedReplica) -> None:
+    """Its slot gone from the primary (as when it fell more than 2 GB behind), `start` clones
+    it again instead of leaving a standby that waits forever for WAL the primary dropped."""
+    replica.stop()
+    with psycopg.connect(replica.primary.url(), autocommit=True) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (replica.slot,))
+    assert replica.slot_state() is None
+    replica.start()
+    assert replica.recloned
+    deadline = time.monotonic() + 15
+    while not (status := replica.replication()).streaming:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+    assert status.in_recovery and status.slot == "reserved", status
