@@ -13,8 +13,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg import OperationalError, sql
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -59,10 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fallback = await asyncio.to_thread(db.read_fallback_url, settings)
         pool = reads.ReadPools(
             dsns, fallback, settings.read_probe_s, settings.db_connect_attempt_s,
-            # a request waits at most db_wait_s for a connection (then 503); each connection is
-            # checked before it is handed out, so one broken by a database restart is replaced
+            # a request waits at most db_wait_s for a connection (then 503). Connections are not
+            # checked when handed out (a round trip per request): a GET that meets one broken by
+            # a database restart is run again once, after the pools drop their broken ones
+            # (reads.RetryLostReads)
             settings.db_wait_s, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
-            check=AsyncConnectionPool.check_connection,
             reconnect_timeout=settings.db_connect_timeout_s,
             kwargs={"autocommit": True, "connect_timeout": settings.db_connect_attempt_s,
                     "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"})
@@ -125,15 +125,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health", tags=["service"], summary="Database reachability, versions and counts")
     async def health(request: Request, params: Annotated[NoParams, Query()]) -> Response:
-        try:
-            async with asyncio.timeout(settings.health_timeout_ms / 1000):
-                async with request.app.state.pool.connection() as conn, conn.transaction():
-                    # LOCAL: the limit ends with this transaction, not with the pooled connection
-                    await conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-                        sql.Literal(int(settings.health_timeout_ms))))
-                    info = await service.health(conn)
-        except Exception as exc:  # the point of /health is to report any database failure
-            return problem(503, "Database unavailable", type(exc).__name__)
+        for attempt in (1, 2):  # a second time when the first met a connection broken earlier
+            try:
+                async with asyncio.timeout(settings.health_timeout_ms / 1000):
+                    async with request.app.state.pool.connection() as conn, conn.transaction():
+                        # LOCAL: the limit ends with this transaction, not with the pooled
+                        # connection
+                        await conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                            sql.Literal(int(settings.health_timeout_ms))))
+                        info = await service.health(conn)
+                break
+            except Exception as exc:  # the point of /health is to report any database failure
+                if attempt == 1 and isinstance(exc, OperationalError) and reads.lost(exc):
+                    await request.app.state.pool.recover()
+                    continue
+                return problem(503, "Database unavailable", type(exc).__name__)
         body = {"status": "ok", "service_version": __version__,
                 "database": "embedded" if settings.embedded and not settings.read_database_url
                 else "external", **info}
@@ -182,10 +188,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    # level 5: 1% larger than level 9 on a 1.1 MB page of regions, in a third of the CPU time.
-    # Bodies the response cache does not keep are compressed here; large ones in a worker
-    # thread, so one big page never stalls the event loop for the other requests.
     app.add_middleware(reads.RetryLostReads)  # innermost: sees the error handler's answer
+    # Features and tiles come gzipped already (cache.respond, cache.send_once); this compresses
+    # the rest (pages, collections, problems) at level 5: 1% larger than level 9 on a 1.1 MB
+    # page of regions, in a third of the CPU time; large bodies in a worker thread, so one big
+    # answer never stalls the event loop for the other requests.
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5,
                        thread_minimum_size=cache.THREAD_MIN)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"],

@@ -79,7 +79,7 @@ class RetryLostReads:
             return
         scope.pop(LOST, None)
         logger.warning("database gone under %s: trying once more", scope.get("path"))
-        await scope["app"].state.pool.probe()  # which one went away, before choosing again
+        await scope["app"].state.pool.recover()  # drop broken connections, before choosing again
         sent_body = False
 
         async def again(message: Message | None = None) -> Message:
@@ -169,6 +169,12 @@ class ReadPools:
             return False
         source.mark(True)
         return True
+
+    async def recover(self) -> None:
+        """After a connection was found broken: every pool drops its broken idle connections
+        (and opens new ones in the background), and every database is checked."""
+        await asyncio.gather(*(s.pool.check() for s in self.sources), return_exceptions=True)
+        await self.probe()
 
     async def probe(self) -> None:
         """Check every database now (when there are several to choose from)."""
