@@ -94,7 +94,7 @@ def replica_server(settings: Settings, database_url: str, reader_url: str,
         yield url
 
 
-def test_cli_reports_a_streaming_standby(replica: EmbeddedReplica) -> None:
+def test_cli_reports_a_streaming_standby(replica: EmbeddedReplica, reader_url: str) -> None:
     result = CliRunner().invoke(cli_app, ["db", "replica", "status", "--name", replica.name,
                                           "--json"], env={"DATABASE_URL": ""})
     assert result.exit_code == 0, result.output
@@ -103,9 +103,13 @@ def test_cli_reports_a_streaming_standby(replica: EmbeddedReplica) -> None:
     result = CliRunner().invoke(cli_app, ["db", "replica", "url", "--name", replica.name],
                                 env={"DATABASE_URL": ""})
     assert result.exit_code == 0 and f":{replica.port}/" in result.output, result.output
-    with psycopg.connect(result.output.strip()) as conn:  # the reader: reads, cannot write
-        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    with psycopg.connect(result.output.strip()) as conn:  # the service's reader, on a standby
+        assert conn.execute("SELECT pg_is_in_recovery(), current_user").fetchone() == (
+            True, "geo_reader")
+    with psycopg.connect(on_port(reader_url, replica.port)) as conn:  # this session's data
         assert conn.execute("SELECT count(*) FROM territories").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("DELETE FROM territories")
 
 
 def test_server_reads_from_the_replica_and_sees_a_write_within_5_s(
