@@ -69,7 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await pool.open(timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
         app.state.page_data = {}
-        app.state.dsn = dsns[0]
         app.state.image_cache = cache.BodyCache(settings.image_cache_mb * 1024 * 1024)
         app.state.body_cache = cache.BodyCache(settings.response_cache_mb * 1024 * 1024)
         app.state.tile_cache = cache.BodyCache(settings.tile_cache_mb * 1024 * 1024)
