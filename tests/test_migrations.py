@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 from alembic import command
 
 from geo_service import db
@@ -41,3 +42,56 @@ def test_0006_fills_the_web_mercator_tiers_from_the_rows_already_there(sample_co
                      "boundary_tiers)")
     after = _tiers(sample_copy)
     assert after[:3] == (rows, rows, polar) and after[3] != version  # a write bumps it
+
+
+# a territory's box as 0007 defines it, from the join itself (not the stored function)
+_BOX_MISMATCHES = ("SELECT count(*) FILTER (WHERE NOT ST_OrderingEquals(t.bbox, ST_Envelope("
+                   "ST_Collect(ST_Envelope(b.geom), t.location)))), count(b.id), count(*) "
+                   "FROM territories t LEFT JOIN boundaries b ON b.level = t.boundary_level "
+                   "AND b.code = t.boundary_code")
+
+
+def _boxes(conn: psycopg.Connection) -> tuple[int, int, int]:
+    """Territories whose stored box is not the box of their boundary and point, those with a
+    boundary, and all."""
+    return conn.execute(_BOX_MISMATCHES).fetchone()
+
+
+def test_0007_fills_the_territory_boxes_and_keeps_them_as_boundaries_change(
+        sample_copy: str) -> None:
+    """Down to 0006 and up: every territory gets the box of its boundary and its point, without
+    a new data version; then the box follows its boundary redrawn, removed and put back, and
+    the territory pinned elsewhere."""
+    command.downgrade(db.alembic_config(sample_copy), "0006")
+    with psycopg.connect(sample_copy) as conn:
+        version = conn.execute("SELECT n FROM data_version").fetchone()[0]
+    db.upgrade(sample_copy)
+    with psycopg.connect(sample_copy, autocommit=True) as conn:
+        wrong, placed, territories = _boxes(conn)
+        assert (wrong, territories) == (0, 97) and placed >= 30
+        assert conn.execute("SELECT n FROM data_version").fetchone()[0] == version
+        tid, bid = conn.execute(
+            "SELECT t.id, b.id FROM territories t JOIN boundaries b ON b.level = t.boundary_level"
+            " AND b.code = t.boundary_code WHERE b.level = 'municipality' ORDER BY t.id LIMIT 1"
+        ).fetchone()
+
+        def box() -> tuple[float, float]:
+            return conn.execute("SELECT ST_XMin(bbox), ST_XMax(bbox) FROM territories "
+                                "WHERE id = %s", (tid,)).fetchone()
+
+        west, east = box()
+        assert east - west > 0.01  # a municipality's box, not a point's
+        conn.execute("UPDATE boundaries SET geom = ST_Translate(geom, 2, 0) WHERE id = %s", (bid,))
+        assert box()[1] == pytest.approx(east + 2)  # redrawn: the box follows
+        conn.execute("CREATE TEMP TABLE kept AS SELECT * FROM boundaries WHERE id = %s", (bid,))
+        conn.execute("DELETE FROM boundaries WHERE id = %s", (bid,))
+        west_gone, east_gone = box()
+        assert west_gone == east_gone  # no boundary: the point's box
+        conn.execute("INSERT INTO boundaries SELECT * FROM kept")
+        assert box()[1] == pytest.approx(east + 2)  # put back: the boundary's box again
+        other = conn.execute("SELECT code FROM boundaries WHERE level = 'country' AND code = 'BR'"
+                             ).fetchone()[0]
+        conn.execute("UPDATE territories SET boundary_level = 'country', boundary_code = %s "
+                     "WHERE id = %s", (other, tid))
+        assert box()[1] - box()[0] > 30  # pinned to Brazil: Brazil's box (and its point)
+        assert _boxes(conn)[0] == 0

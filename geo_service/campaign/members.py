@@ -191,7 +191,7 @@ def _report_entry(member: MemberRow) -> dict[str, Any]:
 
 def _current(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
     row = conn.execute(
-        "SELECT to_jsonb(t) - 'location' || jsonb_build_object('lon', ST_X(location), "
+        "SELECT to_jsonb(t) - 'location' - 'bbox' || jsonb_build_object('lon', ST_X(location), "
         "'lat', ST_Y(location)) FROM territories t WHERE id = %s", (key,)).fetchone()
     return row[0] if row else None
 

@@ -16,7 +16,7 @@ from geo_service.errors import LoadError, Problem
 
 # the version of a row as history keeps it: the row as JSON (a territory's point as lon/lat,
 # an initiative with its themes)
-_TERRITORY_NOW = ("SELECT to_jsonb(t) - 'location' || jsonb_build_object('lon', ST_X(location), "
+_TERRITORY_NOW = ("SELECT to_jsonb(t) - 'location' - 'bbox' || jsonb_build_object('lon', ST_X(location), "
                   "'lat', ST_Y(location)) FROM territories t WHERE id = %s")
 _INITIATIVE_NOW = ("SELECT to_jsonb(i) || jsonb_build_object('themes', coalesce((SELECT "
                    "jsonb_agg(theme_slug ORDER BY theme_slug) FROM initiative_themes "
@@ -77,7 +77,7 @@ def restore_import(dsn: str, import_id: int, dry_run: bool = False) -> RestoreRe
                                      "it removed or changed nothing: there is nothing to restore")])
         restore_id = open_import(conn, "restore", f"import {import_id} ({found[1]})", "",
                                  {"restores": import_id, "dry_run": dry_run})
-        territory_columns = _columns(conn, "territories", {"location", "updated_at"})
+        territory_columns = _columns(conn, "territories", {"location", "bbox", "updated_at"})
         initiative_columns = _columns(conn, "initiatives", {"updated_at"})
         territories: list[str] = []
         initiatives: list[str] = []
