@@ -300,3 +300,39 @@ def test_a_page_too_large_to_build_is_refused_with_how_to_page(client) -> None:
     assert 1 <= fits < 10000
     smaller = client.get("/collections/regions/items", params={"limit": 10000, "zoom": 3})
     assert smaller.status_code == 200 and smaller.json()["numberReturned"] > 4000
+
+
+def test_bbox_finds_exactly_the_members_whose_shape_meets_it(client, database_url) -> None:
+    """The indexed box finds candidates and a box inside the query box settles them without the
+    shape: boxes that cut through members' boundaries (their box crosses the edge, their shape
+    may not) give exactly what the full shapes say, in both member collections and in a CQL2
+    S_INTERSECTS filter."""
+    with psycopg.connect(database_url) as conn:
+        # the south-west corner of some boundaries' boxes (an eighth across and high), where
+        # most shapes leave their box empty
+        boxes = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMin(e) + (ST_XMax(e) - ST_XMin(e)) / 8, "
+            "ST_YMin(e) + (ST_YMax(e) - ST_YMin(e)) / 8 FROM (SELECT ST_Envelope(b.geom) AS e FROM "
+            "territories t JOIN boundaries b ON b.level = t.boundary_level AND b.code = "
+            f"t.boundary_code WHERE t.{SHOWN} ORDER BY t.id LIMIT 12) x").fetchall()
+    boxes.append((-18, 4, 5, 18))
+    cut = 0
+    for west, south, east, north in boxes:
+        bbox = f"{west},{south},{east},{north}"
+        envelope = f"ST_MakeEnvelope({west}, {south}, {east}, {north}, 4326)"
+        expected = db_ids(database_url,
+                          "SELECT t.id FROM territories t LEFT JOIN boundaries b ON b.level = "
+                          f"t.boundary_level AND b.code = t.boundary_code WHERE t.{SHOWN} AND "
+                          f"ST_Intersects(coalesce(b.geom, t.location), {envelope})")
+        crossing = db_ids(database_url, f"SELECT id FROM territories WHERE bbox && {envelope} "
+                          f"AND NOT {envelope} ~ bbox AND {SHOWN}")
+        cut += len(set(crossing) - set(expected))  # box crosses the edge, shape misses the box
+        assert ids(client, "territories", bbox=bbox) == expected
+        assert ids(client, "territories", filter=f"S_INTERSECTS(geometry, BBOX({bbox}))") == \
+            expected
+        shaped = db_ids(database_url,
+                        "SELECT t.id FROM territories t JOIN boundaries b ON b.level = "
+                        f"t.boundary_level AND b.code = t.boundary_code WHERE t.{SHOWN} AND "
+                        f"ST_Intersects(b.geom, {envelope})")
+        assert ids(client, "territory-boundaries", bbox=bbox) == shaped
+    assert cut >= 1  # the boxes did test the exact step

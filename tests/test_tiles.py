@@ -206,8 +206,11 @@ def test_archive_equals_live_and_is_served_until_the_data_changes(client, settin
         changed = client.get(f"/tiles/map/3/{x}/{y}.mvt?lang=fr", headers={"If-None-Match": tag})
         assert changed.status_code == 200 and changed.headers["etag"] != tag
         assert changed.content != served.content
-        assert _geometry_of(changed.content, "jo-municipality-irbid") in ("Polygon", "MultiPolygon")
-        territories = client.get(f"/tiles/territories/3/{x}/{y}.mvt")
+        # the governorate is under tiles.SMALL_PX pixels at z3 (drawn as its point), above at z4
+        x4, y4 = tile_xy(35.85, 32.56, 4)
+        assert _geometry_of(client.get(f"/tiles/map/4/{x4}/{y4}.mvt?lang=fr").content,
+                            "jo-municipality-irbid") in ("Polygon", "MultiPolygon")
+        territories = client.get(f"/tiles/territories/4/{x4}/{y4}.mvt")
         assert _geometry_of(territories.content, "jo-municipality-irbid") != "Point"
     finally:
         set_override(database_url, "jo-municipality-irbid", None)
@@ -336,3 +339,31 @@ def test_tiers_stored_in_web_mercator_draw_the_shapes_projected_per_request(
             assert inside.symmetric_difference(wanted).area <= 2 + 0.001 * wanted.area, (z, code)
             compared += 1
     assert compared > 50
+
+
+def test_members_under_a_few_pixels_are_drawn_as_their_points(client, database_url) -> None:
+    """In the tile that holds its point, a member whose box is under tiles.SMALL_PX pixels at
+    that zoom is a Point (its shape is not read), and a larger one holding its point is its
+    shape: both kinds occur at z5."""
+    z = 5
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT t.id, ST_X(t.location), ST_Y(t.location), ST_XMax(t.bbox) - ST_XMin(t.bbox), "
+            "ST_YMax(t.bbox) - ST_YMin(t.bbox), (ST_YMax(t.bbox) + ST_YMin(t.bbox)) / 2, "
+            "ST_Contains(b.geom, t.location) FROM territories t JOIN boundaries b ON b.level = "
+            "t.boundary_level AND b.code = t.boundary_code "
+            "WHERE t.commitment_kind <> 'engagement-only'").fetchall()
+    pixel = 360 / 2 ** z / 256
+    kinds: dict[str, int] = {"small": 0, "large": 0}
+    tiles_seen: dict[tuple[int, int], bytes] = {}
+    for tid, lon, lat, width, height, middle, holds_point in rows:
+        size = max(width, height / math.cos(math.radians(min(abs(middle), 85))))
+        small = size < tiles.SMALL_PX * pixel
+        if not small and not holds_point:
+            continue  # its point may lie in a tile its clipped shape misses
+        x, y = tile_xy(lon, lat, z)
+        data = tiles_seen.setdefault((x, y), fetch(client, "territories", z, x, y))
+        geometry = _geometry_of(data, tid)
+        assert geometry == "Point" if small else geometry in ("Polygon", "MultiPolygon"), (tid, size)
+        kinds["small" if small else "large"] += 1
+    assert kinds["small"] >= 5 and kinds["large"] >= 5, kinds

@@ -34,11 +34,25 @@ class Collection:
     filters: dict[str, Filter]  # query parameter -> its condition
     region: RegionRule
     spatial: sql.Composable | None  # the full-resolution geometry bbox and spatial filters test
+    # an indexed expression whose box holds `spatial`'s (default: `spatial` itself, when it is
+    # an indexed column): a spatial test looks candidates up by it first
+    box: sql.Composable | None = None
+    # `spatial` for the exact bbox test, written so that it is read only for the candidates
+    # whose box crosses the query's edge (default: `spatial`)
+    shape: sql.Composable | None = None
     level: str | None = None
     datetime_sql: sql.Composable | None = None
     base_where: sql.Composable = field(default_factory=lambda: sql.SQL("TRUE"))
     hidden: bool = False  # engagement-only rows shown only with include_engagement=true
     extra_params: tuple[str, ...] = ()
+
+    @property
+    def box_sql(self) -> sql.Composable | None:
+        return self.box if self.box is not None else self.spatial
+
+    @property
+    def shape_sql(self) -> sql.Composable | None:
+        return self.shape if self.shape is not None else self.spatial
 
     @property
     def default_geometry(self) -> str:
@@ -131,6 +145,7 @@ TERRITORIES = Collection(
     properties=_TERRITORY_PROPS, types=_TERRITORY_TYPES,
     filters=_MEMBER_FILTERS | {"theme": v.territory_has_theme},
     region="territory", spatial=sql.SQL("coalesce(b.geom, t.location)"),
+    box=v.TERRITORY_BOX, shape=v.TERRITORY_SHAPE,
     datetime_sql=v.TERRITORY_JOINED,
     hidden=True, extra_params=("geometry", "include_engagement"),
 )
@@ -151,7 +166,7 @@ TERRITORY_BOUNDARIES = Collection(
     types=_TERRITORY_TYPES | {"area_km2": "number", "boundary_name": "string",
                               "boundary_source": "string"},
     filters=_MEMBER_FILTERS | {"theme": v.territory_has_theme},
-    region="territory", spatial=sql.SQL("b.geom"),
+    region="territory", spatial=sql.SQL("b.geom"), box=v.TERRITORY_BOX,
     datetime_sql=v.TERRITORY_JOINED,
     hidden=True, extra_params=("include_engagement",),
 )

@@ -157,8 +157,13 @@ class _Translator:
                 raise ClientError("spatial predicates apply to the property 'geometry'")
             if self.collection.spatial is None:
                 raise ClientError(f"collection {self.collection.id} has no geometry to filter on")
-            return sql.SQL("{}({}, {})").format(SPATIAL[type(node)],
-                                                self.collection.spatial, self.geometry(node.rhs))
+            geometry = self.geometry(node.rhs)
+            test = sql.SQL("{}({}, {})").format(SPATIAL[type(node)], self.collection.spatial,
+                                                geometry)
+            if isinstance(node, ast.GeometryDisjoint):
+                return test
+            # the other three need the boxes to meet: candidates by the indexed box first
+            return sql.SQL("({} && {} AND {})").format(self.collection.box_sql, geometry, test)
         if isinstance(node, bool):
             return sql.SQL("TRUE" if node else "FALSE")
         raise ClientError(f"filter uses {type(node).__name__}, which this service does not support")

@@ -23,11 +23,12 @@ from geo_service.query import vocabulary as v
 
 # Bump when tile content changes for the same data (layers, attributes, SQL): archives built by
 # another renderer version are then rebuilt by `tiles build` and not served meanwhile.
-RENDERER_VERSION = 4
+RENDERER_VERSION = 5
 EXTENT = 4096
 BUFFER = 64
 MAX_ZOOM = 22  # highest z a tile URL may carry
 DATA_MAX_ZOOM = 14  # clients overzoom beyond this (TileJSON maxzoom)
+SMALL_PX = 4  # a member's shape under this many pixels across is drawn as its point (see _drawn)
 MAX_TILE_BYTES = 500_000  # uncompressed; a larger tile is rendered again from a coarser tier
 WORLD = [-180.0, -85.051129, 180.0, 85.051129]
 
@@ -50,6 +51,7 @@ class Layer:
     box_test: Callable[[sql.Composable], sql.Composable]  # the indexed test, given the polygon
     order: sql.Composable
     point: sql.Composable | None = None  # drawn where the polygon is missing or collapses
+    point_in_box: bool = False  # box_test finds the rows by their point too
 
 
 def _boundary_layer(name: str, level: str, description: str, minzoom: int,
@@ -85,7 +87,7 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
     Layer(
         name="territories",
         description="Human rights territories: their boundary where matched, else a point "
-                    "(also where the boundary is too small to draw at this zoom)",
+                    f"(also where the boundary is under {SMALL_PX} pixels across at this zoom)",
         minzoom=0,
         fields={"id": "Territory id", "name": "Name (the boundary's name in fr/es where known)",
                 "kind": "municipality, metropolitan-area, region or association",
@@ -98,14 +100,30 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
         name_sql=v.territory_name,
         source=lambda _: sql.SQL("territories t {} WHERE {}").format(v.TERRITORY_BOUNDARY,
                                                                      v.SHOWN_TERRITORY),
-        # few territories have a boundary: fetch its tier by key rather than joining all tiers
-        polygon=lambda tier: sql.SQL("b.geom") if tier is None else v.tier_of(sql.SQL("b.id"), tier),
-        mercator=lambda tier: v.tier_of(sql.SQL("b.id"), tier, "geom_3857"),
-        # a tier lies within its full shape's box
-        box_test=lambda _: sql.SQL("coalesce(b.geom, t.location) && box.geo"),
-        point=sql.SQL("t.location"), order=sql.SQL("t.id"),
+        # few territories have a boundary: fetch its tier by key rather than joining all tiers,
+        # and only where it would be drawn (a member under a pixel is drawn as its point)
+        polygon=lambda tier: _drawn(sql.SQL("b.geom") if tier is None
+                                    else v.tier_of(sql.SQL("b.id"), tier)),
+        mercator=lambda tier: _drawn(v.tier_of(sql.SQL("b.id"), tier, "geom_3857")),
+        # the stored box holds the boundary (a tier lies within its full shape's box) and the
+        # point: one indexed test
+        box_test=lambda _: sql.SQL("{} && box.geo").format(v.TERRITORY_BOX),
+        point=sql.SQL("t.location"), point_in_box=True, order=sql.SQL("t.id"),
     ),
 )}
+
+def _drawn(shape: sql.Composable) -> sql.Composable:
+    """A territory's shape, or NULL (its point is drawn) where its stored box is under SMALL_PX
+    pixels of a 256-pixel tile at this zoom, across and high (heights stretched as Mercator
+    stretches them). The map draws every member as a 12-pixel marker on its point, which hides
+    such a shape; at 100x the members most US places are that small at z2-z5, and reading and
+    clipping their shapes was most of a low-zoom tile's time."""
+    return sql.SQL(
+        "CASE WHEN greatest(ST_XMax({b}) - ST_XMin({b}), (ST_YMax({b}) - ST_YMin({b})) / "
+        "cos(radians(least(abs(ST_YMax({b}) + ST_YMin({b})) / 2, 85)))) < "
+        "{px} * 360 / 2 ^ {z}::float8 / 256 THEN NULL ELSE {shape} END").format(
+            b=v.TERRITORY_BOX, z=Z, shape=shape, px=sql.Literal(SMALL_PX))
+
 
 TILESETS: dict[str, tuple[str, ...]] = {name: (name,) for name in LAYERS} | {
     "map": tuple(LAYERS)}
@@ -180,7 +198,8 @@ def _rows_sql(layer: Layer, langs: tuple[str, ...], tier: int | None) -> sql.Com
     test = layer.box_test(polygon)
     if layer.point is not None:
         shape = sql.SQL("coalesce({}, {})").format(shape, _mvt_geom(layer.point))
-        test = sql.SQL("({} OR {} && box.geo)").format(test, layer.point)
+        if not layer.point_in_box:
+            test = sql.SQL("({} OR {} && box.geo)").format(test, layer.point)
     columns = [sql.SQL("{} AS {}").format(expression, sql.Identifier(alias))
                for alias, expression in layer.columns if expression is not None]
     columns += [sql.SQL("{} AS {}").format(layer.name_sql(lang), sql.Identifier(f"name_{lang}"))

@@ -40,6 +40,16 @@ def joined_by(year: int) -> sql.Composable:
 TERRITORY_BOUNDARY = sql.SQL(
     "LEFT JOIN boundaries b ON b.level = t.boundary_level AND b.code = t.boundary_code")
 
+# The box around a territory's boundary and its point, stored and indexed (migration 0007):
+# the box a spatial test looks members up by.
+TERRITORY_BOX = sql.SQL("t.bbox")
+
+# A territory's full shape (its boundary's, else its point) as a scalar subquery: read only for
+# the rows that need it, and a query testing it needs no join to the boundaries.
+TERRITORY_SHAPE = sql.SQL(
+    "coalesce((SELECT bs.geom FROM boundaries bs WHERE bs.level = t.boundary_level "
+    "AND bs.code = t.boundary_code), t.location)")
+
 
 def tier_join(tier: int | None, *, outer: bool = True) -> sql.Composable:
     """Join `bt`, boundary `b`'s shape generalized for `tier` (no rows for tier None when outer)."""

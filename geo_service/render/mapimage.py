@@ -38,6 +38,7 @@ from geo_service.errors import ClientError
 from geo_service.query import scene as scene_query
 from geo_service.query.features import parse_bbox
 from geo_service.query.scene import SceneFilters, SceneRows
+from geo_service.query.service import READ_OPTIONS
 from geo_service.render import credits, i18n
 
 matplotlib.use("agg")
@@ -358,7 +359,7 @@ def render(dsn: str, request: MapRequest) -> tuple[bytes, str]:
     command line and scripts; the web server reads with its pool and draws with draw_rows)."""
 
     async def read() -> SceneRows:
-        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+        async with await AsyncConnection.connect(dsn, autocommit=True, options=READ_OPTIONS) as conn:
             return await load(conn, request)
 
     rows = asyncio.run(read())

@@ -34,7 +34,7 @@ from psycopg import AsyncConnection
 from geo_service.domain import coarser, tier_for_zoom
 from geo_service.query import tiles
 from geo_service.query.pages import credits
-from geo_service.query.service import data_version, database_identity
+from geo_service.query.service import READ_OPTIONS, data_version, database_identity
 from geo_service.render.credits import full as full_credit
 from geo_service.render.i18n import LANGS
 
@@ -184,7 +184,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
     """Render every `map` tile of zooms 0..max_zoom in every language into PMTiles archives.
     A no-op when the archives already hold the current data version at that zoom."""
     began = time.perf_counter()
-    async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+    async with await AsyncConnection.connect(dsn, autocommit=True, options=READ_OPTIONS) as conn:
         version = await data_version(conn)
         database = await database_identity(conn)
         attribution = full_credit(await credits(conn))
@@ -202,7 +202,7 @@ async def build(dsn: str, directory: Path, max_zoom: int = DEFAULT_ARCHIVE_ZOOM,
         queue.put_nowait(job)
 
     async def worker() -> None:
-        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+        async with await AsyncConnection.connect(dsn, autocommit=True, options=READ_OPTIONS) as conn:
             while not queue.empty():
                 z, x, y = queue.get_nowait()
                 rendered = await render_langs(conn, "map", LANGS, z, x, y)

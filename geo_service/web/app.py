@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.db_wait_s, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
             reconnect_timeout=settings.db_connect_timeout_s,
             kwargs={"autocommit": True, "connect_timeout": settings.db_connect_attempt_s,
-                    "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"})
+                    "options": f"-c statement_timeout={settings.db_statement_timeout_ms} "
+                               f"{service.READ_OPTIONS}"})
         await pool.open(timeout=settings.db_connect_timeout_s)
         app.state.pool = pool
         app.state.page_data = {}
