@@ -104,3 +104,21 @@ def test_client_errors_are_problem_details(client: TestClient, url: str, status:
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == status
+
+
+def test_health_reports_each_caches_hits_and_misses(settings: Settings) -> None:
+    """A page asked for twice is one miss then one hit of the response cache; a tile twice, of
+    the tile cache; /health says so, with what each cache keeps and may keep."""
+    with TestClient(create_app(settings)) as fresh:
+        before = fresh.get("/health").json()["caches"]
+        assert before["responses"] == {"hits": 0, "misses": 0, "hit_ratio": None, "entries": 0,
+                                       "bytes": 0, "max_bytes": settings.response_cache_mb << 20}
+        for _ in range(2):
+            assert fresh.get("/collections/regions/items?limit=3").status_code == 200
+            assert fresh.get("/tiles/regions/9/259/176.mvt").status_code == 200  # Paris
+        caches = fresh.get("/health").json()["caches"]
+    assert caches["responses"]["hits"] == 1 and caches["responses"]["misses"] == 1
+    assert caches["responses"]["hit_ratio"] == 0.5 and caches["responses"]["entries"] == 1
+    assert caches["tiles"]["hits"] == 1 and caches["tiles"]["misses"] == 1
+    assert 0 < caches["responses"]["bytes"] <= caches["responses"]["max_bytes"]
+    assert caches["archive_tiles_served"] == 0  # z9 is beyond any archive

@@ -264,6 +264,16 @@ def test_stats_api_and_cli(client, env_db: str) -> None:
     assert body["by_year"][-1]["cumulative"] + body["undated"] == body["territories"]
     assert body["by_uclg_section"]["europe"] > 0 and "eurasia" in body["by_uclg_section"]
     assert sum(body["by_kind"].values()) == body["territories"]
+    # every breakdown in its order (largest first, then by key), as plain SQL counts them
+    shown = "FROM territories WHERE commitment_kind <> 'engagement-only'"
+    assert list(body["by_country"].items()) == [tuple(r) for r in rows(
+        env_db, f"SELECT iso3166_1, count(*) {shown} GROUP BY 1 ORDER BY 2 DESC, 1")]
+    assert list(body["by_uclg_section"].items()) == [tuple(r) for r in rows(
+        env_db, "SELECT s.slug, count(t.id) FROM uclg_sections s LEFT JOIN territories t ON "
+                "s.slug = ANY(t.sections) AND t.commitment_kind <> 'engagement-only' "
+                "GROUP BY 1 ORDER BY 2 DESC, 1")]
+    assert [(y["year"], y["new"]) for y in body["by_year"]] == [tuple(r) for r in rows(
+        env_db, f"SELECT year, count(*) {shown} AND year IS NOT NULL GROUP BY 1 ORDER BY 1")]
     code, output = cli("stats", "--json")
     assert code == 0 and json.loads(output)["territories"] == body["territories"]
     # where members sit: the API's placement counts, the coverage command, and the table agree

@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning("the web server only reads, but %s: set GEO_READ_DATABASE_URL to a "
                            "read-only role (`geo-service db roles` makes one)", risk)
         app.state.archives = Archives(settings.tiles_dir, identity)
+        app.state.archive_tiles_served = 0  # map tiles sent from the prebuilt archives
         app.state.renders = images.RenderPool(settings.image_workers, settings.image_queue,
                                               settings.image_timeout_s)
         try:
@@ -143,6 +144,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {"status": "ok", "service_version": __version__,
                 "database": "embedded" if settings.embedded and not settings.read_database_url
                 else "external", **info}
+        state = request.app.state
+        body["caches"] = {"responses": state.body_cache.stats(), "tiles": state.tile_cache.stats(),
+                          "images": state.image_cache.stats(),
+                          "archive_tiles_served": state.archive_tiles_served}
         if request.app.state.pool.several:  # which replicas answer (the fallback included)
             body["read_databases"] = request.app.state.pool.health()
         if not settings.health_versions:  # versions help an attacker pick an exploit

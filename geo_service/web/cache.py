@@ -62,6 +62,14 @@ class BodyCache:
         self.hits += 1
         return entry
 
+    def stats(self) -> dict[str, int | float | None]:
+        """Hits, misses and their ratio since the server started, and what is kept now (what
+        /health reports, to size the cache and read a capacity plan from)."""
+        asked = self.hits + self.misses
+        return {"hits": self.hits, "misses": self.misses,
+                "hit_ratio": round(self.hits / asked, 4) if asked else None,
+                "entries": len(self._entries), "bytes": self.size, "max_bytes": self.max_bytes}
+
     def keeps(self, size: int) -> bool:
         """Whether a body of `size` bytes would be kept."""
         return 0 < size <= self.max_entry and self.max_bytes > 0

@@ -183,6 +183,7 @@ async def _serve(request: Request, conn: ConnDep, name: str, z: int, x: int, y: 
     archive = request.app.state.archives.current(lang, version)
     if archive is not None and z <= archive.max_zoom and name == "map":
         packed = archive.get(z, x, y)  # the archive's gzipped bytes, sent as they are
+        request.app.state.archive_tiles_served += 1
         if not packed:
             return Response(status_code=204, headers=headers)
         if "gzip" in request.headers.get("accept-encoding", ""):
