@@ -336,3 +336,39 @@ def test_bbox_finds_exactly_the_members_whose_shape_meets_it(client, database_ur
                         f"ST_Intersects(b.geom, {envelope})")
         assert ids(client, "territory-boundaries", bbox=bbox) == shaped
     assert cut >= 1  # the boxes did test the exact step
+
+
+def test_numbermatched_is_counted_once_per_data_version_and_filters(database_url) -> None:
+    """Pages of the same filters at one data version share one count (walking the pages of a
+    collection counts it once); another version, other filters or a CQL2 filter count anew."""
+    import asyncio
+
+    from geo_service.query import features
+    from geo_service.query.collections import COLLECTIONS
+
+    regions = COLLECTIONS["regions"]
+
+    async def matched(q: features.ItemsQuery, version: str) -> int:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            return (await features.items(conn, regions, q, version))["matched"]
+
+    first = features.ItemsQuery(limit=5, equals={"country": "FR"})
+    real = asyncio.run(matched(first, "test-1"))
+    assert real == 102
+    assert b"count(*)" not in features.items_sql(regions, first, count=False)
+    key = features._count_key("test-1", regions, first)
+    assert key is not None and features._COUNTS[key] == real
+    features._COUNTS[key] = 12345  # a count the database cannot give: seen only if reused
+    later_page = features.ItemsQuery(limit=7, offset=20, equals={"country": "FR"}, precision=6)
+    assert asyncio.run(matched(later_page, "test-1")) == 12345
+    assert asyncio.run(matched(later_page, "test-2")) == real  # a new version counts again
+    spain = features.ItemsQuery(limit=5, equals={"country": "ES"})
+    assert asyncio.run(matched(spain, "test-1")) == len(db_ids(  # other filters, another count
+        database_url, "SELECT code FROM boundaries WHERE level = 'region' AND iso3166_1 = 'ES'"))
+    from geo_service.query import filters
+    filtered = features.ItemsQuery(limit=5, equals={"country": "FR"},
+                                   filter=filters.parse("code LIKE 'FRA-%'", None))
+    assert asyncio.run(matched(filtered, "test-1")) == len(db_ids(  # a CQL2 filter: never kept
+        database_url, "SELECT code FROM boundaries WHERE level = 'region' AND iso3166_1 = 'FR' "
+                      "AND code LIKE 'FRA-%'"))
+    assert features._count_key("test-1", regions, filtered) is None

@@ -4,6 +4,7 @@ plain rows for CSV and GeoPackage). The web layer validates parameters into an I
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import re
 from collections import OrderedDict
@@ -265,11 +266,11 @@ _STATEMENTS: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 STATEMENTS_KEPT = 256
 
 
-def items_sql(c: Collection, q: ItemsQuery) -> bytes:
+def items_sql(c: Collection, q: ItemsQuery, count: bool = True) -> bytes:
     """One statement: the page as a JSON text array (NULL when over budget), how many match in
-    all, and the page's coordinates and features when it is measured (budget: PostgreSQL
-    evaluates the page's JSON only when the page is within it)."""
-    key = (c.id, repr(q))
+    all (NULL when not `count`), and the page's coordinates and features when it is measured
+    (budget: PostgreSQL evaluates the page's JSON only when the page is within it)."""
+    key = (c.id, repr(q) + ("" if count else "|known count"))
     if q.filter is None and key in _STATEMENTS:
         _STATEMENTS.move_to_end(key)
         return _STATEMENTS[key]
@@ -278,8 +279,8 @@ def items_sql(c: Collection, q: ItemsQuery) -> bytes:
     page = sql.SQL("(SELECT coalesce(json_agg(page.f), '[]'::json)::text FROM ("
                    "SELECT {feature} AS f FROM {source} WHERE {page}) page)").format(
         feature=feature_sql(c, q), source=source, page=_page(c, q))
-    matched = sql.SQL("(SELECT count(*) FROM {source} WHERE {where})").format(source=source,
-                                                                               where=where)
+    matched = sql.SQL("(SELECT count(*) FROM {source} WHERE {where})").format(
+        source=source, where=where) if count else sql.SQL("NULL::bigint")
     budget = _budget_sql(c, q)
     if budget is None:
         query = sql.SQL("SELECT {}, {}, NULL, NULL").format(page, matched)
@@ -295,14 +296,41 @@ def items_sql(c: Collection, q: ItemsQuery) -> bytes:
     return text
 
 
-async def items(conn: AsyncConnection, c: Collection, q: ItemsQuery) -> dict[str, Any]:
+# How many features match a query, by data version, collection and the query without its paging
+# and shaping: numberMatched is counted once per data version, not for every page a client walks
+# through (the count of 9,683 members was 14 ms of a 22 ms first page). Pages are still read
+# from the database every time. Queries with a CQL2 filter are counted each time.
+_COUNTS: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+COUNTS_KEPT = 1024
+
+
+def _count_key(version: str | None, c: Collection, q: ItemsQuery) -> tuple[str, str, str] | None:
+    if version is None or q.filter is not None:
+        return None
+    where = dataclasses.replace(q, limit=0, offset=0, sortby=[], properties=None, precision=0,
+                                tier=None, geometry=None)
+    return version, c.id, repr(where)
+
+
+async def items(conn: AsyncConnection, c: Collection, q: ItemsQuery, version: str | None = None
+                ) -> dict[str, Any]:
     """One page of features as a JSON text array, and how many match in all: one statement,
-    which also refuses (ClientError) a page over the coordinate budget before building it."""
-    row = await (await conn.execute(items_sql(c, q))).fetchone()
+    which also refuses (ClientError) a page over the coordinate budget before building it.
+    With the data version, a count made before for the same filters is used (see _COUNTS)."""
+    key = _count_key(version, c, q)
+    known = _COUNTS.get(key) if key is not None else None
+    row = await (await conn.execute(items_sql(c, q, count=known is None))).fetchone()
     assert row is not None  # an aggregate always answers one row
     features, matched, points, count = row
     if points is not None:
         _refuse_over_budget(int(points), int(count))
+    if key is not None and known is not None:
+        matched = known
+        _COUNTS.move_to_end(key)
+    elif key is not None:
+        _COUNTS[key] = matched
+        while len(_COUNTS) > COUNTS_KEPT:
+            _COUNTS.popitem(last=False)
     returned = max(0, min(q.limit, matched - q.offset))
     return {"features": features, "matched": matched, "returned": returned}
 

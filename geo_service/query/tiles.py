@@ -115,9 +115,9 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
 def _drawn(shape: sql.Composable) -> sql.Composable:
     """A territory's shape, or NULL (its point is drawn) where its stored box is under SMALL_PX
     pixels of a 256-pixel tile at this zoom, across and high (heights stretched as Mercator
-    stretches them). The map draws every member as a 12-pixel marker on its point, which hides
-    such a shape; at 100x the members most US places are that small at z2-z5, and reading and
-    clipping their shapes was most of a low-zoom tile's time."""
+    stretches them). The map draws no shape under 8 pixels (MIN_SHAPE_PX in map.js: its
+    12-pixel marker stands for it); at 100x the members most US places are that small at z2-z5,
+    and reading and clipping their shapes was most of a low-zoom tile's time."""
     return sql.SQL(
         "CASE WHEN greatest(ST_XMax({b}) - ST_XMin({b}), (ST_YMax({b}) - ST_YMin({b})) / "
         "cos(radians(least(abs(ST_YMax({b}) + ST_YMin({b})) / 2, 85)))) < "

@@ -370,7 +370,7 @@ async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
         if chosen == "gpkg":
             names, found = await features.rows(conn, c, q)
             return await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)
-        page = await features.items(conn, c, q)
+        page = await features.items(conn, c, q, version)
         links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
                  {"href": f"{base_url(request)}/collections/{c.id}", "rel": "collection", "type": JSON,
                   "title": c.title}]
@@ -432,7 +432,7 @@ async def _items_html(request: Request, conn: AsyncConnection, c: Collection, p:
     headers, unchanged = _validators(request, version, "text/html")
     if unchanged:
         return unchanged
-    page = await features.items(conn, c, q)
+    page = await features.items(conn, c, q, version)
     parsed = {"features": json.loads(page["features"]), "numberMatched": page["matched"]}
     here = _here(request, p.lang)
     given = {k: v for k, v in request.query_params.items() if k not in ("f", "lang")}
