@@ -3,16 +3,24 @@ line, byte-identical repeats, and 400s for bad parameters."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import re
 import warnings
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 from PIL import Image
+from psycopg import AsyncConnection
+from pyproj import Transformer
+from shapely.geometry import box
 
 from geo_service.errors import ClientError
+from geo_service.query import scene as scene_query
+from geo_service.query.scene import SceneRows
+from geo_service.query.service import READ_OPTIONS
 from geo_service.render import mapimage
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -82,6 +90,72 @@ def test_member_shapes_are_drawn_and_credited_only_when_larger_than_their_marker
     # the shapes themselves: drawn in the commitments' colours at 0.35 opacity
     assert spain.count(b"fill-opacity: 0.35") >= 1  # the province
     assert province.count(b"fill-opacity: 0.35") > spain.count(b"fill-opacity: 0.35")
+
+
+def scene_rows(dsn: str, request: mapimage.MapRequest, every_shape: bool = False) -> SceneRows:
+    """The rows of an image as GET /export/map.png reads them, or with every member's shape."""
+
+    async def read() -> SceneRows:
+        async with await AsyncConnection.connect(dsn, autocommit=True,
+                                                 options=READ_OPTIONS) as conn:
+            if every_shape:
+                return await scene_query.load(conn, request.region, request.lang,
+                                              mapimage.filters_of(request), request.territory,
+                                              request.bbox)
+            return await mapimage.load(conn, request)
+
+    return asyncio.run(read())
+
+
+SANT_BOI = "es-municipality-sant-boi-de-llobregat"  # 0.08° across, IGN's municipality
+PROVINCE = "es-region-diputacio-de-barcelona-barcelona-provincial-council"  # 1.4° across
+
+
+def test_a_map_reads_only_the_member_shapes_it_can_draw(sample_dsn) -> None:
+    """A member whose stored box is under the image's shape floor is read without its shape
+    and drawn as its marker only: on a map of Spain, Sant Boi de Llobregat's shape is not read
+    (nor is IGN, its source, credited) but its marker is drawn; the province of Barcelona is
+    read and drawn as its shape. On the province's map, and on Sant Boi's own, its shape is
+    read. Leaving the small shapes unread changes nothing drawn: the same bytes as reading
+    every shape, on maps of every kind."""
+    spain = mapimage.parse({"region": "ES"}, "svg")
+    rows = scene_rows(sample_dsn, spain)
+    shapes = {p[0] for p in rows.polygons}
+    assert PROVINCE in shapes and SANT_BOI not in shapes
+    assert SANT_BOI in {t["id"] for t in rows.territories}  # still a member, as its marker
+    assert len(rows.polygons) < len(scene_rows(sample_dsn, spain, every_shape=True).polygons)
+    drawn = mapimage.draw_rows(rows, spain)
+    assert "IGN España" not in " ".join(svg_texts(drawn))
+    assert drawn.count(b"fill-opacity: 0.35") == 1  # the province's shape
+    for params in ({"region": "ES-B"}, {"territory": SANT_BOI}):
+        assert SANT_BOI in {p[0] for p in scene_rows(sample_dsn, mapimage.parse(params, "svg"))
+                             .polygons}, params
+    for params in ({}, {"region": "ES"}, {"region": "ES-B"}, {"region": "europe"},
+                   {"region": "KR", "preset": "social"}, {"bbox": "-10,35,30,60"},
+                   {"territory": PROVINCE}, {"width": "400", "height": "300", "dpi": "72"}):
+        request = mapimage.parse(params, "svg")
+        assert mapimage.draw_rows(scene_rows(sample_dsn, request), request) == \
+            mapimage.draw_rows(scene_rows(sample_dsn, request, every_shape=True), request), params
+
+
+@pytest.mark.parametrize("crs, bounds", [
+    (mapimage.EQUAL_EARTH, (-180, -89.9, 180, 89.9)),  # the world map's
+    ("+proj=laea +lat_0=40.00 +lon_0=-3.00 +datum=WGS84 +units=m +no_defs", (-20, 24, 14, 51)),
+    ("+proj=laea +lat_0=64.00 +lon_0=100.00 +datum=WGS84 +units=m +no_defs", (20, 30, 180, 89.9)),
+])
+def test_the_shape_floor_never_hides_a_shape_that_would_be_drawn(crs: str, bounds: tuple) -> None:
+    """A 1° box anywhere in what a map projects is, once projected, no more than `_stretch`
+    across (the bound the shape floor divides by), at the map's corners as at its centre."""
+    stretch = mapimage._stretch(crs, bounds)
+    to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    most = 0.0
+    for lon, lat in itertools.product(np.linspace(bounds[0], bounds[2] - 1, 60),
+                                      np.linspace(bounds[1], bounds[3] - 1, 60)):
+        ring = np.array(box(lon, lat, lon + 1, lat + 1).segmentize(0.05).exterior.coords)
+        xs, ys = to_map.transform(ring[:, 0], ring[:, 1])
+        most = max(most, np.ptp(xs), np.ptp(ys))
+    assert most <= stretch
+    assert most > stretch / 3  # and not so loose that it leaves every shape to be read
 
 
 def test_hangul_renders_with_a_font_that_has_it(sample_dsn) -> None:

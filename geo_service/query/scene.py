@@ -5,6 +5,7 @@ their shapes, and the sources to credit. Rows only; geo_service.render.mapimage 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +95,16 @@ async def _territory(conn: AsyncConnection, territory_id: str, lang: str) -> dic
 
 async def load(conn: AsyncConnection, region_text: str, lang: str, filters: SceneFilters,
                territory_id: str | None = None,
-               bbox: tuple[float, float, float, float] | None = None) -> SceneRows:
+               bbox: tuple[float, float, float, float] | None = None,
+               shape_floor: Callable[[SceneRows], float] | None = None) -> SceneRows:
     """Everything the image shows, at one data version (REPEATABLE READ, READ ONLY). A map
-    framed on a territory shows its country as the region."""
+    framed on a territory shows its country as the region.
+
+    `shape_floor`, given the rows read so far (all but the members' shapes), answers the
+    smallest box (degrees, its longer side) of a member's shape the image could draw: the
+    shapes of members whose stored box is under it are not read (the map draws them as their
+    markers), so a world map of ten thousand members reads the few hundred shapes it shows.
+    The framed territory's shape is read whatever its size."""
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         version = await data_version(conn)
@@ -157,14 +165,6 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
                 where=v.conjunction(conditions)))).fetchall()
         territories = [{"id": r[0], "name": r[1], "kind": r[2], "commitment_kind": r[3],
                         "lon": r[4], "lat": r[5]} for r in rows]
-        polygons = await (await conn.execute(sql.SQL(
-            "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom), {credit}, ds.licence, "
-            "ds.attribution, b.level "
-            "FROM territories t {} {} LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
-            "WHERE t.id = ANY({}) ORDER BY t.id").format(
-                v.TERRITORY_BOUNDARY, v.tier_join(tier, outer=False),
-                sql.Literal([t["id"] for t in territories]),
-                credit=v.short_credit("ds", "b.source")))).fetchall()
         shape = None
         if region.kind == "subdivision":
             found = await (await conn.execute(
@@ -182,14 +182,36 @@ async def load(conn: AsyncConnection, region_text: str, lang: str, filters: Scen
             (region_countries if region_rows is not None else [],))).fetchall()
         stamp = await (await conn.execute(
             "SELECT changed_at::date FROM data_version")).fetchone()
-    return SceneRows(
-        version=version, region=region, region_name=name, focus=focus, tier=tier,
-        countries=[(r[0], bytes(r[1])) for r in countries],
-        regions=None if region_rows is None else [(r[0], r[1], bytes(r[2])) for r in region_rows],
-        territories=territories,
-        polygons=[(r[0], r[1], bytes(r[2]), Credit(*r[3:7])) for r in polygons],
-        subdivision_shape=shape, sources=[Credit(*r) for r in sources],
-        stamp=stamp[0] if stamp else None, territory=focus_territory, bbox=bbox)
+        scene = SceneRows(
+            version=version, region=region, region_name=name, focus=focus, tier=tier,
+            countries=[(r[0], bytes(r[1])) for r in countries],
+            regions=None if region_rows is None else [(r[0], r[1], bytes(r[2]))
+                                                      for r in region_rows],
+            territories=territories, polygons=[], subdivision_shape=shape,
+            sources=[Credit(*r) for r in sources], stamp=stamp[0] if stamp else None,
+            territory=focus_territory, bbox=bbox)
+        floor = shape_floor(scene) if shape_floor is not None else 0.0
+        scene.polygons = await _shapes(conn, conditions, tier, floor, territory_id)
+    return scene
+
+
+async def _shapes(conn: AsyncConnection, conditions: list[sql.Composable], tier: int,
+                  floor: float, keep: str | None) -> list[tuple[str, str, bytes, Credit]]:
+    """The shapes at `tier` of the members meeting `conditions` whose stored box is at least
+    `floor` degrees across (and territory `keep`'s), each with its boundary's source."""
+    across = sql.SQL("greatest(ST_XMax({box}) - ST_XMin({box}), ST_YMax({box}) - ST_YMin({box}))"
+                     ).format(box=v.TERRITORY_BOX)
+    large = sql.SQL("({} >= {} OR t.id = {})").format(across, sql.Literal(float(floor)),
+                                                       sql.Literal(keep))
+    rows = await (await conn.execute(sql.SQL(
+        "SELECT t.id, t.commitment_kind, ST_AsBinary(bt.geom), {credit}, ds.licence, "
+        "ds.attribution, b.level "
+        "FROM territories t {} {} LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
+        "WHERE {} ORDER BY t.id").format(
+            v.TERRITORY_BOUNDARY, v.tier_join(tier, outer=False),
+            v.conjunction([*conditions, large]),
+            credit=v.short_credit("ds", "b.source")))).fetchall()
+    return [(r[0], r[1], bytes(r[2]), Credit(*r[3:7])) for r in rows]
 
 
 async def _exists(conn: AsyncConnection, table: str, slug: str) -> bool:

@@ -12,6 +12,7 @@ into the files, and SVG ids are salted with a constant.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import math
 import threading
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import geopandas as gpd
 import matplotlib
+import numpy as np
 import shapely
 from psycopg import AsyncConnection
 from pydantic import (
@@ -31,6 +33,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pyproj import Transformer
 from shapely.geometry import box
 
 from geo_service.domain import Credit
@@ -286,7 +289,6 @@ def _frame_of(rows: list[tuple[Any, ...]]) -> gpd.GeoDataFrame:
 
 def scene_from(rows: SceneRows, lang: str) -> Scene:
     """The rows as frames to draw, the extent to frame and the credit line, in `lang`."""
-    kind: str = rows.region.kind
     countries = _frame_of(rows.countries)
     regions = _frame_of(rows.regions) if rows.regions is not None else None
     polygons = gpd.GeoDataFrame(
@@ -294,17 +296,7 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
          "credit": [r[3] for r in rows.polygons]},
         geometry=shapely.from_wkb([r[2] for r in rows.polygons]), crs="EPSG:4326")
     focus = rows.territory
-    if rows.bbox is not None:
-        kind = "view"
-        extent = rows.bbox
-    elif focus is not None:
-        extent = _around(focus["bbox"], focus["lon"], focus["lat"])
-    elif kind == "world":
-        extent = (-180.0, -58.0, 180.0, 84.0)
-    elif kind == "subdivision" and rows.subdivision_shape is not None:
-        extent = _frame([shapely.from_wkb(rows.subdivision_shape)])
-    else:
-        extent = _frame(list(countries[countries["code"].isin(rows.focus)].geometry))
+    kind, extent = _kind_and_extent(rows)
     stamp = rows.stamp.isoformat() if rows.stamp else "?"
     version_text = TEXT["version"][lang].format(v=rows.version, d=stamp)
     name = rows.region_name or TEXT["view" if kind == "view" else "world"][lang]
@@ -316,6 +308,22 @@ def scene_from(rows: SceneRows, lang: str) -> Scene:
     return Scene(kind, name, rows.focus, countries, regions, rows.territories, polygons, extent,
                  rows.sources, lang, version_text, subtitle,
                  focus["id"] if focus is not None else None)
+
+
+def _kind_and_extent(rows: SceneRows) -> tuple[str, tuple[float, float, float, float]]:
+    """The kind of map (a region's, or "view" for a bbox) and the lon/lat box it frames."""
+    focus = rows.territory
+    if rows.bbox is not None:
+        return "view", rows.bbox
+    kind = rows.region.kind
+    if focus is not None:
+        return kind, _around(focus["bbox"], focus["lon"], focus["lat"])
+    if kind == "world":
+        return kind, (-180.0, -58.0, 180.0, 84.0)
+    if kind == "subdivision" and rows.subdivision_shape is not None:
+        return kind, _frame([shapely.from_wkb(rows.subdivision_shape)])
+    return kind, _frame(list(shapely.from_wkb([wkb for code, wkb in rows.countries
+                                               if code in rows.focus])))
 
 
 def _around(bbox: list[float] | None, lon: float, lat: float) -> tuple[float, float, float, float]:
@@ -344,7 +352,8 @@ def filters_of(request: MapRequest) -> SceneFilters:
 async def load(conn: AsyncConnection, request: MapRequest) -> SceneRows:
     """The rows of the image `request` asks for (one read-only transaction)."""
     return await scene_query.load(conn, request.region, request.lang, filters_of(request),
-                                  request.territory, request.bbox)
+                                  request.territory, request.bbox,
+                                  shape_floor=lambda rows: shape_floor(rows, request))
 
 
 def draw_rows(rows: SceneRows, request: MapRequest) -> bytes:
@@ -367,21 +376,22 @@ def render(dsn: str, request: MapRequest) -> tuple[bytes, str]:
 
 
 # ----------------------------------------------------------------------------------- projection
-def projection(scene: Scene) -> str:
-    if scene.region_kind == "world":
+def projection(kind: str, extent: tuple[float, float, float, float]) -> str:
+    """The map's projection: Equal Earth for the world, else centred on `extent`."""
+    if kind == "world":
         return EQUAL_EARTH
-    minx, miny, maxx, maxy = scene.extent
+    minx, miny, maxx, maxy = extent
     lon0, lat0 = (minx + maxx) / 2, (miny + maxy) / 2
     if maxx - minx > 150:
         return f"+proj=eqearth +lon_0={lon0:.2f} +datum=WGS84 +units=m +no_defs"
     return f"+proj=laea +lat_0={lat0:.2f} +lon_0={lon0:.2f} +datum=WGS84 +units=m +no_defs"
 
 
-def _clip_box(scene: Scene) -> Any:
+def _clip_box(kind: str, extent: tuple[float, float, float, float]) -> Any:
     """What may be projected: the frame widened a lot (LAEA is only sane on one hemisphere)."""
-    if scene.region_kind == "world":
+    if kind == "world":
         return box(-180, -89.9, 180, 89.9)
-    minx, miny, maxx, maxy = scene.extent
+    minx, miny, maxx, maxy = extent
     dx, dy = (maxx - minx) * 0.9 + 5, (maxy - miny) * 0.9 + 5
     return box(max(minx - dx, -180), max(miny - dy, -89.9), min(maxx + dx, 180), min(maxy + dy, 89.9))
 
@@ -402,35 +412,29 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
     with styled():
         figure = Figure(figsize=(request.width / request.dpi, request.height / request.dpi),
                         dpi=request.dpi)
-        FigureCanvasAgg(figure)  # label placement measures text with it
-        scale = min(request.width, request.height) / request.dpi  # inches of the short side
-        text_size = max(6.0, 1.9 * scale)
-        title_pt, sub_pt, credit_pt = text_size * 1.8, text_size * 1.05, max(5.0, text_size * 0.55)
+        DrawnOnce(figure)  # label placement measures text with it
+        layout = Layout.of(request)
+        scale, text_size, frac = layout.scale, layout.text_size, layout.frac
+        title_pt, sub_pt, credit_pt = layout.title_pt, layout.sub_pt, layout.credit_pt
+        y_title, y_sub, map_top = layout.y_title, layout.y_sub, layout.map_top
+        crs = projection(scene.region_kind, scene.extent)
+        clip = _clip_box(scene.region_kind, scene.extent)
 
-        def frac(points: float) -> float:  # a font size as a fraction of the figure's height
-            return points / 72 * request.dpi / request.height
-
-        y_title = 0.975
-        y_sub = y_title - frac(title_pt) * 1.3
-        map_top = y_sub - frac(sub_pt) * 1.6
-        crs = projection(scene)
-        clip = _clip_box(scene)
-
-        def project(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        def project(frame: gpd.GeoDataFrame, in_order: bool = False) -> gpd.GeoDataFrame:
             if frame is None or frame.empty:
                 return frame
             clipped = frame.clip(clip)
+            if in_order:  # the rows' order (clip answers in its index's), so a member's shape
+                clipped = clipped.sort_index()  # is drawn over the same others whichever
+                # smaller shapes were left unread
             clipped = clipped[~clipped.geometry.is_empty]
             return clipped.to_crs(crs)
 
-        frame = gpd.GeoSeries([box(*scene.extent).segmentize(1.0)], crs="EPSG:4326").to_crs(crs)
-        bounds = tuple(frame.total_bounds)
-        size = (2.4 * scale) ** 2 / 4  # of a member's marker, in points²
-        marker_px = math.sqrt(size) * request.dpi / 72
+        bounds = _projected_frame(crs, scene.extent)
+        size = layout.marker_size
         # the territories' shapes drawn: those larger than their marker at the image's scale
-        # (the map's height is estimated before the credit's lines are known)
-        per_px = _units_per_pixel(bounds, 0.96 * request.width, (map_top - 0.06) * request.height)
-        polygons = _larger_than(project(scene.polygons), marker_px * per_px,
+        polygons = _larger_than(project(scene.polygons, in_order=True),
+                                layout.shape_length(bounds),
                                 keep=scene.territory)
         credit_lines = _wrap(figure, scene.credit(polygons), credit_pt, 0.96 * request.width)
         credit_h = 0.015 + frac(credit_pt) * 1.6 * len(credit_lines)
@@ -460,17 +464,17 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
                            linewidth=0.8 * scale / 7.5)
         _fit(ax, bounds, ax_box[2] * request.width, ax_box[3] * request.height)
         # territories
-        points = gpd.GeoDataFrame(
-            scene.territories, geometry=gpd.points_from_xy(
-                [t["lon"] for t in scene.territories], [t["lat"] for t in scene.territories]),
-            crs="EPSG:4326") if scene.territories else None
-        if points is not None:
-            projected = points.to_crs(crs)
-            xs, ys = projected.geometry.x.to_numpy(), projected.geometry.y.to_numpy()
+        points = bool(scene.territories)
+        if points:  # projected as coordinates: no geometry objects for thousands of markers
+            xs, ys = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+                np.array([t["lon"] for t in scene.territories], dtype=float),
+                np.array([t["lat"] for t in scene.territories], dtype=float))
+            styles: dict[tuple[str, str], list[int]] = {}  # one scatter per kind and colour
+            for i, t in enumerate(scene.territories):
+                styles.setdefault((t["kind"], t["commitment_kind"]), []).append(i)
             for kind, shape in i18n.SHAPES.items():
                 for commitment, colour in i18n.COLOURS.items():
-                    chosen = [i for i, t in enumerate(scene.territories)
-                              if t["kind"] == kind and t["commitment_kind"] == commitment]
+                    chosen = styles.get((kind, commitment))
                     if chosen:
                         ax.scatter(xs[chosen], ys[chosen], s=size, marker=MARKERS[shape],
                                    c=colour, edgecolors=colours["marker_edge"],
@@ -479,9 +483,9 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
                          {t["commitment_kind"] for t in scene.territories},
                          {t["kind"] for t in scene.territories}) \
             if request.legend and scene.territories else None
-        if legend is not None and points is not None:
+        if legend is not None and points:
             _place_legend(figure, ax, legend, xs, ys, math.sqrt(size) * request.dpi / 72)
-        if points is not None and (request.labels or scene.territory):
+        if points and (request.labels or scene.territory):
             named = [i for i, t in enumerate(scene.territories)
                      if request.labels or t["id"] == scene.territory]
             _labels(figure, ax, xs[named], ys[named], [scene.territories[i]["name"] for i in named],
@@ -504,6 +508,15 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         figure.text(0.02, 0.008, "\n".join(credit_lines), ha="left", va="bottom",
                     fontsize=credit_pt, color=colours["muted"], linespacing=1.3)
         return save(figure, request, title, scene.full_credit(polygons))
+
+
+class DrawnOnce(FigureCanvasAgg):
+    """An Agg canvas that draws the figure only when it is saved. geopandas asks for a draw after
+    each layer it plots (draw_idle, which Agg does at once): drawing every layer so far again
+    each time took about a fifth of a world map's drawing with ten thousand members."""
+
+    def draw_idle(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing: the figure is drawn when saved."""
 
 
 def _renderer(figure: Figure) -> RendererAgg:
@@ -545,12 +558,14 @@ def _place_legend(figure: Figure, ax: Any, legend: Any, xs: Any, ys: Any, marker
     """The legend goes to the corner of the map that hides the fewest members (the lower left
     when it hides none: the framing leaves free space there)."""
     renderer = _renderer(figure)
-    spots = ax.transData.transform(list(zip(xs, ys, strict=True)))
+    spots = ax.transData.transform(np.column_stack([xs, ys]).reshape(-1, 2))
     best: tuple[int, str] | None = None
     for corner in ("lower left", "lower right", "upper left", "upper right"):
         legend.set_loc(corner)
         extent = legend.get_window_extent(renderer).padded(marker_px / 2)
-        hidden = sum(bool(extent.contains(x, y)) for x, y in spots)
+        (x0, x1), (y0, y1) = sorted(extent.intervalx), sorted(extent.intervaly)
+        hidden = int(np.count_nonzero((spots[:, 0] >= x0) & (spots[:, 0] <= x1) &
+                                      (spots[:, 1] >= y0) & (spots[:, 1] <= y1)))
         if best is None or hidden < best[0]:
             best = (hidden, corner)
         if hidden == 0:
@@ -567,6 +582,92 @@ def _shrink_to_width(figure: Figure, text: Any, width_px: float) -> None:
         if text.get_window_extent(renderer).width <= width_px or text.get_fontsize() < size / 2:
             return
         text.set_fontsize(text.get_fontsize() * 0.92)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The sizes of an image that follow from its request alone: text, where the title, the
+    subtitle and the map's top go, and the members' markers."""
+
+    height: int
+    dpi: int
+    width: int
+    scale: float  # inches of the image's short side
+    text_size: float
+    title_pt: float
+    sub_pt: float
+    credit_pt: float
+    y_title: float
+    y_sub: float
+    map_top: float
+    marker_size: float  # of a member's marker, in points²
+    marker_px: float  # its side in pixels
+
+    @classmethod
+    def of(cls, request: MapRequest) -> Layout:
+        scale = min(request.width, request.height) / request.dpi
+        text_size = max(6.0, 1.9 * scale)
+        title_pt, sub_pt = text_size * 1.8, text_size * 1.05
+        y_title = 0.975
+        y_sub = y_title - title_pt / 72 * request.dpi / request.height * 1.3
+        map_top = y_sub - sub_pt / 72 * request.dpi / request.height * 1.6
+        marker_size = (2.4 * scale) ** 2 / 4
+        return cls(request.height, request.dpi, request.width, scale, text_size, title_pt, sub_pt,
+                   max(5.0, text_size * 0.55), y_title, y_sub, map_top, marker_size,
+                   math.sqrt(marker_size) * request.dpi / 72)
+
+    def frac(self, points: float) -> float:
+        """A font size as a fraction of the figure's height."""
+        return points / 72 * self.dpi / self.height
+
+    def shape_length(self, bounds: tuple[float, ...]) -> float:
+        """The length across (map units) a member's shape needs to be drawn: its marker's, at
+        the scale that frames `bounds` (the map's height estimated before the credit's lines
+        are known)."""
+        per_px = _units_per_pixel(bounds, 0.96 * self.width, (self.map_top - 0.06) * self.height)
+        return self.marker_px * per_px
+
+
+def _projected_frame(crs: str, extent: tuple[float, float, float, float]
+                     ) -> tuple[float, float, float, float]:
+    """The box around `extent` once projected (its edges followed, not just its corners)."""
+    frame = gpd.GeoSeries([box(*extent).segmentize(1.0)], crs="EPSG:4326").to_crs(crs)
+    minx, miny, maxx, maxy = (float(n) for n in frame.total_bounds)
+    return minx, miny, maxx, maxy
+
+
+def shape_floor(rows: SceneRows, request: MapRequest) -> float:
+    """The smallest lon/lat box (degrees, its longer side) a member's shape on this image can
+    have and still be drawn: one in a smaller box is, once projected, shorter than
+    `Layout.shape_length` wherever it lies on the map, so `_larger_than` would leave it out. The
+    scene reads no shape under it (the member is drawn as its marker, its shape's source is not
+    credited), which keeps a world map of ten thousand members to the shapes it shows."""
+    kind, extent = _kind_and_extent(rows)
+    crs = projection(kind, extent)
+    length = Layout.of(request).shape_length(_projected_frame(crs, extent))
+    return length / _stretch(crs, tuple(_clip_box(kind, extent).bounds))
+
+
+@functools.lru_cache(maxsize=32)
+def _stretch(crs: str, bounds: tuple[float, ...]) -> float:
+    """The most map units a degree can span in `crs` anywhere in the lon/lat `bounds`, so that a
+    shape d degrees across (the longer side of its box) is at most d times this across once
+    projected: for x and for y, the largest change per degree of longitude plus the largest per
+    degree of latitude, sampled on a 121 × 121 grid, with a 25% margin for what lies between."""
+    step = 1e-3
+    minx, miny, maxx, maxy = bounds
+    lon, lat = np.meshgrid(np.linspace(minx + step, maxx - step, 121),
+                           np.linspace(miny + step, maxy - step, 121))
+    to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    x_w, y_w = to_map.transform(lon - step, lat)
+    x_e, y_e = to_map.transform(lon + step, lat)
+    x_s, y_s = to_map.transform(lon, lat - step)
+    x_n, y_n = to_map.transform(lon, lat + step)
+    per_lon = np.abs(np.array([x_e - x_w, y_e - y_w])) / (2 * step)
+    per_lat = np.abs(np.array([x_n - x_s, y_n - y_s])) / (2 * step)
+    most = np.nanmax(np.where(np.isfinite(per_lon), per_lon, np.nan), axis=(1, 2)) + \
+        np.nanmax(np.where(np.isfinite(per_lat), per_lat, np.nan), axis=(1, 2))
+    return 1.25 * float(most.max())
 
 
 def _units_per_pixel(bounds: tuple[float, ...], ax_w: float, ax_h: float) -> float:
