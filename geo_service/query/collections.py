@@ -134,8 +134,8 @@ TERRITORIES = Collection(
     description="Local and regional governments of the movement with their commitment, "
                 "sources and confidence: documented public commitments, not the official "
                 "campaign roster. Engagement-only rows appear with include_engagement=true.",
-    source=lambda tier: sql.SQL("territories t {} {}").format(v.TERRITORY_BOUNDARY,
-                                                              v.tier_join(tier)),
+    source=lambda tier: sql.SQL("territories t {} {} {}").format(
+        v.TERRITORY_BOUNDARY, v.TERRITORY_THEMES_JOIN, v.tier_join(tier)),
     id_sql=sql.SQL("t.id"),
     # points by default: one geometry type per collection, as desktop GIS declares a layer's
     # type from it (QGIS made this a point layer and could not draw the few polygons in it);
@@ -157,7 +157,8 @@ TERRITORY_BOUNDARIES = Collection(
                 "are points in `territories`. Engagement-only rows appear with "
                 "include_engagement=true.",
     source=lambda tier: sql.SQL("territories t JOIN boundaries b ON b.level = t.boundary_level "
-                                "AND b.code = t.boundary_code {}").format(v.tier_join(tier)),
+                                "AND b.code = t.boundary_code {} {}").format(
+        v.TERRITORY_THEMES_JOIN, v.tier_join(tier)),
     id_sql=sql.SQL("t.id"),
     geometries={"boundary": sql.SQL("coalesce(bt.geom, b.geom)"), "none": None},
     properties=_TERRITORY_PROPS | _columns({

@@ -32,13 +32,14 @@ def _territories_sql(lang: str) -> sql.Composed:
         "'title', i.title, 'year', i.year_started, 'source', i.source) "
         "ORDER BY i.year_started NULLS LAST, i.title), '[]') "
         "FROM initiatives i WHERE i.territory_id = t.id)) "
-        "FROM territories t {boundary} LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
+        "FROM territories t {boundary} {themes_join} "
+        "LEFT JOIN data_sources ds ON ds.id = b.data_source_id "
         "LEFT JOIN boundaries c ON c.level = 'country' AND c.code = t.iso3166_1 "
         "WHERE {shown} ORDER BY t.name, t.id").format(
             name=v.territory_name(lang), country_name=country_name, themes=v.TERRITORY_THEMES,
             joined=v.TERRITORY_JOINED,
-            boundary=v.TERRITORY_BOUNDARY, shown=v.SHOWN_TERRITORY,
-            credit=v.short_credit("ds", "b.source"))
+            boundary=v.TERRITORY_BOUNDARY, themes_join=v.TERRITORY_THEMES_JOIN,
+            shown=v.SHOWN_TERRITORY, credit=v.short_credit("ds", "b.source"))
 
 
 async def page_data(conn: AsyncConnection, lang: str) -> dict[str, Any]:

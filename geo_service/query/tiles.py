@@ -98,8 +98,8 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
                  ("commitment_kind", sql.SQL("t.commitment_kind")), ("year", sql.SQL("t.year")),
                  ("themes", sql.SQL("array_to_string({}, ',')").format(v.TERRITORY_THEMES))),
         name_sql=v.territory_name,
-        source=lambda _: sql.SQL("territories t {} WHERE {}").format(v.TERRITORY_BOUNDARY,
-                                                                     v.SHOWN_TERRITORY),
+        source=lambda _: sql.SQL("territories t {} {} WHERE {}").format(
+            v.TERRITORY_BOUNDARY, v.TERRITORY_THEMES_JOIN, v.SHOWN_TERRITORY),
         # few territories have a boundary: fetch its tier by key rather than joining all tiers,
         # and only where it would be drawn (a member under a pixel is drawn as its point)
         polygon=lambda tier: _drawn(sql.SQL("b.geom") if tier is None

@@ -93,11 +93,16 @@ def territory_name(lang: str) -> sql.Composable:
     return own if lang == "en" else name_in(lang, "b", own)
 
 
-# A territory's rights themes: the distinct themes of its initiatives, sorted.
-TERRITORY_THEMES = sql.SQL(
-    "(SELECT coalesce(array_agg(DISTINCT it.theme_slug ORDER BY it.theme_slug), {}) "
-    "FROM initiatives ti JOIN initiative_themes it ON it.initiative_id = ti.id "
-    "WHERE ti.territory_id = t.id)").format(EMPTY_TEXT_ARRAY)
+# A territory's rights themes: the distinct themes of its initiatives, sorted. Every theme list
+# is made in one pass (`th`, joined by TERRITORY_THEMES_JOIN) rather than per territory: per row,
+# the planner hashed initiatives and scanned initiative_themes for each member (0.1 ms a member:
+# 3 of the 5 ms of Europe's 27 territories). PostgreSQL drops the join where `th` is not read
+# (one row per territory).
+TERRITORY_THEMES_JOIN = sql.SQL(
+    "LEFT JOIN (SELECT ti.territory_id, array_agg(DISTINCT it.theme_slug ORDER BY it.theme_slug) "
+    "AS slugs FROM initiatives ti JOIN initiative_themes it ON it.initiative_id = ti.id "
+    "GROUP BY ti.territory_id) th ON th.territory_id = t.id")
+TERRITORY_THEMES = sql.SQL("coalesce(th.slugs, {})").format(EMPTY_TEXT_ARRAY)
 
 # An initiative's own rights themes, sorted.
 INITIATIVE_THEMES = sql.SQL(
