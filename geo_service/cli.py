@@ -765,12 +765,20 @@ app.add_typer(tiles_app, name="tiles")
 @tiles_app.command("build")
 def tiles_build(
     max_zoom: Annotated[int, typer.Option(min=0, max=10, help="Highest zoom to prebuild.")] = 6,
-    force: Annotated[bool, typer.Option(help="Rebuild even if the archives are current.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Render every tile, even if the archives are current or could be updated.")] = False,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Database connections.")] = 3,
 ) -> None:
     """Prebuild the `map` tileset (all layers, each language) for zooms 0..max-zoom into PMTiles
     archives under tiles/. The server uses them while they hold the current data version and
-    renders live otherwise; a no-op when they are already current."""
+    renders live otherwise; a no-op when they are already current.
+
+    Incremental: when the archives were built from this database to this zoom and no boundary
+    was loaded, removed or redrawn since, only the tiles whose members changed are rendered and
+    the rest are copied from the old archives (the result equals a full build). The last line
+    says which it did: "re-rendered N of M tiles; the rest kept from the archives of data
+    version V", or "full build (why)". Each archive is replaced whole when written: stopped
+    midway, the old one stays in place."""
     import asyncio
 
     from geo_service.render import tiles as tilestore
@@ -792,6 +800,9 @@ def tiles_build(
               f"in {result.seconds:.1f} s; largest {result.largest:,} bytes; archives "
               + ", ".join(f"{lang} {size / 1e6:.1f} MB" for lang, size in result.sizes.items())
               + f" (data version {result.version})", highlight=False)
+    out.print(f"tiles: full build ({result.full_because})" if result.full_because else
+              f"tiles: re-rendered {result.rendered} of {result.grid} tiles; the rest kept from "
+              f"the archives of data version {result.base}", highlight=False)
 
 
 # --------------------------------------------------------------------------- publish
@@ -931,5 +942,13 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn,
+            psycopg.errors.UndefinedFunction) as exc:
+        # the database lacks the service's tables, or has an older schema: nothing was written
+        # (the statement failed), and the fix is one command
+        first = str(exc).splitlines()[0]
+        err.print(f"[bold red]error:[/] the database has no service schema or an older one "
+                  f"({first}): run `geo-service db upgrade` first", highlight=False)
+        sys.exit(1)
 
 
