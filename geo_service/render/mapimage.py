@@ -466,7 +466,7 @@ def draw(scene: Scene, request: MapRequest) -> bytes:
         # territories
         points = bool(scene.territories)
         if points:  # projected as coordinates: no geometry objects for thousands of markers
-            xs, ys = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+            xs, ys = _to_map(crs).transform(
                 np.array([t["lon"] for t in scene.territories], dtype=float),
                 np.array([t["lat"] for t in scene.territories], dtype=float))
             styles: dict[tuple[str, str], list[int]] = {}  # one scatter per kind and colour
@@ -631,9 +631,15 @@ class Layout:
 def _projected_frame(crs: str, extent: tuple[float, float, float, float]
                      ) -> tuple[float, float, float, float]:
     """The box around `extent` once projected (its edges followed, not just its corners)."""
-    frame = gpd.GeoSeries([box(*extent).segmentize(1.0)], crs="EPSG:4326").to_crs(crs)
-    minx, miny, maxx, maxy = (float(n) for n in frame.total_bounds)
-    return minx, miny, maxx, maxy
+    edge = shapely.get_coordinates(box(*extent).segmentize(1.0))
+    xs, ys = _to_map(crs).transform(edge[:, 0], edge[:, 1])
+    return float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys))
+
+
+@functools.lru_cache(maxsize=32)
+def _to_map(crs: str) -> Transformer:
+    """lon/lat to the map's projection (made once per projection: it takes milliseconds)."""
+    return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
 
 
 def shape_floor(rows: SceneRows, request: MapRequest) -> float:
@@ -658,7 +664,7 @@ def _stretch(crs: str, bounds: tuple[float, ...]) -> float:
     minx, miny, maxx, maxy = bounds
     lon, lat = np.meshgrid(np.linspace(minx + step, maxx - step, 121),
                            np.linspace(miny + step, maxy - step, 121))
-    to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    to_map = _to_map(crs)
     x_w, y_w = to_map.transform(lon - step, lat)
     x_e, y_e = to_map.transform(lon + step, lat)
     x_s, y_s = to_map.transform(lon, lat - step)
