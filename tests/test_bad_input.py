@@ -235,3 +235,38 @@ def test_only_the_allowed_formats_are_read_never_a_vrt_or_a_virtual_path(env_db:
                     "https://example.org/a.geojson"):
         assert_refused(env_db, [virtual], "virtual file systems and URLs are not read")
     assert_refused(env_db, [str(tmp_path)], "not a file")
+
+
+def test_commands_on_a_database_without_the_schema_say_to_upgrade_it() -> None:
+    """A database nobody migrated (a fresh DATABASE_URL): the commands that read or write the
+    service's tables stop with one line naming the fix, not a traceback, and create nothing."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    from psycopg import sql
+
+    from .conftest import _with_database, admin_dsn
+
+    name = f"geo_bare_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = admin_dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    bare = _with_database(admin, name)
+    geo = str(Path(sys.executable).with_name("geo-service"))
+    try:
+        for command in (["stats"], ["members", "list"], ["boundaries", "load-defaults"]):
+            done = subprocess.run([geo, *command], capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, "DATABASE_URL": bare})
+            output = done.stdout + done.stderr
+            assert done.returncode == 1, (command, output)
+            assert "run `geo-service db upgrade` first" in output, (command, output)
+            assert "Traceback" not in output, (command, output)
+        with psycopg.connect(bare) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                                ).fetchone() == (0,)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
