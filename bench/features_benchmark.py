@@ -21,6 +21,7 @@ import harness  # bench/ is not a package: Python puts the script's folder on sy
 import httpx
 
 from geo_service.query.collections import COLLECTIONS
+from geo_service.query.vocabulary import TERRITORY_THEMES_JOIN
 
 START, END = "<!-- bench:features:start -->", "<!-- bench:features:end -->"
 SCHEMA = "bench_tipg"
@@ -37,7 +38,8 @@ VIEWS = {  # the geometry columns themselves (not expressions over tiers), so in
     "regions": f"SELECT {_columns('regions')}, b.geom FROM boundaries b WHERE b.level = 'region'",
     "territories_europe": f"SELECT {_columns('territories')}, coalesce(b.geom, t.location)::"
     "geometry(Geometry, 4326) AS geom FROM territories t LEFT JOIN boundaries b ON b.level = "
-    "t.boundary_level AND b.code = t.boundary_code WHERE t.commitment_kind <> 'engagement-only' "
+    f"t.boundary_level AND b.code = t.boundary_code {TERRITORY_THEMES_JOIN.as_string()} "
+    "WHERE t.commitment_kind <> 'engagement-only' "
     "AND 'europe' = ANY(t.sections)",
 }
 T = f"/collections/{SCHEMA}."
