@@ -255,7 +255,14 @@ def test_xlsx_with_several_sheets_says_which_is_read(sample, env_db: str, tmp_pa
 
 
 def test_stats_api_and_cli(client, env_db: str) -> None:
-    body = client.get("/api/stats").json()
+    first = client.get("/api/stats")
+    body = first.json()
+    # one document per data version: an ETag, a 304 to a client holding it, the same body again
+    tag = first.headers["etag"]
+    assert client.get("/api/stats", headers={"If-None-Match": tag}).status_code == 304
+    again = client.get("/api/stats")
+    assert again.headers["etag"] == tag and again.json() == body
+    assert client.get("/api/stats", params={"include_engagement": True}).headers["etag"] != tag
     everything = client.get("/api/stats", params={"include_engagement": True}).json()
     assert client.get("/api/stats", params={"include_engagement": "maybe"}).status_code == 400
     assert everything["territories"] - body["territories"] == 17

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,12 +27,15 @@ from geo_service.render.tiles import Archives
 from geo_service.settings import Settings
 from geo_service.web import cache, images, ogc, pages, reads, site, tiles
 from geo_service.web.http import (
+    CACHE,
     ConnDep,
     HtmlFormQuery,
     InputGuard,
     NoParams,
     Params,
     SecurityHeaders,
+    cached,
+    conditional,
     problem,
 )
 from geo_service.web.openapi30 import openapi_30
@@ -157,9 +161,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/stats", tags=["campaign"],
              summary="Campaign progress: totals against 10, 100, 1000 and breakdowns")
-    async def campaign_stats(conn: ConnDep, params: Annotated[StatsParams, Query()]
-                             ) -> JSONResponse:
-        return JSONResponse(await stats.stats(conn, params.include_engagement))
+    async def campaign_stats(request: Request, conn: ConnDep,
+                             params: Annotated[StatsParams, Query()]) -> Response:
+        # one document per data version: an ETag (304 to a client that holds it) and kept in
+        # the response cache like the items pages (it aggregates every member: 48 ms at 9,700)
+        version = await service.data_version(conn)
+        headers, unchanged = conditional(
+            request, f"{version}|stats|{params.include_engagement}", {"Cache-Control": CACHE})
+        if unchanged:
+            return unchanged
+
+        async def make() -> bytes:
+            body = await stats.stats(conn, params.include_engagement)
+            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+        return await cached(request, request.app.state.body_cache, headers["ETag"], headers,
+                            "application/json", make)
 
     @app.get("/api.html", include_in_schema=False)
     async def api_docs(params: Annotated[NoParams, Query()]) -> HTMLResponse:
