@@ -77,11 +77,16 @@ def where(expression: str, lang: str | None = None, collection: str = "territori
      "((t.year < 2000) OR ((t.year > 2020) AND (t.kind = 'region')))"),
     # a string property compares with a string literal, whatever was written
     ("kind = 5", "(t.kind = '5')"),
+    # spatial predicates but S_DISJOINT look candidates up by the stored box first
     ("S_INTERSECTS(geometry, BBOX(-18, 4, 16, 28))",
+     "(t.bbox && ST_GeomFromText('POLYGON ((16 4, 16 28, -18 28, -18 4, 16 4))', 4326) AND "
      "ST_Intersects(coalesce(b.geom, t.location), "
-     "ST_GeomFromText('POLYGON ((16 4, 16 28, -18 28, -18 4, 16 4))', 4326))"),
+     "ST_GeomFromText('POLYGON ((16 4, 16 28, -18 28, -18 4, 16 4))', 4326)))"),
     ("S_WITHIN(geometry, POINT(1 2))",
-     "ST_Within(coalesce(b.geom, t.location), ST_GeomFromText('POINT (1 2)', 4326))"),
+     "(t.bbox && ST_GeomFromText('POINT (1 2)', 4326) AND "
+     "ST_Within(coalesce(b.geom, t.location), ST_GeomFromText('POINT (1 2)', 4326)))"),
+    ("S_DISJOINT(geometry, POINT(1 2))",
+     "ST_Disjoint(coalesce(b.geom, t.location), ST_GeomFromText('POINT (1 2)', 4326))"),
 ])
 def test_cql2_text_becomes_sql_on_the_collections_columns(expression: str, sql_text: str) -> None:
     assert where(expression) == sql_text
@@ -94,15 +99,17 @@ def test_cql2_json_becomes_the_same_sql_as_text() -> None:
     assert where(json_filter) == where("country = 'KR' AND year > 2000")  # JSON is recognised
     point = '{"op": "s_intersects", "args": [{"property": "geometry"}, ' \
         '{"type": "Point", "coordinates": [126.9, 37.5]}]}'
-    assert where(point) == ("ST_Intersects(coalesce(b.geom, t.location), "
-                            "ST_GeomFromText('POINT (126.9 37.5)', 4326))")
+    assert where(point) == ("(t.bbox && ST_GeomFromText('POINT (126.9 37.5)', 4326) AND "
+                            "ST_Intersects(coalesce(b.geom, t.location), "
+                            "ST_GeomFromText('POINT (126.9 37.5)', 4326)))")
 
 
 def test_cql2_json_bbox_is_west_south_east_north() -> None:
     spatial = '{"op": "s_intersects", "args": [{"property": "geometry"}, {"bbox": [1, 2, 3, 4]}]}'
     assert where(spatial) == where("S_INTERSECTS(geometry, BBOX(1, 2, 3, 4))") == (
+        "(t.bbox && ST_GeomFromText('POLYGON ((3 2, 3 4, 1 4, 1 2, 3 2))', 4326) AND "
         "ST_Intersects(coalesce(b.geom, t.location), "
-        "ST_GeomFromText('POLYGON ((3 2, 3 4, 1 4, 1 2, 3 2))', 4326))")
+        "ST_GeomFromText('POLYGON ((3 2, 3 4, 1 4, 1 2, 3 2))', 4326)))")
 
 
 def test_each_collection_translates_its_own_properties() -> None:
