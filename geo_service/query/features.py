@@ -262,7 +262,7 @@ async def check_budget(conn: AsyncConnection, c: Collection, q: ItemsQuery) -> N
 # psycopg fragments) took 1.5 ms (10 regions) to 2.3 ms (territories) of the event loop's time
 # per request on a loaded 2-core machine. Queries with a CQL2 filter are not kept (their parsed
 # form is not a value to key on).
-_STATEMENTS: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+_STATEMENTS: OrderedDict[tuple[str, str, bool], bytes] = OrderedDict()
 STATEMENTS_KEPT = 256
 
 
@@ -270,7 +270,7 @@ def items_sql(c: Collection, q: ItemsQuery, count: bool = True) -> bytes:
     """One statement: the page as a JSON text array (NULL when over budget), how many match in
     all (NULL when not `count`), and the page's coordinates and features when it is measured
     (budget: PostgreSQL evaluates the page's JSON only when the page is within it)."""
-    key = (c.id, repr(q) + ("" if count else "|known count"))
+    key = (c.id, repr(q), count)
     if q.filter is None and key in _STATEMENTS:
         _STATEMENTS.move_to_end(key)
         return _STATEMENTS[key]
