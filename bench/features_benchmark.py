@@ -174,7 +174,8 @@ def report(info: dict, results: list[dict], sizes_only: list[dict], args: argpar
     encodings = ", ".join(f"`{e}`" for e in args.encodings)
     lines = [START, "## OGC API Features: geo-service vs tipg", "",
              f"Measured {when} UTC by `bench/features_benchmark.py`, three servers running at once "
-             "on loopback ports, one uvicorn worker each, on the same PostGIS: ours as it ships "
+             "on loopback ports, one uvicorn worker each (uvloop and httptools for all three), on "
+             "the same PostGIS: ours as it ships "
              "(**Ours**; finished responses are kept in memory keyed by their ETag, which carries "
              "the data version), ours with that response cache off (**Ours, uncached**: every "
              "request runs its SQL and gzip, a body no cache keeps being gzipped at level 1, the "
@@ -254,8 +255,7 @@ def main() -> None:
         servers.append(harness.start("uncached", ours,
                                      {"DATABASE_URL": dsn, "GEO_RESPONSE_CACHE_MB": "0"}, harness.ROOT))
         servers.append(harness.start(  # cwd bench/.work: tipg reads a .env from its cwd
-            "tipg", [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
-                     "--workers", "1"],  # access log on, as ours
+            "tipg", harness.tipg_command(tipg_python),
             {"DATABASE_URL": dsn, "TIPG_DB_SCHEMAS": json.dumps([SCHEMA]),
              "TIPG_CATALOG_TTL": "0"}, harness.WORK))
         for server in servers:

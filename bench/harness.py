@@ -179,13 +179,28 @@ def server_problems(log: Path) -> int:
 
 
 # ------------------------------------------------------------------------------------ tipg
+# tipg runs on the same HTTP server stack as ours (uvicorn with uvloop and httptools, the
+# versions geo-service pins), so the ratios compare the applications, not their servers
+TIPG_PACKAGES = ("tipg==1.6.1", "uvicorn==0.54.0", "httptools==0.9.0", "uvloop==0.23.0")
+
+
 def ensure_tipg() -> Path:
-    """tipg's Python, in its own venv under bench/.work/ (made on first run)."""
+    """tipg's Python, in its own venv under bench/.work/ (made on first run, brought to
+    TIPG_PACKAGES when they change)."""
     venv = WORK / "tipg-venv"
+    stamp = venv / "packages.txt"
     if not (venv / "bin/python").exists():
         subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin/pip"), "install", "-q", "tipg==1.6.1", "uvicorn"], check=True)
+    if not stamp.exists() or stamp.read_text() != "\n".join(TIPG_PACKAGES):
+        subprocess.run([str(venv / "bin/pip"), "install", "-q", *TIPG_PACKAGES], check=True)
+        stamp.write_text("\n".join(TIPG_PACKAGES))
     return venv / "bin/python"
+
+
+def tipg_command(tipg_python: Path) -> list[str]:
+    """tipg served by uvicorn: one worker, uvloop and httptools as ours (access log on, as ours)."""
+    return [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
+            "--workers", "1", "--loop", "uvloop", "--http", "httptools"]
 
 
 @contextmanager

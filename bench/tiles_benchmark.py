@@ -257,8 +257,7 @@ def run(args: argparse.Namespace, dsn: str, tipg_python: Path, servers: list) ->
     servers.append(harness.start("tiles-shipped", ours, env | {"GEO_TILES_DIR": str(ARCHIVE_DIR)},
                                  harness.ROOT))
     servers.append(harness.start(  # cwd bench/.work: tipg reads a .env from its cwd
-        "tiles-tipg", [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
-                       "--workers", "1"],
+        "tiles-tipg", harness.tipg_command(tipg_python),
         env | {"TIPG_DB_SCHEMAS": json.dumps([SCHEMA]), "TIPG_CATALOG_TTL": "0",
                "TIPG_SET_MVT_LAYERNAME": "true"}, harness.WORK))
     for server in servers:
@@ -345,7 +344,8 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
     lines = [START, "## Vector tiles: geo-service vs tipg", "",
              f"Measured {when} UTC by `bench/tiles_benchmark.py` (`--rounds {args.rounds} "
              f"--load-seconds {args.load_seconds:g} --clients {args.clients}`, {minutes:.1f} min in "
-             "all), three servers running at once on loopback ports, one uvicorn worker each, on "
+             "all), three servers running at once on loopback ports, one uvicorn worker each "
+             "(uvloop and httptools for all three), on "
              "the same PostGIS: **Ours, uncached** (tile cache off, `GEO_TILE_CACHE_MB=0`, and an "
              "empty archive folder, so every tile is one live SQL statement), **Ours, shipped** "
              "(the prebuilt PMTiles archive of z0–z6 and the in-memory tile cache on, after one "

@@ -929,8 +929,10 @@ def serve(
     settings = settings.model_copy(update={"host": host or settings.host,
                                            "port": port or settings.port})
     db.read_url(settings)  # start the embedded cluster (if it is the one) before the app's pool
+    # libuv's loop and the C parser, named so a missing one fails at start rather than
+    # silently serving on the slower pure-Python pair
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                limit_concurrency=settings.http_max_concurrency,
+                loop="uvloop", http="httptools", limit_concurrency=settings.http_max_concurrency,
                 timeout_keep_alive=settings.http_keep_alive_s,
                 timeout_graceful_shutdown=settings.http_shutdown_s)
 
