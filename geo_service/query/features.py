@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from geo_service.errors import ClientError, NotFound
-from geo_service.query import filters, regions
+from geo_service.query import filters, regions, service
 from geo_service.query import vocabulary as v
 from geo_service.query.collections import COLLECTIONS, Collection
 
@@ -267,27 +267,30 @@ STATEMENTS_KEPT = 256
 
 
 def items_sql(c: Collection, q: ItemsQuery, count: bool = True) -> bytes:
-    """One statement: the page as a JSON text array (NULL when over budget), how many match in
-    all (NULL when not `count`), and the page's coordinates and features when it is measured
-    (budget: PostgreSQL evaluates the page's JSON only when the page is within it)."""
+    """One statement: the data version it reads at, the page as a UTF-8 JSON array (bytea, so
+    the text is neither decoded nor encoded again in Python; NULL when over budget), how many
+    match in all (NULL when not `count`), and the page's coordinates and features when it is
+    measured (budget: PostgreSQL evaluates the page's JSON only when the page is within it)."""
     key = (c.id, repr(q), count)
     if q.filter is None and key in _STATEMENTS:
         _STATEMENTS.move_to_end(key)
         return _STATEMENTS[key]
     where = build_where(c, q)
     source = c.from_clause(q.tier)
-    page = sql.SQL("(SELECT coalesce(json_agg(page.f), '[]'::json)::text FROM ("
-                   "SELECT {feature} AS f FROM {source} WHERE {page}) page)").format(
+    page = sql.SQL("(SELECT convert_to(coalesce(json_agg(page.f), '[]'::json)::text, 'UTF8') "
+                   "FROM (SELECT {feature} AS f FROM {source} WHERE {page}) page)").format(
         feature=feature_sql(c, q), source=source, page=_page(c, q))
     matched = sql.SQL("(SELECT count(*) FROM {source} WHERE {where})").format(
         source=source, where=where) if count else sql.SQL("NULL::bigint")
     budget = _budget_sql(c, q)
     if budget is None:
-        query = sql.SQL("SELECT {}, {}, NULL, NULL").format(page, matched)
+        query = sql.SQL("SELECT {}, {}, {}, NULL::bigint, NULL::bigint").format(
+            service.DATA_VERSION_COLUMN, page, matched)
     else:
-        query = sql.SQL("SELECT CASE WHEN m.points <= {max} THEN {page} END, {matched}, m.points, "
-                        "m.features FROM ({budget}) m(points, features)").format(
-            max=sql.Literal(MAX_POINTS), page=page, matched=matched, budget=budget)
+        query = sql.SQL("SELECT {version}, CASE WHEN m.points <= {max} THEN {page} END, "
+                        "{matched}, m.points, m.features FROM ({budget}) m(points, features)"
+                        ).format(version=service.DATA_VERSION_COLUMN, max=sql.Literal(MAX_POINTS),
+                                 page=page, matched=matched, budget=budget)
     text = query.as_bytes(None)
     if q.filter is None:
         _STATEMENTS[key] = text
@@ -314,14 +317,36 @@ def _count_key(version: str | None, c: Collection, q: ItemsQuery) -> tuple[str, 
 
 async def items(conn: AsyncConnection, c: Collection, q: ItemsQuery, version: str | None = None
                 ) -> dict[str, Any]:
-    """One page of features as a JSON text array, and how many match in all: one statement,
-    which also refuses (ClientError) a page over the coordinate budget before building it.
-    With the data version, a count made before for the same filters is used (see _COUNTS)."""
+    """One page of features as a UTF-8 JSON array (bytes), and how many match in all: one
+    statement, which also refuses (ClientError) a page over the coordinate budget before
+    building it. With the data version, a count made before for the same filters is used (see
+    _COUNTS)."""
+    found = await _read(conn, c, q, version, strict=False)
+    assert found is not None  # only a strict read gives up
+    return found[1]
+
+
+async def items_read(conn: AsyncConnection, c: Collection, q: ItemsQuery, expected: str
+                     ) -> tuple[str, dict[str, Any]] | None:
+    """One page as `items` gives it, with the data version it was read at, in one statement
+    (no round trip for the version first): for a request that needs the version only for its
+    ETag. A count kept for `expected` (the version this database answered last) is used, and
+    the caller may have resolved regions at it: when the database is at another version now,
+    nothing is kept and None says to start over, reading the version first."""
+    return await _read(conn, c, q, expected, strict=True)
+
+
+async def _read(conn: AsyncConnection, c: Collection, q: ItemsQuery, version: str | None,
+                strict: bool) -> tuple[str, dict[str, Any]] | None:
     key = _count_key(version, c, q)
     known = _COUNTS.get(key) if key is not None else None
-    row = await (await conn.execute(items_sql(c, q, count=known is None))).fetchone()
+    cursor = await conn.execute(items_sql(c, q, count=known is None), binary=True)
+    row = await cursor.fetchone()
     assert row is not None  # an aggregate always answers one row
-    features, matched, points, count = row
+    read_at, features, matched, points, count = row
+    service.note_version(conn, read_at)
+    if strict and read_at != version:
+        return None
     if points is not None:
         _refuse_over_budget(int(points), int(count))
     if key is not None and known is not None:
@@ -332,7 +357,7 @@ async def items(conn: AsyncConnection, c: Collection, q: ItemsQuery, version: st
         while len(_COUNTS) > COUNTS_KEPT:
             _COUNTS.popitem(last=False)
     returned = max(0, min(q.limit, matched - q.offset))
-    return {"features": features, "matched": matched, "returned": returned}
+    return read_at, {"features": bytes(features), "matched": matched, "returned": returned}
 
 
 async def item(conn: AsyncConnection, c: Collection, feature_id: str, q: ItemsQuery) -> str:

@@ -66,6 +66,11 @@ def resolve(text: str, known: KnownRegions, *, allow_world: bool = False) -> Reg
 _KNOWN: dict[str, KnownRegions] = {}
 
 
+def knows(version: str) -> bool:
+    """Whether the codes of this data version are at hand (known_regions reads no database)."""
+    return version in _KNOWN
+
+
 async def known_regions(conn: AsyncConnection, version: str) -> KnownRegions:
     """The codes, read once per data version."""
     if version not in _KNOWN:

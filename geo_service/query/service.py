@@ -17,11 +17,35 @@ READ_OPTIONS = "-c jit=off"
 # A counter that triggers bump in the same transaction as every change to the data (migration
 # 0004): part of every ETag, cache key and tile archive.
 DATA_VERSION_SQL = sql.SQL("SELECT n::text FROM data_version")
+# The same as a column of a larger statement, so that its rows and the version they were read at
+# come from one snapshot (an autocommit statement sees one), in one round trip
+DATA_VERSION_COLUMN = sql.SQL("coalesce((SELECT n::text FROM data_version), '0')")
+
+# The data version each database answered last, by its host, port and name: what an items page
+# read together with its version (features.items_read) expects, and checks it got
+_SEEN: dict[tuple[bytes | None, bytes | None, bytes | None], str] = {}
+
+
+def _database(conn: AsyncConnection) -> tuple[bytes | None, bytes | None, bytes | None]:
+    pg = conn.pgconn
+    return pg.host, pg.port, pg.db
+
+
+def seen_version(conn: AsyncConnection) -> str | None:
+    """The data version the database behind `conn` answered last (None before any)."""
+    return _SEEN.get(_database(conn))
+
+
+def note_version(conn: AsyncConnection, version: str) -> None:
+    """Remember the data version the database behind `conn` answered."""
+    _SEEN[_database(conn)] = version
 
 
 async def data_version(conn: AsyncConnection) -> str:
     row = await (await conn.execute(DATA_VERSION_SQL)).fetchone()
-    return str(row[0]) if row else "0"
+    version = str(row[0]) if row else "0"
+    note_version(conn, version)
+    return version
 
 
 async def database_identity(conn: AsyncConnection) -> str:

@@ -12,10 +12,12 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from psycopg import AsyncConnection
 from pydantic import Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from geo_service.domain import tier_for_zoom
 from geo_service.errors import ClientError
-from geo_service.query import features, filters, regions
+from geo_service.query import features, filters, regions, service
 from geo_service.query.collections import COLLECTIONS, Collection
 from geo_service.query.features import CRS84, ItemsQuery
 from geo_service.query.pages import credits
@@ -31,6 +33,7 @@ from geo_service.web.http import (
     base_url,
     cached,
     conditional,
+    query_model,
     wants_html,
 )
 
@@ -335,6 +338,21 @@ def _page_link(request: Request, rel: str, offset: int) -> dict[str, str]:
             "type": GEOJSON, "title": f"{rel} page"}
 
 
+async def _items_route(request: Request) -> Response:
+    """GET items, its parameters read by query_model rather than FastAPI (the same model and
+    errors; the documented route below describes it in the OpenAPI document)."""
+    if request.method != "GET":  # Starlette routes take HEAD with GET; the documented one not
+        raise StarletteHTTPException(status_code=405, headers={"Allow": "GET"})
+    params = query_model(ItemsParams, request)
+    async with request.app.state.pool.connection() as conn:
+        return await items(request, conn, request.path_params["collection_id"], params)
+
+
+# before the documented route, so it is the one that answers
+router.routes.append(Route("/collections/{collection_id}/items", _items_route, methods=["GET"],
+                           include_in_schema=False))
+
+
 @router.get(
     "/collections/{collection_id}/items",
     summary="Features of a collection",
@@ -351,6 +369,10 @@ async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
     if wants_html(request, params.f):
         return await _items_html(request, conn, c, params)
     chosen = _negotiate(request, params.f)
+    if chosen == "geojson" and _version_with_page(request):
+        answer = await _items_read_with_version(request, conn, c, params)
+        if answer is not None:
+            return answer
     media_type = {"csv": CSV, "gpkg": GPKG}.get(chosen, GEOJSON)
     download = {"Content-Disposition": f'attachment; filename="{c.id}.{chosen}"'}
     version = await data_version(conn)
@@ -370,20 +392,58 @@ async def items(request: Request, conn: ConnDep, collection_id: CollectionId,
         if chosen == "gpkg":
             names, found = await features.rows(conn, c, q)
             return await asyncio.to_thread(export.to_geopackage, c.id.replace("-", "_"), names, found)
-        page = await features.items(conn, c, q, version)
-        links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
-                 {"href": f"{base_url(request)}/collections/{c.id}", "rel": "collection", "type": JSON,
-                  "title": c.title}]
-        if q.offset + q.limit < page["matched"]:
-            links.append(_page_link(request, "next", q.offset + q.limit))
-        if q.offset > 0:
-            links.append(_page_link(request, "prev", max(0, q.offset - q.limit)))
-        return ('{"type":"FeatureCollection","features":' + page["features"] +
-                f',"numberMatched":{page["matched"]},"numberReturned":{page["returned"]},'
-                f'"links":{_json(links)}}}').encode()
+        return _feature_collection(request, c, q, await features.items(conn, c, q, version))
 
     return await cached(request, request.app.state.body_cache, headers["ETag"], headers,
                         media_type, make)
+
+
+def _version_with_page(request: Request) -> bool:
+    """Whether an items page may be read together with its data version: when neither a 304
+    (the client sends If-None-Match) nor a kept body (the response cache is on) could spare the
+    page's query, the version is needed only for the ETag, and a round trip for it first is
+    wasted."""
+    return (request.app.state.body_cache.max_bytes <= 0
+            and "if-none-match" not in request.headers)
+
+
+async def _items_read_with_version(request: Request, conn: AsyncConnection, c: Collection,
+                                   p: ItemsParams) -> Response | None:
+    """The GeoJSON page and the data version it was read at, from one statement, so its ETag
+    carries the version of the rows it holds. None (the caller reads the version first) before
+    this database has answered any version, when a region's codes are not at hand for it, or
+    when the database has moved on to another version since."""
+    expected = service.seen_version(conn)
+    if expected is None or (p.region is not None and not regions.knows(expected)):
+        return None
+    q = await items_query(conn, c, p, expected)
+    found = await features.items_read(conn, c, q, expected)
+    if found is None:
+        return None
+    version, page = found
+    headers, _ = _validators(request, version, GEOJSON)
+    body = _feature_collection(request, c, q, page)
+
+    async def make() -> bytes:
+        return body
+
+    return await cached(request, request.app.state.body_cache, headers["ETag"], headers, GEOJSON,
+                        make)
+
+
+def _feature_collection(request: Request, c: Collection, q: ItemsQuery, page: dict[str, Any]
+                        ) -> bytes:
+    """An items page as a GeoJSON FeatureCollection, around the features PostGIS made."""
+    links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This page"},
+             {"href": f"{base_url(request)}/collections/{c.id}", "rel": "collection", "type": JSON,
+              "title": c.title}]
+    if q.offset + q.limit < page["matched"]:
+        links.append(_page_link(request, "next", q.offset + q.limit))
+    if q.offset > 0:
+        links.append(_page_link(request, "prev", max(0, q.offset - q.limit)))
+    return (b'{"type":"FeatureCollection","features":' + page["features"] +
+            f',"numberMatched":{page["matched"]},"numberReturned":{page["returned"]},'
+            f'"links":{_json(links)}}}'.encode())
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature",
