@@ -171,9 +171,11 @@ def counts(dsn: str) -> dict[str, int]:
         for table in ("boundary_tiers", "places", "data_sources"):
             result[table] = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+        # each shape's bytes hashed as bytes (md5 of bytea), then the per-row hashes: the same
+        # proof as hashing the shapes' hex text, a third of the time (boundaries hold ~200 MB)
         result["checksum"] = conn.execute(
-            "SELECT md5(string_agg(code || ST_AsEWKB(geom)::text, ',' ORDER BY level, code)) "
-            "FROM boundaries").fetchone()[0]
+            "SELECT md5(string_agg(level || code || md5(ST_AsEWKB(geom)), ',' "
+            "ORDER BY level, code)) FROM boundaries").fetchone()[0]
     return result
 
 

@@ -155,9 +155,13 @@ def test_replica_streams_the_primary_as_a_hot_standby(cluster: Cluster, primary:
             with psycopg.connect(dsn(cluster, primary), autocommit=True) as conn:
                 conn.execute("CREATE TABLE written (n int)")
                 conn.execute("INSERT INTO written VALUES (42)")
-                slot = conn.execute("SELECT active FROM pg_replication_slots "
-                                    "WHERE slot_name = 'geo_replica'").fetchone()
-                assert slot == (True,)  # the replica streams through its slot
+                # the replica streams through its slot (its WAL receiver may start a moment
+                # after the standby accepts connections)
+                deadline = time.monotonic() + 30
+                while (slot := conn.execute("SELECT active FROM pg_replication_slots WHERE "
+                                            "slot_name = 'geo_replica'").fetchone()) != (True,):
+                    assert time.monotonic() < deadline, f"the slot is not streamed: {slot}"
+                    time.sleep(0.1)
             deadline = time.monotonic() + 5
             while True:
                 try:
