@@ -19,7 +19,7 @@ READ_OPTIONS = "-c jit=off"
 DATA_VERSION_SQL = sql.SQL("SELECT n::text FROM data_version")
 # The same as a column of a larger statement, so that its rows and the version they were read at
 # come from one snapshot (an autocommit statement sees one), in one round trip
-DATA_VERSION_COLUMN = sql.SQL("coalesce((SELECT n::text FROM data_version), '0')")
+DATA_VERSION_COLUMN = sql.SQL("coalesce(({}), '0')").format(DATA_VERSION_SQL)
 
 # The data version each database answered last, by its host, port and name: what an items page
 # read together with its version (features.items_read) expects, and checks it got

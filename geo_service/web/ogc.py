@@ -24,6 +24,7 @@ from geo_service.query.pages import credits
 from geo_service.query.service import data_version
 from geo_service.render import apihtml, export, i18n
 from geo_service.render.site import Site
+from geo_service.web import cache
 from geo_service.web.http import (
     CACHE,
     JSON,
@@ -422,13 +423,9 @@ async def _items_read_with_version(request: Request, conn: AsyncConnection, c: C
         return None
     version, page = found
     headers, _ = _validators(request, version, GEOJSON)
-    body = _feature_collection(request, c, q, page)
-
-    async def make() -> bytes:
-        return body
-
-    return await cached(request, request.app.state.body_cache, headers["ETag"], headers, GEOJSON,
-                        make)
+    # the response cache is off (_version_with_page): sent once, as `cached` would send it
+    return await cache.send_once(request, _feature_collection(request, c, q, page), GEOJSON,
+                                 headers)
 
 
 def _feature_collection(request: Request, c: Collection, q: ItemsQuery, page: dict[str, Any]
