@@ -17,6 +17,7 @@ from geo_service.campaign.members import set_override
 from geo_service.domain import tier_for_zoom
 from geo_service.query import tiles
 from geo_service.render import tiles as tilestore
+from geo_service.web.app import create_app
 
 ARCHIVE_ZOOM = 3
 
@@ -218,9 +219,9 @@ def test_archive_equals_live_and_is_served_until_the_data_changes(client, settin
                         "jo-municipality-irbid") == "Point"
 
 
-async def _live(dsn: str, z: int, x: int, y: int) -> bytes:
+async def _live(dsn: str, z: int, x: int, y: int, lang: str = "fr") -> bytes:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        return await tilestore.render(conn, "map", "fr", z, x, y)
+        return await tilestore.render(conn, "map", lang, z, x, y)
 
 
 def _geometry_of(data: bytes, territory: str) -> str | None:
@@ -302,6 +303,77 @@ def test_an_archive_from_another_renderer_is_neither_served_nor_kept(settings, d
     rebuilt = asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=1))
     assert not rebuilt.skipped
     assert tilestore.Archives(settings.tiles_dir, identity).current("en", version) is not None
+
+
+def test_with_no_cache_and_no_archive_a_tile_reads_its_version_in_its_own_statement(
+        settings, database_url, tmp_path, monkeypatch) -> None:
+    """With the tile cache off and no archive file, a request without If-None-Match reads its
+    tile and data version in one statement (the separate version query is never called), and
+    answers what the usual path answers: the same bytes, ETag and headers, 204 when empty, a new
+    ETag after a write."""
+    from geo_service.web import tiles as web_tiles
+
+    uncached = settings.model_copy(update={"tile_cache_mb": 0, "tiles_dir": tmp_path})
+    x, y = tile_xy(35.85, 32.56, 6)  # Irbid, Jordan
+    url = f"/tiles/map/6/{x}/{y}.mvt"
+    ocean = "/tiles/map/6/{}/{}.mvt".format(*tile_xy(-140.0, -40.0, 6))
+    kept = ("etag", "cache-control", "vary", "content-encoding")
+
+    async def no_version(conn) -> str:
+        raise AssertionError("the data version was read in a statement of its own")
+
+    with TestClient(create_app(uncached)) as client:
+        fast = {}
+        with monkeypatch.context() as patch:
+            patch.setattr(web_tiles, "data_version", no_version)
+            for encoding in ("gzip", "identity"):
+                fast[encoding] = client.get(url, headers={"Accept-Encoding": encoding})
+                assert fast[encoding].status_code == 200, fast[encoding].text
+            assert client.get(ocean).status_code == 204
+        for encoding, answer in fast.items():  # the usual path: the version first
+            usual = client.get(url, headers={"Accept-Encoding": encoding, "If-None-Match": '"x"'})
+            assert usual.content == answer.content
+            assert [usual.headers.get(k) for k in kept] == [answer.headers.get(k) for k in kept]
+        assert fast["gzip"].headers["content-encoding"] == "gzip"
+        tag = fast["gzip"].headers["etag"]
+        assert client.get(url, headers={"If-None-Match": tag}).status_code == 304
+        set_override(database_url, "jo-municipality-irbid", "JO-IR")
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(web_tiles, "data_version", no_version)
+                changed = client.get(url)
+            assert changed.headers["etag"] != tag and changed.content != fast["gzip"].content
+            assert changed.content == asyncio.run(_live(database_url, 6, x, y, "en"))
+        finally:
+            set_override(database_url, "jo-municipality-irbid", None)
+
+
+@pytest.mark.parametrize("damage", ["junk", "truncated", "empty"])
+def test_an_unreadable_archive_file_is_neither_served_nor_kept(settings, database_url, caplog,
+                                                                damage: str) -> None:
+    """A map archive that is junk, cut short or empty (a copy interrupted, a disk fault) is
+    logged and passed over: tiles are drawn live, never a 500, and the next build writes it
+    anew in full."""
+    asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=1))
+    path = tilestore.archive_path(settings.tiles_dir, "en")
+    whole = path.read_bytes()
+    path.write_bytes({"junk": b"not a pmtiles archive " * 20, "truncated": whole[:len(whole) // 2],
+                      "empty": b""}[damage])
+    x, y = tile_xy(2.35, 48.85, 1)
+    live = asyncio.run(_live(database_url, 1, x, y, "en"))
+    with TestClient(create_app(settings)) as fresh:  # a server that opens the damaged file
+        served = fresh.get(f"/tiles/map/1/{x}/{y}.mvt?lang=en")
+        assert served.status_code == 200, served.text
+        assert served.content == live
+        assert fresh.app.state.archive_tiles_served == 0
+        other = fresh.get(f"/tiles/map/1/{x}/{y}.mvt?lang=fr")  # its sound sibling still serves
+        assert other.status_code == 200 and fresh.app.state.archive_tiles_served == 1
+    assert any(str(path) in r.getMessage() and "tiles build" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    rebuilt = asyncio.run(tilestore.build(database_url, settings.tiles_dir, max_zoom=1))
+    assert not rebuilt.skipped and rebuilt.full_because == "no readable archive for en"
+    archive = tilestore.Archive.open(path)
+    assert len(archive) == rebuilt.tiles and gzip.decompress(archive.get(1, x, y)) == live
 
 
 @pytest.mark.parametrize("layer, level", [("countries", "country"), ("regions", "region")])

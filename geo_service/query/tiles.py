@@ -20,6 +20,7 @@ from psycopg import AsyncConnection, sql
 
 from geo_service.errors import ClientError
 from geo_service.query import vocabulary as v
+from geo_service.query.service import DATA_VERSION_COLUMN, note_version
 
 # Bump when tile content changes for the same data (layers, attributes, SQL): archives built by
 # another renderer version are then rebuilt by `tiles build` and not served meanwhile.
@@ -220,12 +221,16 @@ def _mvt_sql(layer: Layer, lang: str) -> sql.Composable:
         sql.Literal(layer.name), sql.Literal(EXTENT), columns, _rows_name(layer))
 
 
-def tile_sql(tileset: str, langs: tuple[str, ...], z: int, tier: int | None) -> sql.Composed:
+def tile_sql(tileset: str, langs: tuple[str, ...], z: int, tier: int | None,
+             versioned: bool = False) -> sql.Composed:
     """One statement: per language, the tile's bytes with its layers concatenated. Geometry is
-    computed once for all languages. Placeholders %(z)s %(x)s %(y)s."""
+    computed once for all languages. Placeholders %(z)s %(x)s %(y)s. `versioned`: the data
+    version, read in the same snapshot, as a last column."""
     layers = [LAYERS[name] for name in TILESETS[tileset] if LAYERS[name].minzoom <= z]
+    version = sql.SQL(", {}").format(DATA_VERSION_COLUMN) if versioned else sql.SQL("")
     if not layers:
-        return sql.SQL("SELECT {}").format(sql.SQL(", ").join(sql.SQL("''::bytea") for _ in langs))
+        return sql.SQL("SELECT {}{}").format(
+            sql.SQL(", ").join(sql.SQL("''::bytea") for _ in langs), version)
     ctes = sql.SQL("").join(
         sql.SQL(", {} AS MATERIALIZED ({})").format(_rows_name(layer), _rows_sql(layer, langs, tier))
         for layer in layers)
@@ -233,22 +238,29 @@ def tile_sql(tileset: str, langs: tuple[str, ...], z: int, tier: int | None) -> 
         sql.SQL(" || ").join(_mvt_sql(layer, lang) for layer in layers) for lang in langs)
     return sql.SQL("WITH box AS (SELECT ST_TileEnvelope({z}, {x}, {y}) AS merc, "
                    "ST_TileEnvelope({z}, {x}, {y}, margin => {m}) AS clip, {box} AS geo)"
-                   "{ctes} SELECT {per_lang}").format(z=Z, x=X, y=Y, m=_M, box=GEO_BOX, ctes=ctes,
-                                                      per_lang=per_lang)
+                   "{ctes} SELECT {per_lang}{version}").format(
+        z=Z, x=X, y=Y, m=_M, box=GEO_BOX, ctes=ctes, per_lang=per_lang, version=version)
 
 
 @functools.lru_cache(maxsize=1024)
-def _statement(tileset: str, langs: tuple[str, ...], z: int, tier: int | None) -> bytes:
+def _statement(tileset: str, langs: tuple[str, ...], z: int, tier: int | None,
+               versioned: bool) -> bytes:
     """tile_sql composed once per tileset, languages, zoom and tier: composing it anew took
     1.1 ms (regions) to 3.3 ms (map) of the event loop's time per tile, measured on a loaded
     2-core machine, against 2-5 ms for PostGIS to run it at z5-z8."""
-    return tile_sql(tileset, langs, z, tier).as_bytes(None)
+    return tile_sql(tileset, langs, z, tier, versioned).as_bytes(None)
 
 
 async def tile(conn: AsyncConnection, tileset: str, langs: tuple[str, ...], z: int, x: int, y: int,
-               tier: int | None) -> list[bytes]:
-    """The tile's bytes in each language, as one statement renders them at `tier`."""
-    cursor = await conn.execute(_statement(tileset, langs, z, tier), {"z": z, "x": x, "y": y})
+               tier: int | None, versioned: bool = False) -> tuple[list[bytes], str | None]:
+    """The tile's bytes in each language, as one statement renders them at `tier`; and, when
+    `versioned`, the data version that statement read them at (else None)."""
+    cursor = await conn.execute(_statement(tileset, langs, z, tier, versioned),
+                                {"z": z, "x": x, "y": y})
     row = await cursor.fetchone()
     assert row is not None  # a SELECT without FROM answers one row
-    return [bytes(data) for data in row]
+    if not versioned:
+        return [bytes(data) for data in row], None
+    version = str(row[-1])
+    note_version(conn, version)
+    return [bytes(data) for data in row[:-1]], version

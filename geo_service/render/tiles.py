@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import gzip
 import json
+import logging
 import mmap
 import os
 import time
@@ -41,6 +42,7 @@ from geo_service.render.credits import full as full_credit
 from geo_service.render.i18n import LANGS
 
 DEFAULT_ARCHIVE_ZOOM = 6
+logger = logging.getLogger("geo_service")
 
 
 # ------------------------------------------------------------------------------- live rendering
@@ -50,22 +52,39 @@ async def render(conn: AsyncConnection, tileset: str, lang: str, z: int, x: int,
     return (await render_langs(conn, tileset, (lang,), z, x, y))[lang]
 
 
+async def render_versioned(conn: AsyncConnection, tileset: str, lang: str, z: int, x: int, y: int
+                           ) -> tuple[bytes, str]:
+    """The tile's MVT bytes and the data version they were read at: one statement for both
+    (one round trip less than reading the version first) unless a coarser tier is needed."""
+    found, version = await _render(conn, tileset, (lang,), z, x, y, versioned=True)
+    assert version is not None
+    return found[lang], version
+
+
 async def render_langs(conn: AsyncConnection, tileset: str, langs: tuple[str, ...], z: int,
                        x: int, y: int) -> dict[str, bytes]:
     """The tile in each language, from one statement. A tile over MAX_TILE_BYTES is rendered
     again from the next coarser tier; at the coarsest tier, whole layers are kept in order
     (territories first) while they fit."""
+    return (await _render(conn, tileset, langs, z, x, y, versioned=False))[0]
+
+
+async def _render(conn: AsyncConnection, tileset: str, langs: tuple[str, ...], z: int, x: int,
+                  y: int, versioned: bool) -> tuple[dict[str, bytes], str | None]:
+    """render_langs, and (`versioned`) the data version read by the statement that rendered the
+    last language's tile: with one language, the version of the bytes returned."""
     tier = tier_for_zoom(z)
     out: dict[str, bytes] = {}
+    version = None
     while langs:
-        found = await tiles.tile(conn, tileset, langs, z, x, y, tier)
+        found, version = await tiles.tile(conn, tileset, langs, z, x, y, tier, versioned)
         last = coarser(tier) == tier
         for lang, data in zip(langs, found, strict=True):
             if len(data) <= tiles.MAX_TILE_BYTES or last:
                 out[lang] = trim(data) if len(data) > tiles.MAX_TILE_BYTES else data
         langs = tuple(lang for lang in langs if lang not in out)
         tier = coarser(tier)
-    return out
+    return out, version
 
 
 # ------------------------------------------------------------------------------------ archives
@@ -92,6 +111,12 @@ class Archive:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             stat = os.fstat(f.fileno())
         header = deserialize_header(mapped[:127])
+        end = max(header["root_offset"] + header["root_length"],
+                  header["metadata_offset"] + header["metadata_length"],
+                  header["leaf_directory_offset"] + header["leaf_directory_length"],
+                  header["tile_data_offset"] + header["tile_data_length"])
+        if len(mapped) < end:  # cut short (a copy interrupted): its last tiles would read as empty
+            raise ValueError(f"{path}: {len(mapped):,} bytes, its header says {end:,}")
         raw = mapped[header["metadata_offset"]:header["metadata_offset"] + header["metadata_length"]]
         if header["internal_compression"] == Compression.GZIP:
             raw = gzip.decompress(raw)
@@ -152,6 +177,10 @@ class Archives:
             return None
         return stat.st_ino, stat.st_mtime_ns
 
+    def present(self, lang: str) -> bool:
+        """Whether a file is where the archive of `lang` would be (current or not)."""
+        return self._stamp(archive_path(self.directory, lang)) is not None
+
     def current(self, lang: str, version: str) -> Archive | None:
         archive = self._open.get(lang)
         if archive is not None and archive.version == version and archive.database == self.database:
@@ -165,9 +194,9 @@ class Archives:
             self._open.pop(lang, None)
             return None
         if archive is None or archive.stamp != stamp:
-            try:
-                archive = Archive.open(path)
-            except (OSError, ValueError, KeyError):
+            archive = _readable(path)
+            if archive is None:
+                self._open.pop(lang, None)
                 return None
             self._open[lang] = archive
         return archive if archive.version == version and archive.database == self.database else None
@@ -377,11 +406,23 @@ async def member_fingerprints(conn: AsyncConnection, max_zoom: int) -> dict[int,
     return {zxy_to_tileid(z, x, y): digest for z, x, y, digest in await cursor.fetchall()}
 
 
-def _existing(directory: Path, lang: str) -> Archive | None:
+def _readable(path: Path) -> Archive | None:
+    """The archive at `path`; None where there is none, or where it cannot be used (junk,
+    truncated, another renderer's: logged), so that tiles are drawn live and the next build
+    writes it anew."""
     try:
-        return Archive.open(archive_path(directory, lang))
-    except (OSError, ValueError, KeyError):
+        return Archive.open(path)
+    except FileNotFoundError:
         return None
+    except Exception as error:  # pmtiles raises its own errors on foreign bytes, struct on short
+        logger.warning("%s is not a tile archive this server can use (%s: %s): tiles are drawn "
+                       "live until `geo-service tiles build` writes it anew", path,
+                       type(error).__name__, error)
+        return None
+
+
+def _existing(directory: Path, lang: str) -> Archive | None:
+    return _readable(archive_path(directory, lang))
 
 
 def _write(path: Path, found: dict[int, bytes], database: str, version: str, max_zoom: int,

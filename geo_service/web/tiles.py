@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from geo_service.errors import NotFound
 from geo_service.query import tiles
@@ -31,6 +33,7 @@ from geo_service.web.http import (
     base_url,
     cached,
     conditional,
+    query_model,
 )
 
 MVT = "application/vnd.mapbox-vector-tile"
@@ -89,6 +92,24 @@ async def tilejson(request: Request, conn: ConnDep, tileset: Tileset,
         "fillzoom": tiles.DATA_MAX_ZOOM,
     }
     return JSONResponse(body, headers=headers)
+
+
+async def _tile_route(request: Request) -> Response:
+    """GET a vector tile, its parameters read by query_model and Starlette's int convertors
+    rather than FastAPI (the same model and errors; the documented route below describes it in
+    the OpenAPI document, and answers the paths these convertors refuse, such as a negative z)."""
+    if request.method != "GET":  # Starlette routes take HEAD with GET; the documented one not
+        raise StarletteHTTPException(status_code=405, headers={"Allow": "GET"})
+    params = query_model(TileParams, request)
+    found = request.path_params
+    name = _tileset(found["tileset"])
+    async with request.app.state.pool.connection() as conn:
+        return await _serve(request, conn, name, found["z"], found["x"], found["y"], params)
+
+
+# before the documented route, so it is the one that answers
+router.routes.append(Route("/tiles/{tileset}/{z:int}/{x:int}/{y:int}.mvt", _tile_route,
+                           methods=["GET"], include_in_schema=False))
 
 
 @router.get(
@@ -174,10 +195,18 @@ async def _serve(request: Request, conn: ConnDep, name: str, z: int, x: int, y: 
     """One tile: from the archive (map), the cache, or one live statement."""
     tiles.check_tile(z, x, y)
     lang = params.lang
+    state = request.app.state
+    if ("if-none-match" not in request.headers and state.tile_cache.max_bytes <= 0
+            and not state.archives.present(lang)):
+        # no 304, no kept body and no archive could spare the statement: the tile and its data
+        # version are read together, so its ETag names the version of the bytes it carries
+        body, version = await tile_store.render_versioned(conn, name, lang, z, x, y)
+        headers, _ = _tile_headers(request, version, name, lang, z, x, y, params)
+        if not body:
+            return Response(status_code=204, headers=headers)
+        return await cache.send_once(request, body, MVT, headers)
     version = await data_version(conn)
-    headers, unchanged = conditional(
-        request, f"{version}|{name}|{lang}|{z}/{x}/{y}",
-        {"Cache-Control": IMMUTABLE if params.v == version else CACHE, "Vary": "Accept-Encoding"})
+    headers, unchanged = _tile_headers(request, version, name, lang, z, x, y, params)
     if unchanged:
         return unchanged
     archive = request.app.state.archives.current(lang, version)
@@ -198,3 +227,11 @@ async def _serve(request: Request, conn: ConnDep, name: str, z: int, x: int, y: 
 
     return await cached(request, request.app.state.tile_cache, headers["ETag"], headers, MVT,
                         make, level=6, empty=204)
+
+
+def _tile_headers(request: Request, version: str, name: str, lang: str, z: int, x: int, y: int,
+                  params: TileParams) -> tuple[dict[str, str], Response | None]:
+    """A tile's headers (its ETag from the data version), and the 304 when the client holds it."""
+    return conditional(
+        request, f"{version}|{name}|{lang}|{z}/{x}/{y}",
+        {"Cache-Control": IMMUTABLE if params.v == version else CACHE, "Vary": "Accept-Encoding"})
