@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from geo_service.query import features
+
 
 def get(client: TestClient, url: str, **params) -> dict:
     response = client.get(url, params=params)
@@ -300,6 +302,23 @@ def test_a_page_too_large_to_build_is_refused_with_how_to_page(client) -> None:
     assert 1 <= fits < 10000
     smaller = client.get("/collections/regions/items", params={"limit": 10000, "zoom": 3})
     assert smaller.status_code == 200 and smaller.json()["numberReturned"] > 4000
+
+
+def test_a_page_of_points_is_not_measured_before_it_is_built(client) -> None:
+    """A point is one coordinate: a page of points at the longest limit stays within the budget,
+    so its rows are not read a second time to count coordinates; a page of shapes still is."""
+    territories = features.collection("territories")
+    for geometry in (None, "point"):
+        q = features.ItemsQuery(limit=features.MAX_LIMIT, geometry=geometry)
+        assert b"ST_NPoints" not in features.items_sql(territories, q)
+    shapes = features.ItemsQuery(limit=features.MAX_LIMIT, geometry="boundary")
+    assert b"ST_NPoints" in features.items_sql(territories, shapes)
+    assert features.MAX_LIMIT <= features.MAX_POINTS
+    page = client.get("/collections/territories/items", params={"limit": features.MAX_LIMIT})
+    assert page.status_code == 200
+    body = page.json()
+    assert body["numberReturned"] == body["numberMatched"] == len(body["features"]) > 0
+    assert {f["geometry"]["type"] for f in body["features"]} == {"Point"}
 
 
 def test_bbox_finds_exactly_the_members_whose_shape_meets_it(client, database_url) -> None:

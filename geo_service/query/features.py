@@ -232,9 +232,12 @@ def feature_sql(c: Collection, q: ItemsQuery) -> sql.Composable:
 
 
 def _budget_sql(c: Collection, q: ItemsQuery) -> sql.Composed | None:
-    """The page's coordinates and features, `points, features` (None: the page is not measured)."""
+    """The page's coordinates and features, `points, features` (None: the page is not measured:
+    small pages, and pages of points, one coordinate each, within the budget however long). A
+    measure reads the page's rows once more: 11 of 34 ms for 500 members' points at 100x."""
     geometry = c.geometry(q.geometry, q.tier)
-    if geometry is None or q.limit <= BUDGET_FREE:
+    points_only = (q.geometry or c.default_geometry) == "point" and MAX_LIMIT <= MAX_POINTS
+    if geometry is None or q.limit <= BUDGET_FREE or points_only:
         return None
     return sql.SQL("SELECT coalesce(sum(ST_NPoints(g)), 0), count(*) FROM (SELECT {g} AS g "
                    "FROM {source} WHERE {page}) page").format(
