@@ -397,11 +397,14 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
     if broken:
         rows.append(("both", f"all, with the {len(broken)} excluded", jobs))
     medians: dict[str, dict[str, float]] = {}
+    high: dict[str, dict[str, float]] = {}  # the z5–z8 band's medians, by tileset
     for ts, zs, pick in rows:
         f = {who: flat(who, pick) for who in SERVERS}
         m = {who: pct(v, 50) for who, v in f.items()}
         if zs in (zooms.get(ts), "all"):
             medians[ts] = m
+        if zs == f"z{BANDS[1][0]}–z{BANDS[1][1]}":
+            high[ts] = m
         lines.append(f"| {ts} | {zs} | {len(pick)} | " + " | ".join(
             f"{m[w]:.1f} / {pct(f[w], 95):.1f}" for w in SERVERS) +
             f" | {ratio(m['uncached'], m['tipg'])} | {ratio(m['shipped'], m['tipg'])} |")
@@ -490,6 +493,9 @@ def report(info: dict, out: dict, args: argparse.Namespace, when: str, loads: st
               *(f"- Uncached median ≤ 1/5 of tipg's, {ts if ts != 'both' else 'both tilesets'}: "
                 f"{verdict(u[ts] <= 0.2)} ({medians[ts]['uncached']:.1f} ms vs "
                 f"{medians[ts]['tipg']:.1f} ms, {u[ts]:.2f}x)" for ts in (*TILESETS, "both")),
+              *(f"- Uncached median at z{BANDS[1][0]}–z{BANDS[1][1]} ≤ 0.3x tipg's, {ts}: "
+                f"{verdict(m['uncached'] <= 0.3 * m['tipg'])} ({m['uncached']:.1f} ms vs "
+                f"{m['tipg']:.1f} ms, {m['uncached'] / m['tipg']:.2f}x)" for ts, m in high.items()),
               f"- Prebuilt median ≤ 1 ms in-process: {verdict(ip['p50'] <= 1)} "
               f"({ip['p50']:.4f} ms)",
               *(f"- ≤ 1/3 of tipg's bytes at z0–z4, {ts} (z{tiles.LAYERS[ts].minzoom}–z{BANDS[0][1]}), "
