@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from geo_service.web.http import (
     Params,
     SecurityHeaders,
     cached,
+    compact_json,
     conditional,
     problem,
 )
@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def make() -> bytes:
             body = await stats.stats(conn, params.include_engagement)
-            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            return compact_json(body).encode()
 
         return await cached(request, request.app.state.body_cache, headers["ETag"], headers,
                             "application/json", make)

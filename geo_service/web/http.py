@@ -5,6 +5,7 @@ cache."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
@@ -156,6 +157,11 @@ class Params(BaseModel):
 
 
 P = TypeVar("P", bound=Params)
+
+
+def compact_json(data: Any) -> str:
+    """JSON as the service writes it in bodies it builds itself: no spaces, UTF-8 text as is."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def query_model(model: type[P], request: Request) -> P:

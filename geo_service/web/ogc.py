@@ -33,6 +33,7 @@ from geo_service.web.http import (
     Params,
     base_url,
     cached,
+    compact_json,
     conditional,
     query_model,
     wants_html,
@@ -205,10 +206,6 @@ def _validators(request: Request, version: str, media_type: str,
     return conditional(request, key, headers)
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
 def _here(request: Request, lang: str) -> Site:
     return Site(lang, base_url(request), request.app.state.asset_version)
 
@@ -296,7 +293,7 @@ async def collections(request: Request, conn: ConnDep, params: FormatQuery) -> R
                    "title": "Collections (HTML)"}],
         "collections": [await _describe(request, conn, c, version) for c in COLLECTIONS.values()],
     }
-    return Response(_json(body), media_type=JSON, headers=headers)
+    return Response(compact_json(body), media_type=JSON, headers=headers)
 
 
 @router.get("/collections/{collection_id}", summary="One collection's metadata")
@@ -312,8 +309,8 @@ async def collection(request: Request, conn: ConnDep, collection_id: CollectionI
         return _html(apihtml.collection(_here(request, params.lang),
                                         await _describe(request, conn, described, version)),
                      headers)
-    return Response(_json(await _describe(request, conn, described, version)), media_type=JSON,
-                    headers=headers)
+    return Response(compact_json(await _describe(request, conn, described, version)),
+                    media_type=JSON, headers=headers)
 
 
 @router.get("/collections/{collection_id}/queryables",
@@ -440,7 +437,7 @@ def _feature_collection(request: Request, c: Collection, q: ItemsQuery, page: di
         links.append(_page_link(request, "prev", max(0, q.offset - q.limit)))
     return (b'{"type":"FeatureCollection","features":' + page["features"] +
             f',"numberMatched":{page["matched"]},"numberReturned":{page["returned"]},'
-            f'"links":{_json(links)}}}'.encode())
+            f'"links":{compact_json(links)}}}'.encode())
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature",
@@ -467,7 +464,7 @@ async def item(request: Request, conn: ConnDep, collection_id: CollectionId,
     async def make() -> bytes:
         feature = await features.item(conn, c, feature_id, q)
         base = base_url(request)
-        links = _json([
+        links = compact_json([
             {"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "This feature"},
             {"href": f"{base}/collections/{c.id}", "rel": "collection", "type": JSON,
              "title": c.title},
