@@ -6,15 +6,17 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 from psycopg.conninfo import conninfo_to_dict
-from sqlalchemy import URL, Engine, create_engine, make_url, text
 
 from geo_service.embedded import EmbeddedCluster, EmbeddedError, find_pg_bindir
 from geo_service.settings import Settings
+
+if TYPE_CHECKING:  # SQLAlchemy and Alembic (half a second) are imported by the migrations only
+    from alembic.config import Config
+    from sqlalchemy import URL, Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -101,6 +103,8 @@ def admin_url(settings: Settings, start: bool = True) -> str:
 
 def sqlalchemy_url(dsn: str) -> URL:
     """The SQLAlchemy URL (psycopg 3 driver) of a libpq URI or key=value DSN."""
+    from sqlalchemy import URL, make_url
+
     if "://" in dsn:
         return make_url("postgresql+psycopg://" + dsn.split("://", 1)[1])
     info = conninfo_to_dict(dsn)
@@ -117,10 +121,14 @@ def sqlalchemy_url(dsn: str) -> URL:
 
 
 def make_engine(dsn: str) -> Engine:
+    from sqlalchemy import create_engine
+
     return create_engine(sqlalchemy_url(dsn), pool_pre_ping=True, future=True)
 
 
 def alembic_config(dsn: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     url = sqlalchemy_url(dsn).render_as_string(hide_password=False)
@@ -130,6 +138,9 @@ def alembic_config(dsn: str) -> Config:
 
 def upgrade(dsn: str, revision: str = "head") -> None:
     """Apply migrations up to `revision` (creates PostGIS first when allowed)."""
+    from alembic import command
+    from sqlalchemy import text
+
     engine = make_engine(dsn)
     try:
         with engine.begin() as conn:
@@ -140,6 +151,8 @@ def upgrade(dsn: str, revision: str = "head") -> None:
 
 
 def current_revision(dsn: str) -> str | None:
+    from sqlalchemy import text
+
     engine = make_engine(dsn)
     try:
         with engine.connect() as conn:

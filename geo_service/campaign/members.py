@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pycountry
@@ -32,8 +32,10 @@ from geo_service.campaign.rows import (
 )
 from geo_service.campaign.tabular import Table, read_table
 from geo_service.errors import LoadError, Problem, RowProblem
-from geo_service.load.pipeline import RemoveResult, remove_source
 from geo_service.manifests import file_sha256
+
+if TYPE_CHECKING:  # the boundaries pipeline (GDAL, pandas...) only when boundaries are removed
+    from geo_service.load.pipeline import RemoveResult
 
 KIND_ALIASES = {
     "municipality": "municipality", "city": "municipality", "town": "municipality",
@@ -463,4 +465,6 @@ def remove_boundaries(dsn: str, source: str, *, level: str | None = None, dry_ru
                       ) -> RemoveResult:
     """Remove a boundary source in one transaction, matching again the territories that sat on
     it (see geo_service.load.pipeline.remove_source)."""
+    from geo_service.load.pipeline import remove_source
+
     return remove_source(dsn, source, rematch=_rematch_ids, level=level, dry_run=dry_run)
