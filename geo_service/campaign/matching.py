@@ -47,6 +47,26 @@ _SUFFIXES = [
 ]
 _HANGUL_SUFFIXES = ["특별자치시", "특별자치도", "특별시", "광역시", "시", "군", "구", "도"]
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+_SPACES = re.compile(r"\s+")
+# what any of the affixes above starts or ends with: a name that has none skips their loops
+_ANY_PREFIX = tuple(prefix + " " for prefix in _PREFIXES)
+_ANY_SUFFIX = tuple(" " + suffix for suffix in _SUFFIXES)
+_ANY_HANGUL_SUFFIX = tuple(_HANGUL_SUFFIXES)
+# _PUNCT for ASCII: the characters it replaces by spaces
+_ASCII_PUNCT = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
+
+
+class _WithoutMarks(dict[int, int | None]):
+    """A str.translate table dropping nonspacing marks (category Mn, the accents NFKD splits
+    off), filled in as characters are met: the test runs once per character, not per use."""
+
+    def __missing__(self, code: int) -> int | None:
+        kept = None if unicodedata.category(chr(code)) == "Mn" else code
+        self[code] = kept
+        return kept
+
+
+_WITHOUT_MARKS = _WithoutMarks()
 
 
 def normalize(name: str | None, affixes: bool = True) -> str:
@@ -54,22 +74,46 @@ def normalize(name: str | None, affixes: bool = True) -> str:
     suffixes removed."""
     if not name:
         return ""
-    decomposed = unicodedata.normalize("NFKD", name)
-    stripped = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
-    text = _PUNCT.sub(" ", unicodedata.normalize("NFC", stripped).casefold()).strip()
-    text = re.sub(r"\s+", " ", text)
-    changed = affixes
+    text = _cleaned(name)
+    return _without_affixes(text) if affixes else text
+
+
+# A matcher normalizes every name of the boundaries and gazetteer places of each country it
+# looks in (17 s of an import of the sample roster, 2-4 s now): each form is computed once per
+# process, and a second import finds them. Bounded (a few hundred MB at most) above the names
+# of the gazetteer and every municipality layer together, some 460,000.
+_MEMO = 1 << 19
+
+
+@functools.lru_cache(maxsize=_MEMO)
+def _cleaned(name: str) -> str:
+    """Case, accents and punctuation removed."""
+    if name.isascii():  # NFKD and NFC leave ASCII as it is, it has no marks, casefold is lower
+        text = name.lower()  # and its word characters are letters, digits and "_"
+        return text if text.isalnum() else " ".join(text.translate(_ASCII_PUNCT).split())
+    stripped = unicodedata.normalize("NFKD", name).translate(_WITHOUT_MARKS)
+    text = unicodedata.normalize("NFC", stripped).casefold()
+    return _SPACES.sub(" ", _PUNCT.sub(" ", text).strip())
+
+
+@functools.lru_cache(maxsize=_MEMO)
+def _without_affixes(text: str) -> str:
+    """A cleaned name without its administrative prefixes and suffixes (repeatedly)."""
+    changed = True
     while changed and text:
         changed = False
-        for prefix in _PREFIXES:
-            if text.startswith(prefix + " ") and len(text) > len(prefix) + 1:
-                text, changed = text[len(prefix) + 1:], True
-        for suffix in _SUFFIXES:
-            if text.endswith(" " + suffix) and len(text) > len(suffix) + 1:
-                text, changed = text[: -len(suffix) - 1], True
-        for suffix in _HANGUL_SUFFIXES:
-            if text.endswith(suffix) and len(text) > len(suffix) + 1:
-                text, changed = text[: -len(suffix)], True
+        if text.startswith(_ANY_PREFIX):
+            for prefix in _PREFIXES:
+                if text.startswith(prefix + " ") and len(text) > len(prefix) + 1:
+                    text, changed = text[len(prefix) + 1:], True
+        if text.endswith(_ANY_SUFFIX):
+            for suffix in _SUFFIXES:
+                if text.endswith(" " + suffix) and len(text) > len(suffix) + 1:
+                    text, changed = text[: -len(suffix) - 1], True
+        if text.endswith(_ANY_HANGUL_SUFFIX):
+            for suffix in _HANGUL_SUFFIXES:
+                if text.endswith(suffix) and len(text) > len(suffix) + 1:
+                    text, changed = text[: -len(suffix)], True
     return text
 
 
@@ -110,6 +154,9 @@ class Matcher:
         self.cities = first_level_cities(cities or Settings().boundaries_dir
                                          / "first-level-cities.csv")
         self._boundaries: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # (level, code) -> the boundaries read so far, each with its place in the order read
+        self._read: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
+        self._counted = 0
         self._places: dict[str, list[dict[str, Any]]] = {}
         self._country_points: dict[str, tuple[float, float] | None] = {}
         self._codes: dict[str | tuple[str, str], list[dict[str, Any]]] | None = None
@@ -118,16 +165,20 @@ class Matcher:
     def boundaries(self, country: str, level: str) -> list[dict[str, Any]]:
         key = (country, level)
         if key not in self._boundaries:
+            # most municipalities have no other names: their {} is not sent to be parsed
             rows = self.conn.execute(
-                "SELECT code, iso3166_2, name, name_en, name_fr, name_es, name_local, names, "
-                "ST_X(label_point), ST_Y(label_point) FROM boundaries "
-                "WHERE level = %s AND iso3166_1 = %s", (level, country)).fetchall()
-            self._boundaries[key] = [
+                "SELECT code, iso3166_2, name, name_en, name_fr, name_es, name_local, "
+                "nullif(names, '{}'::jsonb), ST_X(label_point), ST_Y(label_point) "
+                "FROM boundaries WHERE level = %s AND iso3166_1 = %s", (level, country)).fetchall()
+            found = self._boundaries[key] = [
                 {"code": r[0], "iso3166_2": r[1], "name": r[2], "level": level,
                  "lon": r[8], "lat": r[9],
                  **_keys((r[2], r[3], r[4], r[5], r[6], *(r[7] or {}).values()))}
                 for r in rows
             ]
+            for number, b in enumerate(found, start=self._counted):
+                self._read.setdefault((level, b["code"]), []).append((number, b))
+            self._counted += len(found)
         return self._boundaries[key]
 
     def places(self, country: str) -> list[dict[str, Any]]:
@@ -135,12 +186,12 @@ class Matcher:
             rows = self.conn.execute(
                 "SELECT geonameid, name, ascii_name, alternate_names, population, "
                 "ST_X(geom), ST_Y(geom) FROM places WHERE iso3166_1 = %s", (country,)).fetchall()
-            self._places[country] = [
-                {"geonameid": r[0], "name": r[1], "population": r[4] or 0, "lon": r[5], "lat": r[6],
-                 "primary": _keys((r[1], r[2])), "every": _keys((r[1], r[2], *(r[3] or []))),
-                 **_keys((r[1], r[2], *(r[3] or [])))}
-                for r in rows
-            ]
+            found = self._places[country] = []
+            for r in rows:
+                every = _keys((r[1], r[2], *(r[3] or [])))  # the sets are shared, never changed
+                found.append({"geonameid": r[0], "name": r[1], "population": r[4] or 0,
+                              "lon": r[5], "lat": r[6], "primary": _keys((r[1], r[2])),
+                              "every": every, **every})
         return self._places[country]
 
     def country_point(self, country: str) -> tuple[float, float] | None:
@@ -178,11 +229,10 @@ class Matcher:
         return [b for b in self.boundaries_by_code(level, [r[0] for r in rows])]
 
     def boundaries_by_code(self, level: str, codes: list[str]) -> list[dict[str, Any]]:
-        found = []
-        for (_, lvl), items in self._boundaries.items():
-            if lvl == level:
-                found += [b for b in items if b["code"] in codes]
-        return found
+        """The boundaries of `level` read so far whose code is one of `codes`, in the order
+        they were read."""
+        found = [hit for code in dict.fromkeys(codes) for hit in self._read.get((level, code), [])]
+        return [b for _, b in sorted(found, key=lambda hit: hit[0])]
 
     # ------------------------------------------------------------------ the decision
     def match(self, *, name: str, country: str, kind: str, local_name: str | None = None,
@@ -236,7 +286,7 @@ class Matcher:
         """Gazetteer places of that name, most populous first; a place's own name beats its
         alternate names, the exact form beats the stripped one."""
         places = self.places(country)
-        hits = _best([{**p, **p["primary"]} for p in places], wanted) or _best(places, wanted)
+        hits = _best(places, wanted, "primary") or _best(places, wanted)
         hits.sort(key=lambda p: -p["population"])
         return hits
 
@@ -326,19 +376,37 @@ def _keys(names: tuple[str | None, ...]) -> dict[str, set[str]]:
     """Every name of a thing, normalized exactly and with administrative affixes stripped. A
     name with a gloss in brackets counts as both: "Diputació de Barcelona (Barcelona
     Provincial Council)" is "Diputació de Barcelona" and "Barcelona Provincial Council"."""
-    every: list[str] = []
+    exact: set[str] = set()
+    stripped: set[str] = set()
     for name in names:
         if name:
-            glossed = _GLOSS.match(name)
-            every += [name, glossed["name"], glossed["gloss"]] if glossed else [name]
-    return {"exact": {normalize(n, affixes=False) for n in every} - {""},
-            "stripped": {normalize(n) for n in every} - {""}}
+            forms = _forms(name)
+            exact.update(forms[0])
+            stripped.update(forms[1])
+    exact.discard("")
+    stripped.discard("")
+    return {"exact": exact, "stripped": stripped}
 
 
-def _best(items: list[dict[str, Any]], wanted: dict[str, set[str]]) -> list[dict[str, Any]]:
-    """Items sharing an exact name with `wanted`, else those sharing a stripped name."""
-    exact = [i for i in items if i["exact"] & wanted["exact"]]
-    return exact or [i for i in items if i["stripped"] & wanted["stripped"]]
+@functools.lru_cache(maxsize=_MEMO)
+def _forms(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The exact and the stripped forms of a name (and of its two parts when it has a gloss)."""
+    glossed = _GLOSS.match(name) if "(" in name else None
+    parts = (name, glossed["name"], glossed["gloss"]) if glossed else (name,)
+    exact = tuple(_cleaned(part) for part in parts)
+    return exact, tuple(_without_affixes(form) for form in exact)
+
+
+def _best(items: list[dict[str, Any]], wanted: dict[str, set[str]], names: str | None = None
+          ) -> list[dict[str, Any]]:
+    """Items sharing an exact name with `wanted`, else those sharing a stripped name; by the
+    names under `names` (a place's "primary" ones) when given, else by all their names."""
+    if names is not None:
+        exact = [i for i in items if not i[names]["exact"].isdisjoint(wanted["exact"])]
+        return exact or [i for i in items
+                         if not i[names]["stripped"].isdisjoint(wanted["stripped"])]
+    exact = [i for i in items if not i["exact"].isdisjoint(wanted["exact"])]
+    return exact or [i for i in items if not i["stripped"].isdisjoint(wanted["stripped"])]
 
 
 def _candidate(item: dict[str, Any]) -> dict[str, Any]:
