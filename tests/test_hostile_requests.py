@@ -25,6 +25,9 @@ REFUSED = [  # (request, status, words of the detail)
     ("/collections/territories/items?filter=year%20%3D%20%27abc%27", 400, "is a number"),
     ("/collections/territories/items?bbox=1e400,0,1,1", 400, "bbox"),
     ("/collections/territories/items?limit=99999999999999999999", 400, "limit"),
+    ("/tiles/map/1/" + "9" * 5000 + "/0.mvt", 400, "exceeded maximum size"),
+    ("/tiles/map/" + "9" * 5000 + "/0/0.mvt", 400, "exceeded maximum size"),
+    ("/tiles/map/99999999/0/0.mvt", 400, "outside 0–22"),
 ]
 
 

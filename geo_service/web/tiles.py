@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -95,9 +96,9 @@ async def tilejson(request: Request, conn: ConnDep, tileset: Tileset,
 
 
 async def _tile_route(request: Request) -> Response:
-    """GET a vector tile, its parameters read by query_model and Starlette's int convertors
-    rather than FastAPI (the same model and errors; the documented route below describes it in
-    the OpenAPI document, and answers the paths these convertors refuse, such as a negative z)."""
+    """GET a vector tile, its parameters read by query_model and _GridNumber rather than
+    FastAPI (the same model and errors; the documented route below describes it in the OpenAPI
+    document, and answers the paths _GridNumber refuses, such as a negative or huge z)."""
     if request.method != "GET":  # Starlette routes take HEAD with GET; the documented one not
         raise StarletteHTTPException(status_code=405, headers={"Allow": "GET"})
     params = query_model(TileParams, request)
@@ -107,8 +108,23 @@ async def _tile_route(request: Request) -> Response:
         return await _serve(request, conn, name, found["z"], found["x"], found["y"], params)
 
 
+class _GridNumber(Convertor[int]):
+    """z, x or y of a tile: up to 7 digits (x and y reach 4,194,303 at z22). Starlette's `int`
+    takes any number of digits, and `int()` refuses a string of over 4,300 (a 500): a longer
+    path is left to the documented route, whose validation answers 400."""
+
+    regex = "[0-9]{1,7}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("grid", _GridNumber())
 # before the documented route, so it is the one that answers
-router.routes.append(Route("/tiles/{tileset}/{z:int}/{x:int}/{y:int}.mvt", _tile_route,
+router.routes.append(Route("/tiles/{tileset}/{z:grid}/{x:grid}/{y:grid}.mvt", _tile_route,
                            methods=["GET"], include_in_schema=False))
 
 
