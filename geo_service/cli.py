@@ -306,9 +306,9 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
 
 
 # --------------------------------------------------------------------------- boundaries
-def _reporter() -> Reporter:
-    """Progress bars on stderr, one per stage (made here: the pipeline is imported by the
-    commands that load, not by every command)."""
+def _bars(label: str, transient: bool = False) -> Progress:
+    """A progress bar on stderr (rich's progress module is imported by the commands that show
+    one, not by every command)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -318,16 +318,20 @@ def _reporter() -> Reporter:
         TimeElapsedColumn,
     )
 
+    return Progress(SpinnerColumn(), TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=transient)
+
+
+def _reporter() -> Reporter:
+    """Progress bars on stderr, one per stage (made here: the pipeline is imported by the
+    commands that load, not by every command)."""
     from geo_service.load.pipeline import Reporter
 
     class RichReporter(Reporter):
         @contextmanager
         def stage(self, label: str, total: int | None = None
                   ) -> Iterator[Callable[[int], None]]:
-            progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description:<40}"), BarColumn(),
-                MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-            )
+            progress = _bars("{task.description:<40}")
             task = progress.add_task(label, total=total)
             with progress:
                 yield lambda n: progress.advance(task, n)
@@ -337,21 +341,6 @@ def _reporter() -> Reporter:
             err.print(f"[yellow]note:[/] {message}", highlight=False)
 
     return RichReporter()
-
-
-def _tile_progress(max_zoom: int) -> Progress:
-    """The transient bar of a tile build (tiles build, publish)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    return Progress(SpinnerColumn(), TextColumn("tiles z0–z" + str(max_zoom)), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
 
 
 def _report_problems(exc: LoadError, what: str = "load") -> typer.Exit:
@@ -830,7 +819,7 @@ def tiles_build(
 
     settings = _settings()
     dsn = _dsn(settings)
-    progress = _tile_progress(max_zoom)
+    progress = _bars("tiles z0–z" + str(max_zoom), transient=True)
     task = progress.add_task("tiles", total=None)
     with progress:
         result = asyncio.run(tilestore.build(
@@ -886,7 +875,7 @@ def publish_site(
     dsn = _dsn(settings)
     if service_url and not service_url.startswith(("https://", "http://")):
         raise _fail(f"--service-url {service_url!r} is not an http(s) address")
-    progress = _tile_progress(max_zoom)
+    progress = _bars("tiles z0–z" + str(max_zoom), transient=True)
     task = progress.add_task("tiles", total=None)
     try:
         with progress:
