@@ -121,6 +121,33 @@ def restart(cluster_env: dict[str, str], url: str, down_s: float, log: Path) -> 
         time.sleep(0.1)
 
 
+def test_a_lost_database_is_tried_every_second_not_ever_more_rarely(caplog) -> None:
+    """While no database answers, the server's pool tries to reconnect about every second
+    (psycopg_pool alone waits 1, 2, 4, 8, 16 s between tries), so a database back after a long
+    outage is used again within about a second, not up to 16 s later."""
+    import asyncio
+    import logging
+    import socket
+
+    from geo_service.web.reads import Pool
+
+    with socket.socket() as probe:  # a port where nothing listens: every attempt is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def attempts_in(seconds: float) -> int:
+        pool = Pool(f"host=127.0.0.1 port={port} user=nobody dbname=none connect_timeout=1",
+                    open=False, min_size=1, max_size=1, reconnect_timeout=60)
+        await pool.open(wait=False)
+        await asyncio.sleep(seconds)
+        await pool.close()
+        return sum("error connecting" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.WARNING, logger="psycopg.pool"):
+        tries = asyncio.run(attempts_in(6.5))
+    assert tries >= 6, tries  # doubling waits would allow 3 (at 0, 1 and 3 s)
+
+
 def test_the_servers_connections_cut_a_slow_statement(settings, sample) -> None:
     """Every pooled connection carries the statement timeout of the settings, so a runaway query
     ends there (QueryCanceled, which the API answers 503) and frees its connection."""
