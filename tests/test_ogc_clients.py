@@ -120,3 +120,35 @@ def test_qgis_declares_one_geometry_type_per_layer_and_draws_the_boundaries(
     # marker in the point layer only a few
     assert shapes["pixels"] > 10_000
     assert 0 < points["pixels"] < 2_000
+
+
+@pytest.mark.parametrize("path", [
+    "/", "/collections", "/collections/regions/items?limit=1", "/tiles/map/0/0/0.mvt",
+    "/api/stats", "/map", "/territories", "/nope", "/collections/regions/items?limit=x"])
+def test_head_answers_as_get_without_the_body(server: str, path: str) -> None:
+    """Link checkers, uptime monitors and `curl -I` ask with HEAD: the status and headers GET
+    gives (ETag, type, encoding, length), no body; and 304 for an ETag the client holds."""
+    import http.client
+
+    host = urlsplit(server).netloc
+
+    def ask(method: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(host, timeout=30)
+        try:
+            conn.request(method, path, headers={"Accept-Encoding": "gzip", **headers})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, \
+                response.read()
+        finally:
+            conn.close()
+
+    status, got, body = ask("GET")
+    head_status, head, head_body = ask("HEAD")
+    assert (head_status, head_body) == (status, b""), path
+    assert body or status == 204
+    same = ("content-type", "content-encoding", "etag", "cache-control")
+    assert {k: head.get(k) for k in same} == {k: got.get(k) for k in same}, path
+    if path != "/map":  # the map page carries a fresh nonce each time: its gzipped length varies
+        assert head.get("content-length") == got.get("content-length"), path
+    if "etag" in got:
+        assert ask("HEAD", **{"If-None-Match": got["etag"]})[0] == 304, path

@@ -28,6 +28,7 @@ from geo_service.web import cache, images, ogc, pages, reads, site, tiles
 from geo_service.web.http import (
     CACHE,
     ConnDep,
+    HeadAsGet,
     HtmlFormQuery,
     InputGuard,
     NoParams,
@@ -221,5 +222,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        allow_headers=["*"], expose_headers=["ETag"])
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HtmlFormQuery)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(InputGuard)  # outermost: nothing else sees a request it refuses
     return app

@@ -99,6 +99,28 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HeadAsGet:
+    """HEAD on any URL answers as GET would, headers included (Content-Length, ETag, Cache-Control),
+    without the body (RFC 9110 9.3.2): link checkers, uptime monitors and `curl -I` use it. The
+    routes only ever see GET; a 304 for a known ETag is as cheap as for GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send(message)
+            elif not message.get("more_body", False):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 class HtmlFormQuery:
     """An HTML page's filter form (f=html) sends its empty fields too (`bbox=&limit=`): on such
     a request an empty parameter is as if it were not given."""

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from psycopg import AsyncConnection
 from pydantic import Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from geo_service.domain import tier_for_zoom
@@ -339,8 +338,6 @@ def _page_link(request: Request, rel: str, offset: int) -> dict[str, str]:
 async def _items_route(request: Request) -> Response:
     """GET items, its parameters read by query_model rather than FastAPI (the same model and
     errors; the documented route below describes it in the OpenAPI document)."""
-    if request.method != "GET":  # Starlette routes take HEAD with GET; the documented one not
-        raise StarletteHTTPException(status_code=405, headers={"Allow": "GET"})
     params = query_model(ItemsParams, request)
     async with request.app.state.pool.connection() as conn:
         return await items(request, conn, request.path_params["collection_id"], params)

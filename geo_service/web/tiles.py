@@ -13,7 +13,6 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from geo_service.errors import NotFound
@@ -99,8 +98,6 @@ async def _tile_route(request: Request) -> Response:
     """GET a vector tile, its parameters read by query_model and _GridNumber rather than
     FastAPI (the same model and errors; the documented route below describes it in the OpenAPI
     document, and answers the paths _GridNumber refuses, such as a negative or huge z)."""
-    if request.method != "GET":  # Starlette routes take HEAD with GET; the documented one not
-        raise StarletteHTTPException(status_code=405, headers={"Allow": "GET"})
     params = query_model(TileParams, request)
     found = request.path_params
     name = _tileset(found["tileset"])
