@@ -357,7 +357,8 @@ def test_bbox_finds_exactly_the_members_whose_shape_meets_it(client, database_ur
     assert cut >= 1  # the boxes did test the exact step
 
 
-def test_numbermatched_is_counted_once_per_data_version_and_filters(database_url) -> None:
+def test_numbermatched_is_counted_once_per_data_version_and_filters(database_url, default_data
+                                                                   ) -> None:
     """Pages of the same filters at one data version share one count (walking the pages of a
     collection counts it once); another version, other filters or a CQL2 filter count anew."""
     import asyncio
@@ -371,23 +372,34 @@ def test_numbermatched_is_counted_once_per_data_version_and_filters(database_url
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             return (await features.items(conn, regions, q, version))["matched"]
 
+    with psycopg.connect(database_url) as conn:
+        now = conn.execute("SELECT n::text FROM data_version").fetchone()[0]
     first = features.ItemsQuery(limit=5, equals={"country": "FR"})
-    real = asyncio.run(matched(first, "test-1"))
+    real = asyncio.run(matched(first, now))
     assert real == 102
     assert b"count(*)" not in features.items_sql(regions, first, count=False)
-    key = features._count_key("test-1", regions, first)
+    key = features._count_key(now, regions, first)
     assert key is not None and features._COUNTS[key] == real
     features._COUNTS[key] = 12345  # a count the database cannot give: seen only if reused
     later_page = features.ItemsQuery(limit=7, offset=20, equals={"country": "FR"}, precision=6)
-    assert asyncio.run(matched(later_page, "test-1")) == 12345
-    assert asyncio.run(matched(later_page, "test-2")) == real  # a new version counts again
+    assert asyncio.run(matched(later_page, now)) == 12345
     spain = features.ItemsQuery(limit=5, equals={"country": "ES"})
-    assert asyncio.run(matched(spain, "test-1")) == len(db_ids(  # other filters, another count
+    assert asyncio.run(matched(spain, now)) == len(db_ids(  # other filters, another count
         database_url, "SELECT code FROM boundaries WHERE level = 'region' AND iso3166_1 = 'ES'"))
     from geo_service.query import filters
     filtered = features.ItemsQuery(limit=5, equals={"country": "FR"},
                                    filter=filters.parse("code LIKE 'FRA-%'", None))
-    assert asyncio.run(matched(filtered, "test-1")) == len(db_ids(  # a CQL2 filter: never kept
+    assert asyncio.run(matched(filtered, now)) == len(db_ids(  # a CQL2 filter: never kept
         database_url, "SELECT code FROM boundaries WHERE level = 'region' AND iso3166_1 = 'FR' "
                       "AND code LIKE 'FRA-%'"))
-    assert features._count_key("test-1", regions, filtered) is None
+    assert features._count_key(now, regions, filtered) is None
+    # the data changed between the version a request read and its page (`old`): a count kept
+    # for `old` is not used for the page read at the new version, and nothing counted at the new
+    # version is kept as `old`'s
+    stale = features._count_key("old", regions, first)
+    assert stale is not None
+    features._COUNTS[stale] = 12345
+    assert asyncio.run(matched(later_page, "old")) == real
+    assert asyncio.run(matched(spain, "old")) == len(db_ids(
+        database_url, "SELECT code FROM boundaries WHERE level = 'region' AND iso3166_1 = 'ES'"))
+    assert features._count_key("old", regions, spain) not in features._COUNTS

@@ -354,12 +354,14 @@ async def _read(conn: AsyncConnection, c: Collection, q: ItemsQuery, version: st
     service.note_version(conn, read_at)
     if strict and read_at != version:
         return None
+    if known is not None and read_at != version:  # the data changed since `version`: the count
+        return await _read(conn, c, q, None, strict)  # kept for it may be wrong, count anew
     if points is not None:
         _refuse_over_budget(int(points), int(count))
     if key is not None and known is not None:
         matched = known
         _COUNTS.move_to_end(key)
-    elif key is not None:
+    elif key is not None and read_at == version:  # a count is kept for the version it counted
         _COUNTS[key] = matched
         while len(_COUNTS) > COUNTS_KEPT:
             _COUNTS.popitem(last=False)
