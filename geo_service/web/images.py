@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from psycopg import AsyncConnection
 from pydantic import Field
 
 from geo_service.errors import ClientError, Overloaded, TooSlow
@@ -100,21 +101,32 @@ async def export_map(
         raise ClientError(f"{wanted.width}×{wanted.height} px is over {cap} px a side over HTTP: "
                           "ask for a smaller size, or draw it with `geo-service export`")
     name = wanted.region.lower().replace("/", "-") or "world"
+    return await _image(request, fmt, f"map-{name}", wanted.key,
+                        lambda conn: mapimage.load(conn, wanted),
+                        lambda rows: (mapimage.draw_rows, rows, wanted))
+
+
+async def _image(request: Request, fmt: str, filename: str, key_of: Callable[[str], str],
+                 load: Callable[[AsyncConnection], Awaitable[Any]],
+                 drawing: Callable[[Any], tuple[Any, ...]]) -> Response:
+    """An image for this data version: 304 when the client holds it, else from the image cache,
+    else its rows read (on a pooled connection, given back before drawing) and drawn in the
+    render pool. It is kept only when the data did not change between the version and the read."""
     store: cache.BodyCache = request.app.state.image_cache
     async with request.app.state.pool.connection() as conn:
         version = await data_version(conn)
-        key = wanted.key(version)
+        key = key_of(version)
         headers, unchanged = conditional(request, key, {
             "Cache-Control": CACHE,
-            "Content-Disposition": f'inline; filename="map-{name}.{fmt}"'})
+            "Content-Disposition": f'inline; filename="{filename}.{fmt}"'})
         if unchanged:
             return unchanged
         entry = store.get(key)
-        rows = await mapimage.load(conn, wanted) if entry is None else None
+        rows = await load(conn) if entry is None else None
     if entry is None:
         assert rows is not None
         renders: RenderPool = request.app.state.renders
-        data = await renders.run(mapimage.draw_rows, rows, wanted)
+        data = await renders.run(*drawing(rows))
         entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=_level(store, data))
         if rows.version == version:  # data changed meanwhile: send it, but keep nothing stale
             store.put(key, entry)
@@ -152,22 +164,5 @@ async def export_progress(
     params: Annotated[ProgressParams, Query()],
 ) -> Response:
     wanted = progress.check(params.model_dump(exclude_none=True), fmt)
-    store: cache.BodyCache = request.app.state.image_cache
-    async with request.app.state.pool.connection() as conn:
-        version = await data_version(conn)
-        key = "progress|" + wanted.key(version)
-        headers, unchanged = conditional(request, key, {
-            "Cache-Control": CACHE,
-            "Content-Disposition": f'inline; filename="progress.{fmt}"'})
-        if unchanged:
-            return unchanged
-        entry = store.get(key)
-        rows = await progress.load(conn) if entry is None else None
-    if entry is None:
-        assert rows is not None
-        renders: RenderPool = request.app.state.renders
-        data = await renders.run(progress.draw_rows, rows, wanted)
-        entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=_level(store, data))
-        if rows.version == version:
-            store.put(key, entry)
-    return cache.respond(request, entry, headers)
+    return await _image(request, fmt, "progress", lambda version: "progress|" + wanted.key(version),
+                        progress.load, lambda rows: (progress.draw_rows, rows, wanted))
