@@ -72,8 +72,8 @@ def test_concurrent_writers_wait_for_each_other_and_versions_follow_commit_order
         time.sleep(1.0)
         assert not second_done.is_set()  # the second writer waits for the first to commit
         assert version(conn) == start  # and readers see neither change yet
+        seen["first"] = version(first)  # its own change, read before the second's can follow
         first.commit()
-        seen["first"] = version(first)
         writer.join(timeout=30)
         assert second_done.is_set()
     finally:
