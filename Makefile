@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 GEO := $(BIN)/geo-service
 STAMPS := .stamps
+# pytest processes for `make test`, each with its own throwaway database (a test file stays in one)
+TEST_WORKERS ?= 2
 # prefix of the system folders missing-packages looks in (its tests set it to a fake tree)
 SYSTEM_ROOT :=
 PG_VERSION ?= 15
@@ -25,8 +27,8 @@ run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default 
 	$(GEO) tiles build
 	$(GEO) serve
 
-test: setup $(STAMPS)/clients lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS
-	$(BIN)/pytest
+test: setup $(STAMPS)/clients lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS (TEST_WORKERS processes, default 2; 0 = one)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 fuzz: setup ## Longer fuzzing than `make test`: FUZZ_EXAMPLES fresh hostile requests over every route (default 20000), and schemathesis with SCHEMATHESIS_EXAMPLES per operation and mode (default 300)
 	GEO_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),20000) GEO_SCHEMATHESIS_EXAMPLES=$(or $(SCHEMATHESIS_EXAMPLES),300) \
