@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import re
@@ -172,7 +173,7 @@ def archive(cache_root: Path, registry: str, package: str, version: str, digest:
                                                   f"{digest}, the archive is {actual}")
         kept = cache / fetched.name
         fetched.replace(kept)
-    marker.write_text(kept.name)
+    _write(marker, io.BytesIO(kept.name.encode()))  # never seen half-written by another load
     return kept
 
 
@@ -229,11 +230,20 @@ def extract(archive_path: Path, member: str) -> Path:
 
 
 def _write(out: Path, source: IO[bytes]) -> None:
+    """`out` written whole or not at all. Each writer has its own partial file: two processes
+    extracting the same package at once (two test workers, `make run` beside a `boundaries
+    load`) each rename a whole file into place, where one shared partial name let one rename
+    the other's away mid-write."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".part")
-    with open(partial, "wb") as handle:
-        shutil.copyfileobj(source, handle, 1 << 20)
-    partial.replace(out)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)
+        partial.replace(out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def extract_matching(archive_path: Path, pattern: str) -> Path:

@@ -6,7 +6,9 @@ members of the sample sit inside their own municipality, with a plausible area."
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -134,6 +136,41 @@ def test_archives_with_unsafe_paths_are_refused(tmp_path: Path) -> None:
         with pytest.raises(LoadError, match="cannot extract"):
             packages.extract(path, unsafe)
     assert not (tmp_path / "outside.json").exists()
+
+
+def test_processes_extracting_one_package_at_once_each_get_the_whole_file(tmp_path: Path) -> None:
+    """Two loads may extract the same package at the same moment (the test workers of `make
+    test`, `make run` beside a `boundaries load`): each gets the whole file, nothing half-written
+    stays behind."""
+    payload = bytes(range(256)) * (64 * 1024)  # 16 MiB: long enough to overlap
+    path = tmp_path / "pkg" / "big.tgz"
+    path.parent.mkdir()
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("package/big.json")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    for _ in range(3):
+        shutil.rmtree(path.parent / "files", ignore_errors=True)
+        start = threading.Barrier(4)
+        outcomes: list[object] = []
+        workers = [threading.Thread(target=_extract_after, args=(start, path, outcomes))
+                   for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        target = path.parent / "files" / "package" / "big.json"
+        assert outcomes == [target] * 4, outcomes
+        assert target.read_bytes() == payload
+        assert sorted(p.name for p in target.parent.iterdir()) == ["big.json"]
+
+
+def _extract_after(start: threading.Barrier, path: Path, outcomes: list[object]) -> None:
+    start.wait()
+    try:
+        outcomes.append(packages.extract(path, "package/big.json"))
+    except LoadError as exc:
+        outcomes.append(exc)
 
 
 def test_every_archive_manifest_pins_its_digest(settings: Settings) -> None:
