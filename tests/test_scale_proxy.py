@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 
@@ -74,20 +74,30 @@ class Answer:
 class Proxy:
     url: str
     run: Path
+    answered: int = 0  # requests this Proxy has had answers to
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Answer:
         request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return Answer(response.status, response.headers, response.read())
+                answer = Answer(response.status, response.headers, response.read())
         except urllib.error.HTTPError as error:
-            return Answer(error.code, error.headers, error.read())
+            answer = Answer(error.code, error.headers, error.read())
+        with self.lock:
+            self.answered += 1
+        return answer
 
     def upstreams(self) -> list[str]:
         """The app (host:port) each request went to, in order; "-" for those the cache answered,
-        several comma-separated when the first failed."""
-        return [line.split("|", 1)[0] for line in
-                (self.run / "access.log").read_text().splitlines()]
+        several comma-separated when the first failed. nginx logs a request after its answer
+        is sent: this waits until every request answered so far is in the log."""
+        deadline = time.monotonic() + 10
+        while True:
+            lines = (self.run / "access.log").read_text().splitlines()
+            if len(lines) >= self.answered or time.monotonic() > deadline:
+                return [line.split("|", 1)[0] for line in lines]
+            time.sleep(0.05)
 
 
 def render(template: str, values: dict[str, str]) -> str:
