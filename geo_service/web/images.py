@@ -102,13 +102,12 @@ async def export_map(
                           "ask for a smaller size, or draw it with `geo-service export`")
     name = wanted.region.lower().replace("/", "-") or "world"
     return await _image(request, fmt, f"map-{name}", wanted.key,
-                        lambda conn: mapimage.load(conn, wanted),
-                        lambda rows: (mapimage.draw_rows, rows, wanted))
+                        lambda conn: mapimage.load(conn, wanted), mapimage.draw_rows, wanted)
 
 
 async def _image(request: Request, fmt: str, filename: str, key_of: Callable[[str], str],
                  load: Callable[[AsyncConnection], Awaitable[Any]],
-                 drawing: Callable[[Any], tuple[Any, ...]]) -> Response:
+                 draw: Callable[[Any, Any], bytes], wanted: Any) -> Response:
     """An image for this data version: 304 when the client holds it, else from the image cache,
     else its rows read (on a pooled connection, given back before drawing) and drawn in the
     render pool. It is kept only when the data did not change between the version and the read."""
@@ -126,7 +125,7 @@ async def _image(request: Request, fmt: str, filename: str, key_of: Callable[[st
     if entry is None:
         assert rows is not None
         renders: RenderPool = request.app.state.renders
-        data = await renders.run(*drawing(rows))
+        data = await renders.run(draw, rows, wanted)
         entry = await cache.entry_for(data, mapimage.FORMATS[fmt], level=_level(store, data))
         if rows.version == version:  # data changed meanwhile: send it, but keep nothing stale
             store.put(key, entry)
@@ -165,4 +164,4 @@ async def export_progress(
 ) -> Response:
     wanted = progress.check(params.model_dump(exclude_none=True), fmt)
     return await _image(request, fmt, "progress", lambda version: "progress|" + wanted.key(version),
-                        progress.load, lambda rows: (progress.draw_rows, rows, wanted))
+                        progress.load, progress.draw_rows, wanted)
