@@ -6,11 +6,20 @@ The one fixture set every module shares: `database_url` and `settings` (the sess
 once per session; `client` (the app in-process) and `server` (the service in its own process),
 one per module, so each module starts with fresh caches and app state. Tests that change data
 put it back themselves. Pure logic is tested without any of these (tests/test_units.py).
+
+Under pytest-xdist (`make test`), the processes of one run share their two roles, and the first
+to need the default datasets loads them and keeps a copy as a template database; the others
+replace their own session database by a copy of it (seconds, where a load takes minutes of CPU
+that the processes would otherwise spend side by side). The last process to finish drops the
+template and the roles.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pickle
 import secrets
 import socket
 import subprocess
@@ -52,16 +61,80 @@ def _with_database(dsn: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture(scope="session")
-def session_roles() -> tuple[roles.Role, roles.Role]:
-    """This session's owner and reader roles (their own names: roles are cluster-wide)."""
-    token = f"{os.getpid()}_{secrets.token_hex(3)}"
-    return (roles.Role(f"geo_test_owner_{token}", secrets.token_urlsafe(16)),
-            roles.Role(f"geo_test_reader_{token}", secrets.token_urlsafe(16)))
+# set in each pytest-xdist worker process (gw0, gw1…); absent when pytest runs in one process
+XDIST = "PYTEST_XDIST_WORKER" in os.environ
+
+
+@contextmanager
+def _shared(run_dir: Path) -> Iterator[dict]:
+    """What the processes of one xdist run share, read under an exclusive lock and written back
+    when the block ends without an error: the roles' token, how many processes use them, and
+    the template database holding the defaults."""
+    path = run_dir / "geo-shared.json"
+    with (run_dir / "geo-shared.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = json.loads(path.read_text()) if path.exists() else {}
+            yield state
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(state))
+            partial.replace(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every xdist worker of this run shares (each worker's own is one below)."""
+    return tmp_path_factory.getbasetemp().parent
+
+
+def _drop_databases(admin: str, *names: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def _drop_roles(admin: str, *names: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
-def database_url(session_roles: tuple[roles.Role, roles.Role]) -> Iterator[str]:
+def session_roles(tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[roles.Role, roles.Role]]:
+    """This session's owner and reader roles (their own names: roles are cluster-wide). The
+    workers of one xdist run share theirs, so that a copy of one's database fits the others."""
+    if not XDIST:
+        token = f"{os.getpid()}_{secrets.token_hex(3)}"
+        yield (roles.Role(f"geo_test_owner_{token}", secrets.token_urlsafe(16)),
+               roles.Role(f"geo_test_reader_{token}", secrets.token_urlsafe(16)))
+        return  # database_url drops them
+    run_dir = _run_dir(tmp_path_factory)
+    with _shared(run_dir) as state:
+        if not state.get("users"):
+            state.update(token=f"x{secrets.token_hex(4)}", template=None,
+                         passwords=[secrets.token_urlsafe(16), secrets.token_urlsafe(16)])
+        state["users"] = state.get("users", 0) + 1
+        token, passwords = state["token"], state["passwords"]
+    pair = (roles.Role(f"geo_test_owner_{token}", passwords[0]),
+            roles.Role(f"geo_test_reader_{token}", passwords[1]))
+    try:
+        yield pair
+    finally:
+        with _shared(run_dir) as state:  # the last one out drops the template and the roles
+            state["users"] -= 1
+            if state["users"] == 0:
+                if state.get("template"):
+                    _drop_databases(admin_dsn(), state["template"])
+                    state["template"] = None
+                _drop_roles(admin_dsn(), *(role.name for role in pair))
+
+
+@pytest.fixture(scope="session")
+def database_url(session_roles: tuple[roles.Role, roles.Role],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh PostGIS database for this test session, set up as a deployment is: the superuser
     makes it and the two roles, the owner migrates it; the owner's URL (what the CLI uses)."""
     admin = admin_dsn()
@@ -71,16 +144,18 @@ def database_url(session_roles: tuple[roles.Role, roles.Role]) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         with psycopg.connect(_with_database(admin, name)) as conn:
-            roles.provision(conn, owner, reader, 5000)
+            if XDIST:  # workers sharing the roles make them one at a time
+                with _shared(_run_dir(tmp_path_factory)):
+                    roles.provision(conn, owner, reader, 5000)
+            else:
+                roles.provision(conn, owner, reader, 5000)
         dsn = roles.url_as(_with_database(admin, name), owner)
         db.upgrade(dsn)
         yield dsn
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-            for role in (owner, reader):
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role.name)))
+        _drop_databases(admin, name)
+        if not XDIST:
+            _drop_roles(admin, owner.name, reader.name)
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +173,54 @@ def settings(database_url: str, reader_url: str, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
-def default_data(settings: Settings, database_url: str) -> list:
-    """The default datasets, loaded once per session (the slow part of the suite)."""
-    return load_defaults(settings, database_url, Reporter())
+def default_data(settings: Settings, database_url: str, session_roles: tuple[roles.Role, roles.Role],
+                 tmp_path_factory: pytest.TempPathFactory) -> list:
+    """The default datasets, loaded once per session (the slow part of the suite); under xdist
+    once per run: the first worker loads them and keeps a template, the others copy it."""
+    if not XDIST:
+        return load_defaults(settings, database_url, Reporter())
+    run_dir = _run_dir(tmp_path_factory)
+    reports = run_dir / "geo-defaults.pickle"
+    with _shared(run_dir) as state:  # the others wait here while the first one loads
+        if state.get("template"):
+            _replace_by_copy(database_url, state["template"], session_roles)
+            return pickle.loads(reports.read_bytes())
+        results = load_defaults(settings, database_url, Reporter())
+        template = f"geo_tpl_{state['token']}"
+        if _copy_database(urlsplit(database_url).path.lstrip("/"), template, wait_s=10):
+            reports.write_bytes(pickle.dumps(results))
+            state["template"] = template
+        return results  # (when no copy could be made, the next worker loads for itself)
+
+
+def _copy_database(source: str, name: str, wait_s: float) -> bool:
+    """CREATE DATABASE name as a copy of source, once nobody is connected to source (False if
+    somebody still is after wait_s seconds)."""
+    deadline = time.monotonic() + wait_s
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        while True:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(source)))
+                return True
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.5)
+
+
+def _replace_by_copy(dsn: str, template: str, pair: tuple[roles.Role, roles.Role]) -> None:
+    """Drop this session's database and make it again, same name, as a copy of `template`. Its
+    data version goes on from the one before, so nothing read earlier looks current."""
+    name = urlsplit(dsn).path.lstrip("/")
+    admin = admin_dsn()
+    with psycopg.connect(dsn) as conn:
+        before = int(conn.execute("SELECT n FROM data_version").fetchone()[0])
+    _drop_databases(admin, name)
+    assert _copy_database(template, name, wait_s=30), f"{template} stays in use"
+    with psycopg.connect(_with_database(admin, name)) as conn:
+        roles.provision(conn, *pair, 5000)  # a copy does not keep the database's own grants
+        conn.execute("UPDATE data_version SET n = greatest(n, %s + 1)", (before,))
 
 
 @pytest.fixture(scope="session")
@@ -122,23 +242,12 @@ def sample_copy(sample_dsn: str) -> Iterator[str]:
     change at will (its owner's URL)."""
     source = urlsplit(sample_dsn).path.lstrip("/")
     name = f"geo_copy_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = admin_dsn()
-    deadline = time.monotonic() + 30
-    with psycopg.connect(admin, autocommit=True) as conn:
-        while True:  # a copy needs the source without connections: wait for the last to close
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(source)))
-                break
-            except psycopg.errors.ObjectInUse:
-                assert time.monotonic() < deadline, "the session database stays in use"
-                time.sleep(0.5)
+    # a copy needs the source without connections: wait for the last to close
+    assert _copy_database(source, name, wait_s=30), "the session database stays in use"
     try:
         yield _with_database(sample_dsn, name)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        _drop_databases(admin_dsn(), name)
 
 
 @pytest.fixture(scope="module")

@@ -72,35 +72,51 @@ def _get(url: str) -> tuple[int, float]:
 
 def test_an_export_burst_leaves_features_and_tiles_fast(settings, sample_dsn: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """While large exports are drawn (and more are refused with 429), feature and tile requests
+    are answered as they come: none waits for a drawing to end. Measured against the time one
+    such export takes alone, on the same machine in the same run, so that a loaded machine
+    (CI, other test processes) slows both sides alike; a drawing that held the event loop or the
+    database pool would make API requests wait about half a drawing each."""
     monkeypatch.setenv("GEO_IMAGE_WORKERS", "1")
     monkeypatch.setenv("GEO_IMAGE_QUEUE", "2")
     monkeypatch.setenv("GEO_RESPONSE_CACHE_MB", "0")  # every feature request runs its SQL
     monkeypatch.setenv("GEO_TILE_CACHE_MB", "0")
+    large = "/export/map.png?width=4000&height=4000&dpi=300&title="
     with live_server(settings, sample_dsn) as url:
         assert _get(f"{url}/export/map.png?preset=square")[0] == 200  # workers warm
-        exports: list[int] = []
+        status, alone = _get(f"{url}{large}alone")
+        assert status == 200
+        exports: list[tuple[int, float, float]] = []  # status, start, end
 
         def export(i: int) -> None:
-            exports.append(_get(f"{url}/export/map.png?width=4000&height=4000&dpi=300"
-                                f"&title=burst-{i}")[0])
+            began = time.monotonic()
+            exports.append((_get(f"{url}{large}burst-{i}")[0], began, time.monotonic()))
 
         burst = [threading.Thread(target=export, args=(i,)) for i in range(16)]
         for thread in burst:
             thread.start()
-        api: list[tuple[int, float]] = []
+        api: list[tuple[int, float, float]] = []  # status, seconds, end
         paths = ["/collections/regions/items?limit=10&country=FR", "/tiles/map/3/4/2.mvt",
                  "/collections/territories/items?limit=20", "/tiles/regions/4/8/5.mvt"]
-        end = time.monotonic() + 8
+        end = time.monotonic() + max(8.0, 2.5 * alone)
         while time.monotonic() < end:
             for path in paths:
-                api.append(_get(url + path))
+                status, seconds = _get(url + path)
+                api.append((status, seconds, time.monotonic()))
         for thread in burst:
             thread.join(timeout=300)
-    assert {status for status, _ in api} <= {200, 204}
-    seconds = sorted(s for _, s in api)
+    assert {status for status, _, _ in api} <= {200, 204}
+    assert len(exports) == 16 and {s for s, _, _ in exports} <= {200, 429}, exports
+    drawn = [(began, ended) for status, began, ended in exports if status == 200]
+    assert drawn and len(drawn) < 16, exports  # some drawn, the rest refused
+    # the API was asked while the drawings ran: requests ended inside the last drawing's span
+    last_began, last_ended = max(drawn, key=lambda span: span[1])
+    during = sorted(seconds for _, seconds, ended in api if last_began < ended < last_ended)
+    seconds = sorted(seconds for _, seconds, _ in api)
     p95 = seconds[int(len(seconds) * 0.95)]
-    print(f"API during the burst: {len(seconds)} requests, median {statistics.median(seconds):.3f} s, "
-          f"p95 {p95:.3f} s; exports {sorted(exports)}")
-    assert p95 < 0.3, (p95, statistics.median(seconds), len(seconds))
-    assert len(exports) == 16 and set(exports) <= {200, 429}, exports
-    assert exports.count(200) >= 1 and exports.count(429) >= 1, exports
+    print(f"one export alone {alone:.2f} s; API during the burst: {len(seconds)} requests "
+          f"({len(during)} within the last drawing), median {statistics.median(seconds):.3f} s, "
+          f"p95 {p95:.3f} s, slowest {seconds[-1]:.3f} s; exports {sorted(s for s, _, _ in exports)}")
+    assert len(during) >= 5, (len(during), last_ended - last_began)
+    assert statistics.median(seconds) < alone / 5, (statistics.median(seconds), alone)
+    assert p95 < alone / 2, (p95, alone)
