@@ -8,8 +8,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 GEO := $(BIN)/geo-service
 STAMPS := .stamps
-# pytest processes for `make test`, each with its own throwaway database (a test file stays in one)
-TEST_WORKERS ?= 2
+# pytest processes for `make test`, each with its own throwaway database (a test file stays in one);
+# they wait on the database and on servers they start, so three keep two cores busy
+TEST_WORKERS ?= 3
+# installs with nothing in common run side by side (apt's clients beside pip and npm, lint beside
+# the clients); each waits for the system packages it needs (order-only prerequisites below)
+ifeq ($(MAKELEVEL),0)
+MAKEFLAGS += --jobs=3
+endif
 # prefix of the system folders missing-packages looks in (its tests set it to a fake tree)
 SYSTEM_ROOT :=
 PG_VERSION ?= 15
@@ -27,7 +33,7 @@ run: setup ## Serve the map and API on http://127.0.0.1:8000 (loads the default 
 	$(GEO) tiles build
 	$(GEO) serve
 
-test: setup $(STAMPS)/clients lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS (TEST_WORKERS processes, default 2; 0 = one)
+test: setup $(STAMPS)/clients lint ## Lint (as `make lint`), then run the test suite against a throwaway database in a real PostGIS (TEST_WORKERS processes, default 3; 0 = one)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 fuzz: setup ## Longer fuzzing than `make test`: FUZZ_EXAMPLES fresh hostile requests over every route (default 20000), and schemathesis with SCHEMATHESIS_EXAMPLES per operation and mode (default 300)
@@ -96,16 +102,16 @@ system-deps: ## Install missing Debian packages (PostgreSQL + PostGIS, Node.js, 
 # it, never downloads one), QGIS offscreen over OGC API Features (Debian's, run by its Python),
 # and nginx as the compose scale profile's caching proxy (Debian's, run unprivileged on loopback)
 CLIENT_PACKAGES := chromium fonts-liberation python3-qgis qgis-providers nginx
-$(STAMPS)/clients: Makefile
+$(STAMPS)/clients: Makefile | $(STAMPS)/system
 	@$(MAKE) --no-print-directory APT_PACKAGES="$(CLIENT_PACKAGES)" system-deps
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/venv: pyproject.toml constraints.txt
+$(STAMPS)/venv: pyproject.toml constraints.txt | $(STAMPS)/system
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/npm: package.json package-lock.json .npmrc
+$(STAMPS)/npm: package.json package-lock.json .npmrc | $(STAMPS)/system
 	npm ci --no-audit --no-fund --loglevel=error
 	@mkdir -p $(STAMPS) && touch $@
 
