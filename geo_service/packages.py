@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import glob
 import hashlib
 import io
 import json
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 import zipfile
@@ -235,6 +237,7 @@ def _write(out: Path, source: IO[bytes]) -> None:
     load`) each rename a whole file into place, where one shared partial name let one rename
     the other's away mid-write."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_partials(out)
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     partial = Path(name)
     try:
@@ -244,6 +247,20 @@ def _write(out: Path, source: IO[bytes]) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+# a partial file untouched this long was left by a writer that was killed (a live one writes on)
+STALE_PARTIAL_S = 3600.0
+
+
+def _sweep_partials(out: Path) -> None:
+    """Remove the partial files of `out` that killed writers left behind."""
+    for partial in out.parent.glob(f".{glob.escape(out.name)}.*.part"):
+        try:
+            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:
+                partial.unlink()
+        except FileNotFoundError:  # another writer swept it or renamed it into place
+            pass
 
 
 def extract_matching(archive_path: Path, pattern: str) -> Path:

@@ -6,9 +6,11 @@ members of the sample sit inside their own municipality, with a plausible area."
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -163,6 +165,24 @@ def test_processes_extracting_one_package_at_once_each_get_the_whole_file(tmp_pa
         assert outcomes == [target] * 4, outcomes
         assert target.read_bytes() == payload
         assert sorted(p.name for p in target.parent.iterdir()) == ["big.json"]
+
+
+def test_a_killed_extractions_partial_file_is_swept_and_a_live_ones_kept(tmp_path: Path) -> None:
+    path = tmp_path / "pkg" / "small.tgz"
+    path.parent.mkdir()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("package/small.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    folder = path.parent / "files" / "package"
+    folder.mkdir(parents=True)
+    killed, live = folder / ".small.json.k1ll3d.part", folder / ".small.json.l1v3.part"
+    killed.write_bytes(b"half")
+    live.write_bytes(b"half")
+    hours_ago = time.time() - 2 * packages.STALE_PARTIAL_S
+    os.utime(killed, (hours_ago, hours_ago))
+    assert (packages.extract(path, "package/small.json")).read_bytes() == b"{}"
+    assert sorted(p.name for p in folder.iterdir()) == [live.name, "small.json"]
 
 
 def _extract_after(start: threading.Barrier, path: Path, outcomes: list[object]) -> None:
