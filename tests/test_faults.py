@@ -140,12 +140,40 @@ def test_a_lost_database_is_tried_every_second_not_ever_more_rarely(caplog) -> N
                     open=False, min_size=1, max_size=1, reconnect_timeout=60)
         await pool.open(wait=False)
         await asyncio.sleep(seconds)
+        failed = pool.get_stats().get("connections_errors", 0)
         await pool.close()
-        return sum("error connecting" in r.getMessage() for r in caplog.records)
+        return failed
 
     with caplog.at_level(logging.WARNING, logger="psycopg.pool"):
         tries = asyncio.run(attempts_in(6.5))
     assert tries >= 6, tries  # doubling waits would allow 3 (at 0, 1 and 3 s)
+    # and the log says so once, not once a try (one line per RETRIES_LOGGED_EVERY_S)
+    logged = [r.getMessage() for r in caplog.records if "error connecting" in r.getMessage()]
+    assert len(logged) == 1, logged
+
+
+def test_failed_reconnections_are_logged_once_in_a_while_with_the_count_held_back() -> None:
+    import logging
+
+    from geo_service.web.reads import QuietRetries
+
+    quiet = QuietRetries(every_s=0.3)
+
+    def attempt(pool: str) -> logging.LogRecord:  # as psycopg_pool logs a failed connection
+        return logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1,
+                                 "error connecting in %r: %s", (pool, "connection refused"), None)
+
+    first = attempt("pool-1")
+    assert quiet.filter(first) and first.getMessage().startswith("error connecting in 'pool-1'")
+    assert [quiet.filter(attempt("pool-1")) for _ in range(4)] == [False] * 4
+    assert quiet.filter(attempt("pool-2"))  # another pool has its own pace
+    other = logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1, "pool closed", None,
+                              None)
+    assert quiet.filter(other)  # other lines pass
+    time.sleep(0.35)
+    later = attempt("pool-1")
+    assert quiet.filter(later)
+    assert later.getMessage().endswith("(4 more failed attempts not logged)"), later.getMessage()
 
 
 def test_the_servers_connections_cut_a_slow_statement(settings, sample) -> None:

@@ -102,12 +102,48 @@ class SteadyAttempt(AttemptWithBackoff):
         self.delay = min(self.delay, RECONNECT_EVERY_S)
 
 
+class QuietRetries(logging.Filter):
+    """psycopg_pool logs every failed attempt to connect: while a database is down, a line per
+    lost connection per second (RECONNECT_EVERY_S), hundreds a minute. Of each pool's such lines
+    this lets one through every `every_s` seconds, saying how many it held back."""
+
+    def __init__(self, every_s: float) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+        self.held: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("error connecting"):
+            return True
+        pool = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        now = time.monotonic()
+        if now - self.last.get(pool, -self.every_s) < self.every_s:
+            self.held[pool] = self.held.get(pool, 0) + 1
+            return False
+        self.last[pool] = now
+        held = self.held.pop(pool, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more failed attempts not logged)"
+        return True
+
+
+RETRIES_LOGGED_EVERY_S = 30.0
+_QUIET_RETRIES = QuietRetries(RETRIES_LOGGED_EVERY_S)
+
+
 class Pool(AsyncConnectionPool):
     """A connection pool that tries to reopen its lost connections every second while the
     database is down. psycopg_pool doubles the wait after each failed attempt (1, 2, 4, 8, 16 s):
     after an outage of 12 s the database could stand ready for 15 s more before a connection was
     opened to it, every request answering 503 meanwhile. An attempt still gives up after
     `reconnect_timeout`, and the pool opens connections again as requests wait for one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pool_logger = logging.getLogger("psycopg.pool")
+        if _QUIET_RETRIES not in pool_logger.filters:
+            pool_logger.addFilter(_QUIET_RETRIES)
 
     async def _add_connection(self, attempt: AttemptWithBackoff | None,
                               growing: bool = False) -> None:
