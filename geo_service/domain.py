@@ -6,12 +6,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import pycountry
+
 # tier -> (tolerance in degrees, highest web-map zoom it serves). A pixel at zoom z spans about
 # 360 / (256 * 2**z) degrees, so each tolerance is about one pixel at its highest zoom.
 TIERS: dict[int, tuple[float, int]] = {1: (0.1, 3), 2: (0.025, 5), 3: (0.006, 7)}
 
 ISO2 = re.compile(r"^[A-Z]{2}$")
 ISO3166_2 = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
+
+# codes that look like ISO 3166-1 but are not: what the user most likely meant
+NOT_ISO3166_1 = {"UK": "GB", "EL": "GR"}
+
+
+def valid_country(code: str) -> bool:
+    """An ISO 3166-1 alpha-2 code (upper case), or XK (Kosovo, user-assigned but in common use)."""
+    return code == "XK" or pycountry.countries.get(alpha_2=code) is not None
+
 
 # took part in processes, not a human rights territory: hidden unless asked for
 ENGAGEMENT_ONLY = "engagement-only"

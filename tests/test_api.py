@@ -106,6 +106,40 @@ def test_client_errors_are_problem_details(client: TestClient, url: str, status:
     assert response.json()["status"] == status
 
 
+@pytest.mark.parametrize("collection, params, says", [
+    ("regions", {"country": "UK"}, "'UK' is not an ISO 3166-1 alpha-2 code (GB is meant?)"),
+    ("territories", {"country": "xx"}, "'xx' is not an ISO 3166-1 alpha-2 code"),
+    ("territories", {"theme": "flying"}, "theme='flying' is not known: one of "),
+    ("initiatives", {"theme": "Housing"}, "theme='Housing' is not known: one of "),
+    ("territories", {"kind": "city"}, "kind='city' is not known: one of association, "
+                                      "metropolitan-area, municipality, region"),
+    ("territories", {"commitment_kind": "signed"}, "commitment_kind='signed' is not known"),
+])
+def test_a_filter_value_that_names_nothing_is_a_400_not_an_empty_page(
+        client: TestClient, collection: str, params: dict[str, str], says: str) -> None:
+    response = client.get(f"/collections/{collection}/items", params=params)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert says in response.json()["detail"]
+
+
+def test_known_filter_values_select_as_before(client: TestClient) -> None:
+    def matched(collection: str, **params: str) -> int:
+        response = client.get(f"/collections/{collection}/items", params={**params, "limit": 1})
+        assert response.status_code == 200, response.text
+        return response.json()["numberMatched"]
+
+    themes = client.get("/collections/territories/items", params={"limit": 1000}).json()
+    housing = sum("housing" in f["properties"]["themes"] for f in themes["features"])
+    assert housing > 0 and matched("territories", theme="housing") == housing
+    assert matched("territories", kind="region") > 0
+    assert matched("territories", commitment_kind="engagement-only") == 0  # hidden unless asked
+    assert matched("territories", commitment_kind="engagement-only",
+                   include_engagement="true") > 0
+    assert matched("territories", country="aq") == 0  # a real code without members: empty
+    assert matched("territories", country="XK") >= 0  # Kosovo's code, not ISO's, is taken
+
+
 def test_health_reports_each_caches_hits_and_misses(settings: Settings) -> None:
     """A page asked for twice is one miss then one hit of the response cache; a tile twice, of
     the tile cache; /health says so, with what each cache keeps and may keep."""

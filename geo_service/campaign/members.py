@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pycountry
 from psycopg.types.json import Jsonb
 
 from geo_service.campaign.matching import Match, Matcher
@@ -31,6 +30,7 @@ from geo_service.campaign.rows import (
     valid_url,
 )
 from geo_service.campaign.tabular import Table, read_table
+from geo_service.domain import valid_country
 from geo_service.errors import LoadError, Problem, RowProblem
 from geo_service.manifests import file_sha256
 
@@ -66,10 +66,6 @@ STORED = ("name", "local_name", "kind", "iso3166_1", "sections", "commitment_kin
 def territory_key(name: str, country: str, kind: str) -> str:
     """The stable key of a territory without an explicit id: country, kind and name."""
     return f"{country.lower()}-{kind}-{slug(name)}"
-
-
-def valid_country(code: str) -> bool:
-    return code == "XK" or pycountry.countries.get(alpha_2=code) is not None
 
 
 def _column_names(table: Table) -> dict[str, str]:

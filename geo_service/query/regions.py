@@ -39,11 +39,13 @@ WORLD = Region("world", "")
 
 @dataclass(frozen=True)
 class KnownRegions:
-    """Every section slug, country code and ISO 3166-2 code the database holds."""
+    """Every section slug, country code and ISO 3166-2 code the database holds (and its rights
+    theme slugs: the other codes a request may name, read with them)."""
 
     sections: frozenset[str] = field(default_factory=frozenset)
     countries: frozenset[str] = field(default_factory=frozenset)
     subdivisions: frozenset[str] = field(default_factory=frozenset)
+    themes: frozenset[str] = field(default_factory=frozenset)
 
 
 def resolve(text: str, known: KnownRegions, *, allow_world: bool = False) -> Region:
@@ -78,13 +80,15 @@ async def known_regions(conn: AsyncConnection, version: str) -> KnownRegions:
             "SELECT 'section', slug FROM uclg_sections UNION ALL "
             "SELECT 'country', code FROM boundaries WHERE level = 'country' UNION ALL "
             "SELECT 'subdivision', iso3166_2 FROM boundaries "
-            "WHERE level = 'region' AND iso3166_2 IS NOT NULL")
-        found: dict[str, set[str]] = {"section": set(), "country": set(), "subdivision": set()}
+            "WHERE level = 'region' AND iso3166_2 IS NOT NULL UNION ALL "
+            "SELECT 'theme', slug FROM rights_themes")
+        found: dict[str, set[str]] = {"section": set(), "country": set(), "subdivision": set(),
+                                      "theme": set()}
         for kind, code in await cursor.fetchall():
             found[kind].add(code)
         _KNOWN.clear()
         _KNOWN[version] = KnownRegions(frozenset(found["section"]), frozenset(found["country"]),
-                                       frozenset(found["subdivision"]))
+                                       frozenset(found["subdivision"]), frozenset(found["theme"]))
     return _KNOWN[version]
 
 

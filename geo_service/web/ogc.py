@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from pydantic import Field
 from starlette.routing import Route
 
-from geo_service.domain import tier_for_zoom
+from geo_service.domain import ENGAGEMENT_ONLY, NOT_ISO3166_1, tier_for_zoom, valid_country
 from geo_service.errors import ClientError
 from geo_service.query import features, filters, regions, service
 from geo_service.query.collections import COLLECTIONS, Collection
@@ -90,10 +90,15 @@ class ItemsParams(FeatureParams):
         "initiative started"))
     region: str | None = Field(None, description="UCLG section slug, ISO 3166-1 or 3166-2")
     sortby: str | None = Field(None, description="e.g. `name,-year`")
-    kind: str | None = Field(None, description="territories/initiatives: kind")
-    commitment_kind: str | None = Field(None, description="territories/initiatives")
-    theme: str | None = Field(None, description="Rights theme slug")
-    country: str | None = Field(None, pattern="^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")
+    kind: str | None = Field(None, description=(
+        f"territories/initiatives: the territory's kind ({', '.join(i18n.KINDS)})"))
+    commitment_kind: str | None = Field(None, description=(
+        f"territories/initiatives: {', '.join(i18n.COMMITMENTS)} or {ENGAGEMENT_ONLY} (with "
+        "include_engagement)"))
+    theme: str | None = Field(None, description="Rights theme slug (an unknown one is a 400 "
+                                                "listing them)")
+    country: str | None = Field(None, pattern="^[A-Za-z]{2}$",
+                                description="ISO 3166-1 alpha-2 (XK: Kosovo)")
     parent: str | None = Field(None, description="boundaries: parent's code")
     include_engagement: bool | None = Field(
         None, description="territories/initiatives: include engagement-only rows")
@@ -174,8 +179,30 @@ async def items_query(conn: AsyncConnection, c: Collection, p: ItemsParams, vers
     for name in c.filters:
         value = given.get(name)
         if value is not None:
-            q.equals[name] = value.upper() if name == "country" else value
+            q.equals[name] = await _known_value(conn, version, name, value)
     return q
+
+
+async def _known_value(conn: AsyncConnection, version: str, name: str, value: str) -> str:
+    """A filter's value as stored, or a 400 when it names nothing that could match (a typo
+    would otherwise be an empty page that looks like an answer). Any value of `parent`."""
+    if name == "country":
+        code = value.upper()
+        if not valid_country(code):
+            meant = f" ({NOT_ISO3166_1[code]} is meant?)" if code in NOT_ISO3166_1 else ""
+            raise ClientError(f"country={value!r} is not an ISO 3166-1 alpha-2 code{meant}")
+        return code
+    if name == "theme":
+        known = (await regions.known_regions(conn, version)).themes
+    elif name == "kind":
+        known = frozenset(i18n.KINDS)
+    elif name == "commitment_kind":
+        known = frozenset(i18n.COMMITMENTS) | {ENGAGEMENT_ONLY}
+    else:
+        return value
+    if value not in known:
+        raise ClientError(f"{name}={value!r} is not known: one of {', '.join(sorted(known))}")
+    return value
 
 
 def _collection(collection_id: str) -> Collection:
