@@ -38,6 +38,7 @@ app = typer.Typer(
     help="Open map service of the human rights cities and territories movement.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring's wrapped lines make one paragraph
 )
 db_app = typer.Typer(help="The PostGIS database: embedded cluster and migrations.", no_args_is_help=True)
 boundaries_app = typer.Typer(help="Load and inspect administrative boundaries.", no_args_is_help=True)
@@ -861,12 +862,13 @@ def publish_site(
     workers: Annotated[int, typer.Option(min=1, max=16, help="Database connections for a "
                                                               "tile build.")] = 3,
 ) -> None:
-    """Write the visitors' map as a static site any static host or CDN can serve: /map as
-    DIR/index.html and /embed as DIR/embed.html in each language, their scripts and styles, the
-    members as GeoJSON and the base as PMTiles archives read with HTTP range requests (the host
-    must answer Range requests, as nginx, Apache, S3 and the usual CDNs do). The site is built
-    beside DIR and moved in place whole. No Download control and no territory pages: they need
-    the app."""
+    """Write the visitors' map as a static site any static host or CDN can serve.
+
+    /map as DIR/index.html and /embed as DIR/embed.html in each language, their scripts and
+    styles, the members as GeoJSON and the base as PMTiles archives read with HTTP range requests
+    (the host must answer Range requests, as nginx, Apache, S3 and the usual CDNs do). The site
+    is built beside DIR and moved in place whole. No Download control and no territory pages:
+    they need the app."""
     import asyncio
 
     from geo_service.render import publish
