@@ -5,6 +5,7 @@ passes, with no database at all."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator
@@ -716,3 +717,37 @@ def test_reads_spread_over_the_databases_that_answer_then_the_fallback() -> None
     assert pools.order()[0].dsn[13] == "p"
     single = ReadPools(["postgresql://a/db"], None, probe_s=1, connect_timeout_s=1, wait_s=1)
     assert not single.several and [s.dsn for s in single.order()] == ["postgresql://a/db"]
+
+
+def test_every_command_says_what_it_does_in_whole_paragraphs() -> None:
+    """`--help` of every command and group has a description, its paragraphs rewrapped to the
+    terminal: no line cut short where the docstring's source wrapped (the next word would have
+    fitted on it)."""
+    from click.testing import CliRunner
+    from typer.main import get_command
+
+    from geo_service.cli import app
+
+    root = get_command(app)
+    seen = 0
+
+    def walk(command: object, path: list[str]) -> None:
+        nonlocal seen
+        result = CliRunner().invoke(root, [*path, "--help"], terminal_width=100)
+        assert result.exit_code == 0, (path, result.output)
+        assert getattr(command, "help", None), f"{' '.join(path)} has no help"
+        lines = result.output.splitlines()
+        usage = next(i for i, line in enumerate(lines) if "Usage:" in line)
+        end = next((i for i, line in enumerate(lines) if line.startswith("╭")), len(lines))
+        described = [line.strip() for line in lines[usage + 1:end]]
+        assert any(described), (path, result.output)
+        width = max(len(line) for line in described)  # at most the wrapping width
+        for this, after in itertools.pairwise(described):
+            if this and after:
+                assert len(this) + 1 + len(after.split()[0]) > width, (path, this, after)
+        seen += 1
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(root, [])
+    assert seen > 30, seen
