@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import fnmatch
-import glob
 import hashlib
 import io
 import json
@@ -237,7 +236,7 @@ def _write(out: Path, source: IO[bytes]) -> None:
     load`) each rename a whole file into place, where one shared partial name let one rename
     the other's away mid-write."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_partials(out)
+    _sweep_partials(out.parent)
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     partial = Path(name)
     try:
@@ -251,11 +250,16 @@ def _write(out: Path, source: IO[bytes]) -> None:
 
 # a partial file untouched this long was left by a writer that was killed (a live one writes on)
 STALE_PARTIAL_S = 3600.0
+_SWEPT: set[Path] = set()  # the folders this process has swept
 
 
-def _sweep_partials(out: Path) -> None:
-    """Remove the partial files of `out` that killed writers left behind."""
-    for partial in out.parent.glob(f".{glob.escape(out.name)}.*.part"):
+def _sweep_partials(folder: Path) -> None:
+    """Remove the partial files that killed writers left in `folder`, once per process (a
+    package folder may hold 30,000 files: listing it per file written took minutes)."""
+    if folder in _SWEPT:
+        return
+    _SWEPT.add(folder)
+    for partial in folder.glob(".*.part"):
         try:
             if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:
                 partial.unlink()
