@@ -140,6 +140,19 @@ def test_known_filter_values_select_as_before(client: TestClient) -> None:
     assert matched("territories", country="XK") >= 0  # Kosovo's code, not ISO's, is taken
 
 
+def test_a_filter_binds_and_before_or(client: TestClient) -> None:
+    def matched(expression: str) -> int:
+        response = client.get("/collections/territories/items",
+                              params={"filter": expression, "limit": 1})
+        assert response.status_code == 200, response.text
+        return response.json()["numberMatched"]
+
+    # the two sides of the OR select disjoint years, so the OR's count is their sum
+    mixed = matched("year > 2018 OR year < 2016 AND kind = 'municipality'")
+    assert mixed == matched("year > 2018") + matched("year < 2016 AND kind = 'municipality'")
+    assert mixed != matched("(year > 2018 OR year < 2016) AND kind = 'municipality'")
+
+
 def test_health_reports_each_caches_hits_and_misses(settings: Settings) -> None:
     """A page asked for twice is one miss then one hit of the response cache; a tile twice, of
     the tile cache; /health says so, with what each cache keeps and may keep."""

@@ -171,11 +171,29 @@ def test_not_like_keeps_the_case() -> None:
     assert where("name NOT LIKE 'A%'") == "(t.name::text NOT LIKE 'A%')"
 
 
-@pytest.mark.xfail(strict=True, reason="pygeofilter 0.4.0's cql2-text grammar gives AND and OR "
-                   "the same precedence (left to right); CQL2 binds AND tighter")
 def test_and_binds_tighter_than_or() -> None:
+    """As in CQL2 and SQL (pygeofilter 0.4.0's own grammar reads them left to right)."""
     assert where("year > 2020 OR year < 1990 AND kind = 'region'") == (
         "((t.year > 2020) OR ((t.year < 1990) AND (t.kind = 'region')))")
+    assert where("year < 1990 AND kind = 'region' OR year > 2020") == (
+        "(((t.year < 1990) AND (t.kind = 'region')) OR (t.year > 2020))")
+    assert where("(year > 2020 OR year < 1990) AND kind = 'region'") == (
+        "(((t.year > 2020) OR (t.year < 1990)) AND (t.kind = 'region'))")
+
+
+@pytest.mark.parametrize("text", [
+    "year > 2020", "year > 2020 AND kind = 'region' AND country = 'FR'",
+    "year > 2020 OR kind = 'region' OR country = 'FR'", "NOT year BETWEEN 2000 AND 2010",
+    "name LIKE 'Bar%' AND year IN (2019, 2020)", "NOT year > 2020 AND NOT (kind = 'region')",
+    "S_INTERSECTS(geometry, BBOX(-18, 4, 16, 28)) AND year IS NOT NULL",
+    "joined_on > DATE('2020-01-01') OR year BETWEEN 1990 AND 2000",
+])
+def test_expressions_of_one_operator_parse_as_pygeofilter_parses_them(text: str) -> None:
+    from pygeofilter.parsers.cql2_text import parse as pygeofilter_parse
+
+    from geo_service.query.filters import parse_text
+
+    assert parse_text(text) == pygeofilter_parse(text)
 
 
 # ---------------------------------------------------------------------------------- tiers

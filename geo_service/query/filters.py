@@ -9,13 +9,15 @@ by psycopg.sql; property names only ever come from the collection's own definiti
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
+import lark
 import shapely.geometry
 from psycopg import sql
 from pygeofilter import ast, values
 from pygeofilter.parsers.cql2_json import parse as parse_json
-from pygeofilter.parsers.cql2_text import parse as parse_text
+from pygeofilter.parsers.cql2_text import parser as cql2_text
 
 from geo_service.errors import ClientError
 from geo_service.query.collections import Collection
@@ -27,6 +29,40 @@ SPATIAL = {ast.GeometryIntersects: sql.SQL("ST_Intersects"), ast.GeometryWithin:
            ast.GeometryContains: sql.SQL("ST_Contains"), ast.GeometryDisjoint: sql.SQL("ST_Disjoint")}
 LIKE = {(False, False): sql.SQL("LIKE"), (False, True): sql.SQL("ILIKE"),  # (not, nocase)
         (True, False): sql.SQL("NOT LIKE"), (True, True): sql.SQL("NOT ILIKE")}
+# pygeofilter 0.4.0's cql2-text grammar gives AND and OR one precedence, left to right, so
+# `a OR b AND c` meant `(a OR b) AND c`: other rows than the researcher asked for, silently. CQL2
+# (like SQL) binds AND tighter. The same grammar with the two rules split, and pygeofilter's own
+# transformer; if a new pygeofilter changes the rule, this fails at import, not in a query.
+_GRAMMAR = Path(cql2_text.__file__).with_name("grammar.lark")
+_ONE_LEVEL = """?condition: condition_1
+          | condition "AND"i condition_1                                 -> and_
+          | condition "OR"i condition_1                                   -> or_
+"""
+_TWO_LEVELS = """?condition: condition_and
+          | condition "OR"i condition_and                                 -> or_
+
+?condition_and: condition_1
+              | condition_and "AND"i condition_1                         -> and_
+"""
+
+
+def _text_parser() -> lark.Lark:
+    grammar = _GRAMMAR.read_text(encoding="utf-8")
+    if _ONE_LEVEL not in grammar:
+        raise RuntimeError(f"{_GRAMMAR}: the AND/OR rule is not the one geo_service mends")
+    return lark.Lark(grammar.replace(_ONE_LEVEL, _TWO_LEVELS), parser="lalr",
+                     maybe_placeholders=False, transformer=cql2_text.CQLTransformer(),
+                     import_paths=[str(_GRAMMAR.parent.parent)], source_path=str(_GRAMMAR))
+
+
+_TEXT_PARSER = _text_parser()
+
+
+def parse_text(text: str) -> ast.Node:
+    """CQL2 text as pygeofilter's AST, AND binding tighter than OR."""
+    return cast(ast.Node, _TEXT_PARSER.parse(text))
+
+
 SCALAR_TYPES = ("string", "integer", "number")
 MAX_FILTER_DEPTH = 100  # levels: an AND or OR chain of n terms is n levels deep
 MAX_FILTER_NODES = 1000  # conditions, properties and values together
