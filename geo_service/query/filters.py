@@ -8,6 +8,7 @@ by psycopg.sql; property names only ever come from the collection's own definiti
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -46,21 +47,26 @@ _TWO_LEVELS = """?condition: condition_and
 """
 
 
-def _text_parser() -> lark.Lark:
+def _mended_grammar() -> str:
     grammar = _GRAMMAR.read_text(encoding="utf-8")
     if _ONE_LEVEL not in grammar:
         raise RuntimeError(f"{_GRAMMAR}: the AND/OR rule is not the one geo_service mends")
-    return lark.Lark(grammar.replace(_ONE_LEVEL, _TWO_LEVELS), parser="lalr",
-                     maybe_placeholders=False, transformer=cql2_text.CQLTransformer(),
+    return grammar.replace(_ONE_LEVEL, _TWO_LEVELS)
+
+
+_MENDED_GRAMMAR = _mended_grammar()  # checked at import
+
+
+@functools.cache  # built at the first text filter (0.1 s), not at every start of the CLI or app
+def _text_parser() -> lark.Lark:
+    return lark.Lark(_MENDED_GRAMMAR, parser="lalr", maybe_placeholders=False,
+                     transformer=cql2_text.CQLTransformer(),
                      import_paths=[str(_GRAMMAR.parent.parent)], source_path=str(_GRAMMAR))
-
-
-_TEXT_PARSER = _text_parser()
 
 
 def parse_text(text: str) -> ast.Node:
     """CQL2 text as pygeofilter's AST, AND binding tighter than OR."""
-    return cast(ast.Node, _TEXT_PARSER.parse(text))
+    return cast(ast.Node, _text_parser().parse(text))
 
 
 SCALAR_TYPES = ("string", "integer", "number")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
@@ -18,12 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from geo_service.errors import ClientError
 from geo_service.web import cache
 
 PROBLEM = "application/problem+json"
 CACHE = "public, max-age=60"
 IMMUTABLE = "public, max-age=31536000, immutable"
 JSON = "application/json"
+
+
+def one_of(name: str, value: str, known: Collection[str]) -> str:
+    """A query parameter's `value` when it is one of `known`, else a 400 naming them."""
+    if value not in known:
+        raise ClientError(f"{name}={value!r} is not known: one of {', '.join(sorted(known))}")
+    return value
 
 
 def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:

@@ -34,6 +34,7 @@ from geo_service.web.http import (
     cached,
     compact_json,
     conditional,
+    one_of,
     query_model,
     wants_html,
 )
@@ -193,16 +194,13 @@ async def _known_value(conn: AsyncConnection, version: str, name: str, value: st
             raise ClientError(f"country={value!r} is not an ISO 3166-1 alpha-2 code{meant}")
         return code
     if name == "theme":
-        known = (await regions.known_regions(conn, version)).themes
-    elif name == "kind":
-        known = frozenset(i18n.KINDS)
-    elif name == "commitment_kind":
-        known = frozenset(i18n.COMMITMENTS) | {ENGAGEMENT_ONLY}
-    else:
-        return value
-    if value not in known:
-        raise ClientError(f"{name}={value!r} is not known: one of {', '.join(sorted(known))}")
-    return value
+        return one_of(name, value, (await regions.known_regions(conn, version)).themes)
+    return one_of(name, value, _VOCABULARIES[name]) if name in _VOCABULARIES else value
+
+
+# the filters whose values are fixed words (themes are data: read per data version)
+_VOCABULARIES = {"kind": frozenset(i18n.KINDS),
+                 "commitment_kind": frozenset(i18n.COMMITMENTS) | {ENGAGEMENT_ONLY}}
 
 
 def _collection(collection_id: str) -> Collection:

@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from geo_service.errors import ClientError, NotFound
+from geo_service.errors import NotFound
 from geo_service.query.pages import page_data
 from geo_service.query.service import data_version
 from geo_service.render import i18n, webmap
 from geo_service.settings import Settings
-from geo_service.web.http import ConnDep, base_url
+from geo_service.web.http import ConnDep, base_url, one_of
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VENDOR_DIRS = webmap.VENDOR_DIRS  # URL folder -> folder inside node_modules
@@ -94,10 +94,7 @@ def _filters(params: PageParams, data: dict[str, Any]) -> dict[str, str]:
     for name, values in known.items():
         value = getattr(params, name)
         if value:
-            if value not in values:
-                raise ClientError(
-                    f"{name}={value!r} is not known: one of {', '.join(sorted(values))}")
-            chosen[name] = value
+            chosen[name] = one_of(name, value, values)
     if params.year:
         chosen["year"] = str(params.year)
     return chosen

@@ -28,6 +28,7 @@ from geo_service.web.http import (
     Params,
     base_url,
     conditional,
+    one_of,
     prefers,
 )
 
@@ -115,12 +116,7 @@ def _list_filters(params: ListParams, data: dict[str, Any]) -> list[tuple[str, s
         value = getattr(params, name)
         if not value:
             continue
-        if name == "country":
-            value = value.upper()
-        elif value not in known[name]:
-            raise ClientError(f"{name}={value!r} is not known: one of "
-                              f"{', '.join(sorted(known[name]))}")
-        chosen.append((name, value))
+        chosen.append((name, value.upper() if name == "country" else one_of(name, value, known[name])))
     return chosen
 
 
